@@ -1,0 +1,98 @@
+"""Dead letters: how every stage turns a rejected input into data instead of losing it.
+
+In: the raw input (bytes or text), where it failed and why.
+Out: a ``DeadLetter`` with the raw payload bounded in size (base64 when it is not UTF-8 text) and a
+deterministic id, so the same rejection seen twice (a retry, a replay) is one dead letter, not two.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+
+from sluice import __version__
+from sluice.contracts import DeadLetter, ErrorType, Source, make_event_id
+
+MAX_RAW_BYTES = 64 * 1024
+"""Bytes of the original input kept in a dead letter; the rest is cut and ``raw_truncated`` set."""
+
+MAX_MESSAGE_CHARS = 2000
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class BatchResult(Generic[T]):
+    """What a fallible stage returns for a batch: the good records and the dead letters."""
+
+    valid: list[T] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+    def extend(self, other: BatchResult[T]) -> None:
+        self.valid.extend(other.valid)
+        self.dead_letters.extend(other.dead_letters)
+
+
+def _bounded_raw(raw: bytes | str) -> tuple[str, str, int, bool]:
+    data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else bytes(raw)
+    size = len(data)
+    cut = data[:MAX_RAW_BYTES]
+    try:
+        text = cut.decode("utf-8")
+        encoding = "utf-8"
+    except UnicodeDecodeError as err:
+        # A cut through a multi-byte character is still text; anything else is binary.
+        if size > MAX_RAW_BYTES and err.start >= len(cut) - 3:
+            text = cut[: err.start].decode("utf-8", "replace")
+            encoding = "utf-8"
+        else:
+            text = base64.b64encode(cut).decode("ascii")
+            encoding = "base64"
+    return text, encoding, size, size > MAX_RAW_BYTES
+
+
+def dead_letter(
+    source: Source,
+    stage: str,
+    error_type: ErrorType,
+    message: str,
+    raw: bytes | str,
+    *,
+    event_time: datetime | None = None,
+    first_seen: datetime | None = None,
+) -> DeadLetter:
+    """Build a dead letter. Its id depends only on source, stage, error type and the raw input."""
+    text, encoding, size, truncated = _bounded_raw(raw)
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 1] + "…"
+    return DeadLetter(
+        dead_letter_id=make_event_id(source, stage, error_type.value, encoding, size, text),
+        source=source,
+        stage=stage,
+        error_type=error_type,
+        message=message,
+        raw=text,
+        raw_encoding=encoding,  # type: ignore[arg-type]
+        raw_size=size,
+        raw_truncated=truncated,
+        event_time=event_time,
+        first_seen=first_seen or datetime.now(UTC),
+        pipeline_version=__version__,
+    )
+
+
+def raw_bytes(letter: DeadLetter) -> bytes:
+    """The kept (possibly truncated) original input, decoded back to bytes, for re-driving."""
+    if letter.raw_encoding == "base64":
+        return base64.b64decode(letter.raw)
+    return letter.raw.encode("utf-8")
+
+
+def count_by_reason(letters: Iterable[DeadLetter]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for letter in letters:
+        counts[letter.error_type.value] = counts.get(letter.error_type.value, 0) + 1
+    return counts
