@@ -73,7 +73,10 @@ class IotReading(_Contract):
     metrics: dict[str, float] = Field(default_factory=dict)
     attributes: dict[str, str] = Field(default_factory=dict)
     location: GeoPoint | None = None
-    message_id: str | None = Field(default=None, description="Device or broker message id, if sent.")
+    message_id: str | None = Field(
+        default=None, description="Device or broker message id, if sent."
+    )
+    flags: list[str] = Field(default_factory=list, description="Labels set by filters.")
 
 
 class GeoInfo(_Contract):
@@ -108,7 +111,8 @@ class WebAccessLog(_Contract):
     request_time: float | None = Field(default=None, ge=0, description="Seconds, when logged.")
     vhost: str | None = None
     extra: dict[str, str] = Field(
-        default_factory=dict, description="Fields of a custom log_format with no column of their own."
+        default_factory=dict,
+        description="Fields of a custom log_format with no column of their own.",
     )
     flags: list[str] = Field(default_factory=list, description="Labels set by filters, e.g. 'bot'.")
     geo: GeoInfo | None = None
@@ -126,6 +130,7 @@ class FeedItem(_Contract):
     updated_time: UtcDatetime | None = None
     location: GeoPoint | None = None
     fields: dict[str, FeedValue] = Field(default_factory=dict)
+    flags: list[str] = Field(default_factory=list, description="Labels set by filters.")
 
 
 class Envelope(_Contract):
@@ -163,7 +168,9 @@ class DeadLetter(_Contract):
     message: str
     raw: str = Field(description="The original input, truncated to a bounded size.")
     raw_encoding: Literal["utf-8", "base64"] = "utf-8"
-    raw_size: int = Field(ge=0, description="Size in bytes of the original input before truncation.")
+    raw_size: int = Field(
+        ge=0, description="Size in bytes of the original input before truncation."
+    )
     raw_truncated: bool = False
     event_time: UtcDatetime | None = None
     first_seen: UtcDatetime

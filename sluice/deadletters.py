@@ -11,7 +11,9 @@ import base64
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
+
+from pydantic import ValidationError
 
 from sluice import __version__
 from sluice.contracts import DeadLetter, ErrorType, Source, make_event_id
@@ -36,18 +38,17 @@ class BatchResult(Generic[T]):
         self.dead_letters.extend(other.dead_letters)
 
 
-def _bounded_raw(raw: bytes | str) -> tuple[str, str, int, bool]:
+def _bounded_raw(raw: bytes | str) -> tuple[str, Literal["utf-8", "base64"], int, bool]:
     data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else bytes(raw)
     size = len(data)
     cut = data[:MAX_RAW_BYTES]
+    encoding: Literal["utf-8", "base64"] = "utf-8"
     try:
         text = cut.decode("utf-8")
-        encoding = "utf-8"
     except UnicodeDecodeError as err:
         # A cut through a multi-byte character is still text; anything else is binary.
         if size > MAX_RAW_BYTES and err.start >= len(cut) - 3:
             text = cut[: err.start].decode("utf-8", "replace")
-            encoding = "utf-8"
         else:
             text = base64.b64encode(cut).decode("ascii")
             encoding = "base64"
@@ -75,13 +76,27 @@ def dead_letter(
         error_type=error_type,
         message=message,
         raw=text,
-        raw_encoding=encoding,  # type: ignore[arg-type]
+        raw_encoding=encoding,
         raw_size=size,
         raw_truncated=truncated,
         event_time=event_time,
         first_seen=first_seen or datetime.now(UTC),
         pipeline_version=__version__,
     )
+
+
+def describe_validation_error(err: ValidationError) -> tuple[ErrorType, str]:
+    """The error type and a one-line message for a contract's refusal (the first error, and a count)."""
+    first = err.errors(include_url=False)[0]
+    loc = first["loc"]
+    if first["type"] == "missing":
+        error_type = ErrorType.MISSING_FIELD
+    elif loc and loc[0] == "event_time":
+        error_type = ErrorType.INVALID_TIMESTAMP
+    else:
+        error_type = ErrorType.SCHEMA_VIOLATION
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return error_type, f"{'.'.join(str(p) for p in loc)}: {first['msg']}{more}"
 
 
 def raw_bytes(letter: DeadLetter) -> bytes:

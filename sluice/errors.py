@@ -21,7 +21,7 @@ class GeoIpDatabaseError(ConfigError):
     """A GeoIP database is missing, unreadable, corrupt or of the wrong type; the message names the file."""
 
 
-class RecordRejected(SluiceError):  # noqa: N818 - a rejection, not a failure of the program
+class RecordRejected(SluiceError):
     """Internal signal inside a parser: this record becomes a dead letter of ``error_type``."""
 
     def __init__(self, error_type: ErrorType, message: str) -> None:

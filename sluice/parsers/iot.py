@@ -28,7 +28,7 @@ import orjson
 from pydantic import ValidationError
 
 from sluice.contracts import ErrorType, IotReading, Source
-from sluice.deadletters import BatchResult, dead_letter
+from sluice.deadletters import BatchResult, dead_letter, describe_validation_error
 from sluice.errors import RecordRejected
 
 MAX_RECORD_BYTES = 256 * 1024
@@ -46,9 +46,11 @@ LAT_KEYS = ("lat", "latitude")
 LON_KEYS = ("lon", "lng", "long", "longitude")
 _RESERVED = frozenset(
     (*DEVICE_KEYS, *WRAPPER_TIME_KEYS, *MESSAGE_ID_KEYS, *LAT_KEYS, *LON_KEYS, "location",
-     "metrics", "attributes", "payload", "topic", "_topic", "qos", "retain")
+     "metrics", "attributes", "flags", "payload", "topic", "_topic", "qos", "retain")
 )  # fmt: skip
-_CANONICAL = frozenset(("device_id", "event_time", "metrics", "attributes", "location", "message_id"))
+_CANONICAL = frozenset(
+    ("device_id", "event_time", "metrics", "attributes", "location", "message_id", "flags")
+)
 
 STAGE = "parse"
 
@@ -107,7 +109,7 @@ def normalize_reading(obj: Any) -> dict[str, Any]:
         raise RecordRejected(
             ErrorType.SCHEMA_VIOLATION, f"a reading must be a JSON object, got {type(obj).__name__}"
         )
-    if obj.keys() <= _CANONICAL and "device_id" in obj:
+    if obj.keys() <= _CANONICAL and isinstance(obj.get("device_id"), str):
         return obj  # the shape our own edges emit: nothing to map
     wrapper: Mapping[str, Any] = {}
     body: Mapping[str, Any] = obj
@@ -127,7 +129,9 @@ def normalize_reading(obj: Any) -> dict[str, Any]:
     if event_time is None:
         event_time = _first(wrapper, WRAPPER_TIME_KEYS) or _first(body, WRAPPER_TIME_KEYS)
     if event_time is None:
-        raise RecordRejected(ErrorType.MISSING_FIELD, "no timestamp (event_time, timestamp, ts, ...)")
+        raise RecordRejected(
+            ErrorType.MISSING_FIELD, "no timestamp (event_time, timestamp, ts, ...)"
+        )
 
     metrics: dict[str, float] = {}
     attributes: dict[str, str] = {}
@@ -141,7 +145,7 @@ def normalize_reading(obj: Any) -> dict[str, Any]:
     if isinstance(topic, str):
         attributes.setdefault("topic", topic)
     message_id = _first(body, MESSAGE_ID_KEYS) or _first(wrapper, MESSAGE_ID_KEYS)
-    return {
+    normalized = {
         "device_id": device if isinstance(device, str) else str(device),
         "event_time": event_time,
         "metrics": metrics,
@@ -149,22 +153,15 @@ def normalize_reading(obj: Any) -> dict[str, Any]:
         "location": _location(body),
         "message_id": None if message_id is None else str(message_id),
     }
+    if body.get("flags"):
+        normalized["flags"] = body["flags"]
+    return normalized
 
 
-def _describe(err: ValidationError) -> tuple[ErrorType, str]:
-    first = err.errors(include_url=False)[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    error_type = ErrorType.SCHEMA_VIOLATION
-    if first["loc"] and first["loc"][0] == "event_time":
-        error_type = ErrorType.INVALID_TIMESTAMP
-    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return error_type, f"{loc}: {first['msg']}{more}"
-
-
-def decode_json(raw: bytes | str) -> Any:
+def decode_json(raw: bytes | str, max_bytes: int = MAX_RECORD_BYTES) -> Any:
     """orjson decode with typed rejections (too large, not UTF-8, not JSON)."""
-    if len(raw) > MAX_RECORD_BYTES:
-        raise RecordRejected(ErrorType.TOO_LARGE, f"record of {len(raw)} bytes > {MAX_RECORD_BYTES}")
+    if len(raw) > max_bytes:
+        raise RecordRejected(ErrorType.TOO_LARGE, f"record of {len(raw)} bytes > {max_bytes}")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as err:
@@ -172,7 +169,9 @@ def decode_json(raw: bytes | str) -> Any:
         raise RecordRejected(kind, str(err)) from None
 
 
-def parse_iot_batch(records: Iterable[bytes | str], *, stage: str = STAGE) -> BatchResult[IotReading]:
+def parse_iot_batch(
+    records: Iterable[bytes | str], *, stage: str = STAGE
+) -> BatchResult[IotReading]:
     """Parse a batch of raw device messages. Never raises for bad input."""
     result: BatchResult[IotReading] = BatchResult()
     validate = IotReading.model_validate
@@ -194,7 +193,7 @@ def parse_iot_batch(records: Iterable[bytes | str], *, stage: str = STAGE) -> Ba
                                 raw if item is decoded else orjson.dumps(item))
                 )  # fmt: skip
             except ValidationError as err:
-                error_type, message = _describe(err)
+                error_type, message = describe_validation_error(err)
                 result.dead_letters.append(
                     dead_letter(Source.IOT, stage, error_type, message,
                                 raw if item is decoded else orjson.dumps(item))

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sluice.contracts import ErrorType, Source, WebAccessLog
-from sluice.deadletters import BatchResult, dead_letter
+from sluice.deadletters import BatchResult, dead_letter, describe_validation_error
 from sluice.errors import LogFormatError, RecordRejected
 
 MAX_LINE_BYTES = 64 * 1024
@@ -270,12 +270,8 @@ class LogParser:
                     dead_letter(Source.WEBLOG, stage, rejected.error_type, rejected.message, raw)
                 )
             except ValidationError as err:
-                first = err.errors(include_url=False)[0]
-                where = ".".join(str(p) for p in first["loc"])
-                result.dead_letters.append(
-                    dead_letter(Source.WEBLOG, stage, ErrorType.SCHEMA_VIOLATION,
-                                f"{where}: {first['msg']}", raw)
-                )  # fmt: skip
+                error_type, message = describe_validation_error(err)
+                result.dead_letters.append(dead_letter(Source.WEBLOG, stage, error_type, message, raw))
         return result
 
 

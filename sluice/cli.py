@@ -1,0 +1,195 @@
+"""The ``sluice`` command line.
+
+``sluice parse iot|weblog|feed [FILES or -]`` reads raw input and writes valid normalized records as
+JSON lines on standard output, dead letters as JSON lines to ``--dead-letters`` (default: standard
+error), and, as the last line on standard error, a JSON summary ``{"valid": N, "dead_letters": M}``.
+Exit status: 0 when the input was read (even if records were rejected); 2 for unusable arguments,
+settings or unreadable files, with a message saying which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from pydantic import BaseModel
+
+from sluice import __version__
+from sluice.config import load_settings
+from sluice.deadletters import BatchResult
+from sluice.errors import ConfigError
+from sluice.filters import RecordFilter
+from sluice.inputs import iter_line_batches, open_input
+from sluice.parsers.feeds import builtin_feed, parse_feed_document
+from sluice.parsers.iot import parse_iot_batch
+from sluice.parsers.weblog import LogParser
+
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sluice", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"sluice {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    parse = commands.add_parser("parse", help="parse raw input into normalized JSON lines")
+    parse.add_argument("source", choices=("iot", "weblog", "feed"))
+    parse.add_argument(
+        "files", nargs="*", default=["-"], help="input files (gzip detected), - for stdin"
+    )
+    parse.add_argument(
+        "--log-format", help="weblog: 'auto', 'combined', 'main' or an nginx log_format"
+    )
+    parse.add_argument(
+        "--feed", default="usgs", help="feed: the built-in feed spec (default: usgs)"
+    )
+    parse.add_argument("--geoip-db", type=Path, help="weblog: MaxMind City/Country database")
+    parse.add_argument("--asn-db", type=Path, help="weblog: MaxMind ASN database")
+    parse.add_argument("--no-filters", action="store_true", help="do not apply the filter rules")
+    parse.add_argument("--dead-letters", type=Path, help="file for dead letters (default: stderr)")
+
+    samples = commands.add_parser(
+        "samples", help="write generated sample input (for demos and tests)"
+    )
+    samples.add_argument("kind", choices=("iot", "weblog", "feed", "geoip"))
+    samples.add_argument("--count", type=int, default=1000, help="how many records (default 1000)")
+    samples.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    samples.add_argument("--bad-ratio", type=float, default=0.01, help="share of bad inputs (0.01)")
+    samples.add_argument("--out", type=Path, help="geoip: directory for the demo .mmdb files")
+    return parser
+
+
+def _run_samples(args: argparse.Namespace, out: IO[bytes]) -> None:
+    from sluice import samples
+
+    if args.count < 0 or not 0 <= args.bad_ratio <= 1:
+        raise ConfigError("--count must be >= 0 and --bad-ratio between 0 and 1")
+    if args.kind == "geoip":
+        if args.out is None:
+            raise ConfigError("samples geoip needs --out DIRECTORY")
+        from sluice.geoip_build import build_demo_databases
+
+        for path in build_demo_databases(args.out):
+            out.write(f"{path}\n".encode())
+    elif args.kind == "iot":
+        for message in samples.iot_messages(args.count, seed=args.seed, bad_ratio=args.bad_ratio):
+            out.write(message + b"\n")
+    elif args.kind == "weblog":
+        for line in samples.access_log_lines(args.count, seed=args.seed, bad_ratio=args.bad_ratio):
+            out.write(line.encode() + b"\n")
+    else:
+        out.write(samples.usgs_document(args.count, seed=args.seed) + b"\n")
+
+
+def _iot_batches(stream: IO[bytes]) -> Iterator[list[bytes]]:
+    """NDJSON, or one JSON array document (as device captures often are)."""
+    head = stream.peek(64)[:64] if hasattr(stream, "peek") else b""
+    if head.lstrip()[:1] == b"[":
+        document = stream.read()
+        try:
+            items = orjson.loads(document)
+        except orjson.JSONDecodeError:
+            items = None
+        if isinstance(items, list):
+            yield [orjson.dumps(item) for item in items]
+            return
+        yield document.splitlines()
+        return
+    yield from iter_line_batches(stream)
+
+
+def _write(out: IO[bytes], records: Sequence[BaseModel]) -> None:
+    if records:
+        out.write(b"\n".join(r.model_dump_json().encode() for r in records) + b"\n")
+
+
+def _run_parse(args: argparse.Namespace, out: IO[bytes], dead: IO[bytes]) -> dict[str, Any]:
+    settings = load_settings(log_format=args.log_format, geoip_city_db=args.geoip_db,
+                             geoip_asn_db=args.asn_db)  # fmt: skip
+    if args.source != "weblog" and (args.geoip_db or args.asn_db or args.log_format):
+        raise ConfigError(
+            "--log-format, --geoip-db and --asn-db apply to 'sluice parse weblog' only"
+        )
+    if args.asn_db and not args.geoip_db:
+        raise ConfigError("--asn-db needs --geoip-db")
+    record_filter = RecordFilter(() if args.no_filters else settings.filter_rules, args.source)
+    totals: dict[str, Any] = {"valid": 0, "dead_letters": 0}
+    dropped: dict[str, int] = {}
+    with ExitStack() as stack:
+        enricher = None
+        if settings.geoip_city_db is not None:
+            from sluice.geoip import GeoIpEnricher, choose_client_ip
+
+            enricher = stack.enter_context(
+                GeoIpEnricher(
+                    settings.geoip_city_db, settings.geoip_asn_db, settings.geoip_cache_size
+                )
+            )
+        log_parser = LogParser(settings.log_format) if args.source == "weblog" else None
+        feed = builtin_feed(args.feed) if args.source == "feed" else None
+        for name in args.files:
+            stream = stack.enter_context(open_input(name))
+            try:
+                if feed is not None:
+                    batches: Iterator[BatchResult[Any]] = iter(
+                        [parse_feed_document(feed, stream.read())]
+                    )
+                elif log_parser is not None:
+                    batches = (log_parser.parse_batch(b) for b in iter_line_batches(stream))
+                else:
+                    batches = (parse_iot_batch(b) for b in _iot_batches(stream))
+                for result in batches:
+                    valid = result.valid
+                    if enricher is not None:
+                        geos = enricher.lookup_many(
+                            choose_client_ip(r.client_ip, r.forwarded_for) or "" for r in valid
+                        )
+                        valid = [
+                            r.model_copy(update={"geo": g})
+                            for r, g in zip(valid, geos, strict=True)
+                        ]
+                    filtered = record_filter.apply(valid)
+                    for rule, count in filtered.dropped.items():
+                        dropped[rule] = dropped.get(rule, 0) + count
+                    _write(out, filtered.kept)
+                    _write(dead, result.dead_letters)
+                    totals["valid"] += len(filtered.kept)
+                    totals["dead_letters"] += len(result.dead_letters)
+            except (OSError, EOFError, zlib.error) as err:
+                raise ConfigError(f"cannot read {name}: {err}") from None
+    if dropped:
+        totals["filtered"] = dropped
+    return totals
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out = sys.stdout.buffer
+    try:
+        if args.command == "samples":
+            _run_samples(args, out)
+            out.flush()
+            return 0
+        with ExitStack() as stack:
+            dead: IO[bytes] = sys.stderr.buffer
+            if args.dead_letters is not None:
+                try:
+                    dead = stack.enter_context(open(args.dead_letters, "wb"))
+                except OSError as err:
+                    raise ConfigError(f"cannot write {args.dead_letters}: {err.strerror}") from None
+            totals = _run_parse(args, out, dead)
+            out.flush()
+            dead.flush()
+    except ConfigError as err:
+        print(f"sluice: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return 0
+    sys.stderr.buffer.write(orjson.dumps(totals) + b"\n")
+    return 0
