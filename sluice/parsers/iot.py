@@ -11,8 +11,9 @@ Real devices send different shapes, so the parser accepts (and docs/ARCHITECTURE
 - flat readings whose numeric fields are the metrics and whose string fields are attributes;
 - MQTT bridge captures ``{"topic", "payload": {...}, "_msgid", "receivedTimestamp"}``, where the
   payload is the reading and the device id may be the next-to-last topic segment;
+- arrays of readings (nested arrays too), each element its own reading;
 - aliases: device id ``device_id, deviceId, deviceID, device, node_id, nodeId, node-id, sensor_id,
-  sensorId``; time ``event_time, eventTime, timestamp, ts, time, Time, datetime, date``;
+  sensorId``; time ``event_time, eventTime, timestamp, Timestamp, ts, time, Time, datetime, date, Date``;
   message id ``message_id, messageId, msg_id, msgid, _msgid``; location ``location`` or
   ``lat``/``latitude`` with ``lon``/``lng``/``longitude``.
 Timestamps: epoch seconds, epoch milliseconds (values above 2e10) or ISO-8601; no zone means UTC.
@@ -21,7 +22,7 @@ Nested objects are flattened with dots (``Wifi.RSSI``); booleans become 1.0/0.0 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -39,7 +40,9 @@ DEVICE_KEYS = (
     "device_id", "deviceId", "deviceID", "device", "node_id", "nodeId", "node-id",
     "sensor_id", "sensorId",
 )  # fmt: skip
-TIME_KEYS = ("event_time", "eventTime", "timestamp", "ts", "time", "Time", "datetime", "date")
+TIME_KEYS = (
+    "event_time", "eventTime", "timestamp", "Timestamp", "ts", "time", "Time", "datetime", "date", "Date",
+)  # fmt: skip
 WRAPPER_TIME_KEYS = (*TIME_KEYS, "receivedTimestamp", "received_at")
 MESSAGE_ID_KEYS = ("message_id", "messageId", "msg_id", "msgid", "_msgid")
 LAT_KEYS = ("lat", "latitude")
@@ -169,6 +172,25 @@ def decode_json(raw: bytes | str, max_bytes: int = MAX_RECORD_BYTES) -> Any:
         raise RecordRejected(kind, str(err)) from None
 
 
+def _flatten_arrays(decoded: Any) -> Iterator[Any]:
+    """A record may be one reading or (nested) arrays of readings, as device bridges wrap them."""
+    if not isinstance(decoded, list):
+        yield decoded
+        return
+    stack = [iter(decoded)]
+    while stack:
+        item = next(stack[-1], _END)
+        if item is _END:
+            stack.pop()
+        elif isinstance(item, list):
+            stack.append(iter(item))
+        else:
+            yield item
+
+
+_END = object()
+
+
 def parse_iot_batch(
     records: Iterable[bytes | str], *, stage: str = STAGE
 ) -> BatchResult[IotReading]:
@@ -183,8 +205,7 @@ def parse_iot_batch(
                 dead_letter(Source.IOT, stage, rejected.error_type, rejected.message, raw)
             )
             continue
-        items = decoded if isinstance(decoded, list) else (decoded,)
-        for item in items:
+        for item in _flatten_arrays(decoded):
             try:
                 result.valid.append(validate(normalize_reading(item)))
             except RecordRejected as rejected:
