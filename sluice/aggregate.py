@@ -81,10 +81,10 @@ def window_starts_epoch(
     """Vectorised ``window_start``: epoch seconds (int or float array) to window starts (int64)."""
     _check_size(size_seconds)
     arr = np.asarray(epoch_seconds)
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise ValueError("epoch_seconds must be finite")
     if arr.dtype.kind not in "iuf":
         raise TypeError(f"epoch_seconds must be numeric, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError("epoch_seconds must be finite")
     starts: npt.NDArray[np.int64] = np.floor_divide(arr, size_seconds).astype(np.int64)
     starts *= size_seconds
     return starts
@@ -176,6 +176,10 @@ def _sketch_error(kind: str, exc: Exception) -> ValueError:
     return ValueError(f"corrupt {kind} sketch: {exc}")
 
 
+# --------------------------------------------------------------------------------------------
+# Batch summaries: the exact parts of a batch, computed once before its single sketch update
+# --------------------------------------------------------------------------------------------
+
 _Batch = tuple[FloatArray, float, float, float]
 """The finite values of a batch as a contiguous float64 array, their sum, min and max."""
 
@@ -184,13 +188,12 @@ def _summarise_array(values: npt.NDArray[Any]) -> _Batch | None:
     arr = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
     if arr.size == 0:
         return None
-    total = float(arr.sum())
-    if not math.isfinite(total):  # a finite sum proves every value finite
-        arr = arr[np.isfinite(arr)]
+    finite = np.isfinite(arr)
+    if not finite.all():
+        arr = arr[finite]
         if arr.size == 0:
             return None
-        total = float(arr.sum())
-    return arr, total, float(arr.min()), float(arr.max())
+    return arr, float(arr.sum()), float(arr.min()), float(arr.max())
 
 
 def _summarise_list(values: Sequence[float]) -> _Batch | None:
@@ -289,16 +292,24 @@ class MetricStats(_Accumulator):
         return self
 
     def quantile(self, q: float) -> float | None:
-        """Approximate value at normalized rank ``q`` in [0, 1]; ``None`` when empty."""
-        if not self.count:
-            return None
-        return float(self._sketch.get_quantile(q))
+        """Approximate value at normalized rank ``q`` in [0, 1]; ``None`` when empty.
+
+        Ranks 0 and 1 give the exact min and max (the sketch alone may not once it compacts).
+        """
+        values = self.quantiles((q,))
+        return None if values is None else values[0]
 
     def quantiles(self, qs: Sequence[float]) -> list[float] | None:
-        """``quantile`` for several ranks at once; ``None`` when empty."""
+        """``quantile`` for several ranks at once (one sketch call); ``None`` when empty."""
         if not self.count:
             return None
-        return [float(v) for v in self._sketch.get_quantiles(list(qs))]
+        values = [float(v) for v in self._sketch.get_quantiles(list(qs))]
+        for i, q in enumerate(qs):
+            if q == 0.0:
+                values[i] = self._min
+            elif q == 1.0:
+                values[i] = self._max
+        return values
 
     def summary(self) -> dict[str, float | int | None]:
         """count, sum, min, max, mean, p50, p95, p99 (the last five ``None`` when empty)."""
@@ -346,8 +357,6 @@ class MetricStats(_Accumulator):
             other._max,
             other.k,
         )
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return (
@@ -418,8 +427,6 @@ class DistinctCounter(_Accumulator):
         if not isinstance(other, DistinctCounter):
             return NotImplemented
         return (self.lg_k, self.estimate()) == (other.lg_k, other.estimate())
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"DistinctCounter(estimate={self.estimate():.1f}, lg_k={self.lg_k})"
@@ -497,8 +504,6 @@ class WebTrafficStats(_Accumulator):
             and self.request_time == other.request_time
             and self.unique_clients == other.unique_clients
         )
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return (

