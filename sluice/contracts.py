@@ -134,9 +134,14 @@ class FeedItem(_Contract):
 
 
 class Envelope(_Contract):
-    """What one Kinesis user record carries: routing and de-duplication data around a payload."""
+    """What one Kinesis user record carries: routing and de-duplication data around a payload.
+
+    ``kind`` says what the payload is: a normalized record of ``source``, or a ``DeadLetter`` the edge
+    produced (edge rejections travel the same stream, so one sink collects every dead letter).
+    """
 
     source: Source
+    kind: Literal["record", "dead_letter"] = "record"
     schema_version: int = SCHEMA_VERSION
     event_id: str = Field(min_length=1, max_length=128)
     ingest_time: UtcDatetime

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.realdata
 
 def test_mqtt_lab_capture_every_message_is_a_reading_and_duplicates_share_ids():
     # GIVEN 120 real MQTT messages: varying shapes, arrays wrapping messages, duplicate deliveries
-    capture = orjson.loads((REALDATA / "iot_telemetry/moziot_lab_mqtt_capture/sample-lab-data.json").read_bytes())
+    capture = orjson.loads(
+        (REALDATA / "iot_telemetry/moziot_lab_mqtt_capture/sample-lab-data.json").read_bytes()
+    )
     # WHEN each message is parsed as its own record
     result = parse_iot_batch(orjson.dumps(message) for message in capture)
     # THEN every message is a reading (the capture is valid telemetry), with a device and metrics
@@ -29,7 +31,10 @@ def test_mqtt_lab_capture_every_message_is_a_reading_and_duplicates_share_ids():
     assert len(result.valid) == len(capture)
     assert all(r.device_id and r.metrics for r in result.valid)
     # AND re-delivered messages (same _msgid) map to the same event identity, so they can be de-duplicated
-    ids = [make_event_id("iot", r.device_id, r.message_id or r.event_time.isoformat()) for r in result.valid]
+    ids = [
+        make_event_id("iot", r.device_id, r.message_id or r.event_time.isoformat())
+        for r in result.valid
+    ]
     with_msgid = [r for r in result.valid if r.message_id]
     assert len(set(ids)) < len(ids)
     assert len({r.message_id for r in with_msgid}) < len(with_msgid)
@@ -42,15 +47,32 @@ def test_uci_occupancy_rows_as_flat_readings():
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     records = [
-        orjson.dumps({"device_id": "office-1", "Date": row.pop("Date"), **{k: float(v) for k, v in row.items()}})
+        orjson.dumps(
+            {
+                "device_id": "office-1",
+                "Date": row.pop("Date"),
+                **{k: float(v) for k, v in row.items()},
+            }
+        )
         for row in rows
     ]
     result = parse_iot_batch(records)
     assert result.dead_letters == [] and len(result.valid) == len(rows)
-    assert set(result.valid[0].metrics) == {"Temperature", "Humidity", "Light", "CO2", "HumidityRatio", "Occupancy"}
+    assert set(result.valid[0].metrics) == {
+        "Temperature",
+        "Humidity",
+        "Light",
+        "CO2",
+        "HumidityRatio",
+        "Occupancy",
+    }
 
 
-@pytest.mark.parametrize("path", sorted((REALDATA / "api_feeds/usgs_earthquake_geojson").glob("*.geojson")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    sorted((REALDATA / "api_feeds/usgs_earthquake_geojson").glob("*.geojson")),
+    ids=lambda p: p.name,
+)
 def test_usgs_snapshots_parse_completely(path: Path):
     document = path.read_bytes()
     expected = len(orjson.loads(document)["features"])
