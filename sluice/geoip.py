@@ -92,27 +92,29 @@ _DATABASE_ERRORS: tuple[type[BaseException], ...] = (
 """What a damaged database or an unexpected record layout can raise from a read."""
 _OPEN_ERRORS: tuple[type[BaseException], ...] = (*_DATABASE_ERRORS, OSError)
 
-_DOCUMENTATION_NETWORKS = tuple(
-    ipaddress.ip_network(n)
-    for n in (
-        "192.0.2.0/24",  # TEST-NET-1
-        "198.51.100.0/24",  # TEST-NET-2
-        "203.0.113.0/24",  # TEST-NET-3
-        "233.252.0.0/24",  # MCAST-TEST-NET
-        "2001:db8::/32",
-        "3fff::/20",  # RFC 9637
-    )
+
+def _networks_by_version(
+    *cidrs: str,
+) -> dict[int, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]]:
+    networks = [ipaddress.ip_network(cidr) for cidr in cidrs]
+    return {v: tuple(n for n in networks if n.version == v) for v in (4, 6)}
+
+
+_DOCUMENTATION_NETWORKS = _networks_by_version(
+    "192.0.2.0/24",  # TEST-NET-1
+    "198.51.100.0/24",  # TEST-NET-2
+    "203.0.113.0/24",  # TEST-NET-3
+    "233.252.0.0/24",  # MCAST-TEST-NET
+    "2001:db8::/32",
+    "3fff::/20",  # RFC 9637
 )
-_PRIVATE_NETWORKS = tuple(
-    ipaddress.ip_network(n)
-    for n in (
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "100.64.0.0/10",  # carrier-grade NAT shared address space
-        "fc00::/7",  # unique local
-        "fec0::/10",  # deprecated site-local
-    )
+_PRIVATE_NETWORKS = _networks_by_version(
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",  # carrier-grade NAT shared address space
+    "fc00::/7",  # unique local
+    "fec0::/10",  # deprecated site-local
 )
 
 _INVALID = GeoInfo(status="invalid")
@@ -186,20 +188,22 @@ def address_scope(address: IPAddress) -> Scope:
     local (and the deprecated site-local). ``reserved``: unspecified, multicast, reserved,
     documentation and every other special-purpose block that is not globally routable.
     Loopback and link-local are tested first because ``::1`` also lies in the reserved ``::/8``;
-    documentation ranges before ``is_private``, which in Python counts them as private.
+    documentation ranges before the private ones, because Python's ``is_private`` counts them
+    as private. The last test, ``is_global``, is ``not is_private`` (minus 100.64.0.0/10).
     """
     if address.is_loopback or address.is_link_local:
         return "private"
+    version = address.version
     if (
         address.is_unspecified
         or address.is_multicast
         or address.is_reserved
-        or any(address in network for network in _DOCUMENTATION_NETWORKS)
+        or any(address in network for network in _DOCUMENTATION_NETWORKS[version])
     ):
         return "reserved"
-    if any(address in network for network in _PRIVATE_NETWORKS):
+    if any(address in network for network in _PRIVATE_NETWORKS[version]):
         return "private"
-    if address.is_private or not address.is_global:
+    if not address.is_global:
         # This-network 0/8, IETF protocol assignments, benchmarking 198.18/15, Teredo/ORCHID, ...
         return "reserved"
     return "public"
@@ -377,7 +381,9 @@ def _open_database(role: str, path: str, kinds: tuple[tuple[str, str], ...]) -> 
             if info.ip_version == 4 and ":" in probe:
                 continue
             try:
-                extract(lookup(probe))
+                fields = extract(lookup(probe))
+                if role == "city":
+                    GeoInfo(status="found", **fields)  # values of the expected types
             except geoip2.errors.AddressNotFoundError:
                 continue
             except _DATABASE_ERRORS as err:
@@ -480,7 +486,8 @@ class GeoIpEnricher:
         if not isinstance(ip, str) or len(ip) > _MAX_ADDRESS_TEXT:
             return _INVALID
         if not self._cache_size:
-            self._misses += 1
+            with self._lock:
+                self._misses += 1
             return self._resolve(ip)
         with self._lock:
             cached = self._cache.get(ip)

@@ -1,0 +1,1 @@
+"""Throughput benchmarks (`make bench`). Targets are measured here, never asserted in timed tests."""
