@@ -122,14 +122,14 @@ json_values = st.recursive(
 def test_no_input_makes_the_parser_raise(raw):
     # Every record is accounted for: valid readings or typed dead letters, never an exception.
     result = parse_iot_batch([raw])
+
     def leaves(value):
         return sum(leaves(v) for v in value) if isinstance(value, list) else 1
 
-    decoded_items = None
     try:
         decoded_items = leaves(orjson.loads(raw))  # arrays (nested too) are readings' containers
     except orjson.JSONDecodeError:
-        pass
+        decoded_items = None
     produced = len(result.valid) + len(result.dead_letters)
     assert produced == (decoded_items if decoded_items is not None else 1)
 
