@@ -54,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     parse.add_argument("--no-filters", action="store_true", help="do not apply the filter rules")
     parse.add_argument("--dead-letters", type=Path, help="file for dead letters (default: stderr)")
 
+    edge = commands.add_parser(
+        "edge",
+        help="run the Lambda edges locally: 'serve' (HTTP, like API Gateway) or 'poll' (feeds once)",
+        add_help=False,
+    )
+    edge.add_argument("action", choices=("serve", "poll"))
+    edge.add_argument("args", nargs=argparse.REMAINDER, help="options of the action (see --help)")
+
     samples = commands.add_parser(
         "samples", help="write generated sample input (for demos and tests)"
     )
@@ -63,6 +71,17 @@ def _parser() -> argparse.ArgumentParser:
     samples.add_argument("--bad-ratio", type=float, default=0.01, help="share of bad inputs (0.01)")
     samples.add_argument("--out", type=Path, help="geoip: directory for the demo .mmdb files")
     return parser
+
+
+def _run_edge(action: str, argv: list[str]) -> int:
+    """The edges are adapters (they use boto3), so they are imported only when asked for."""
+    if action == "serve":
+        from edge_lambdas.local_server import main as serve
+
+        return serve(argv)
+    from edge_lambdas.feed_poller.local import main as poll
+
+    return poll(argv)
 
 
 def _run_samples(args: argparse.Namespace, out: IO[bytes]) -> None:
@@ -172,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out = sys.stdout.buffer
     try:
+        if args.command == "edge":
+            return _run_edge(args.action, args.args)
         if args.command == "samples":
             _run_samples(args, out)
             out.flush()

@@ -14,7 +14,9 @@ def moto_endpoint() -> Iterator[str]:
 
     from moto.server import ThreadedMotoServer
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
+    logging.getLogger("werkzeug").setLevel(
+        logging.ERROR
+    )  # one access-log line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -1,0 +1,1 @@
+"""What the edge Lambdas share: the Kinesis publisher, settings, telemetry and AWS event factories."""

@@ -1,0 +1,1 @@
+"""IoT edge Lambda: API Gateway HTTP API requests with device readings in, Kinesis envelopes out."""

@@ -1,0 +1,1 @@
+"""Web-log edge Lambda: S3 access-log files and CloudWatch Logs subscriptions in, Kinesis out."""
