@@ -64,13 +64,21 @@ def dead_letter(
     *,
     event_time: datetime | None = None,
     first_seen: datetime | None = None,
+    identity: tuple[object, ...] | None = None,
 ) -> DeadLetter:
-    """Build a dead letter. Its id depends only on source, stage, error type and the raw input."""
+    """Build a dead letter with a deterministic id.
+
+    The id depends on source, stage and error type, and on ``identity`` when given (where the input
+    was: a file and line number, a Kinesis position), else on the raw input. Give an identity when
+    two equal inputs are two events (two identical bad log lines), so both are kept.
+    """
     text, encoding, size, truncated = _bounded_raw(raw)
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[: MAX_MESSAGE_CHARS - 1] + "…"
     return DeadLetter(
-        dead_letter_id=make_event_id(source, stage, error_type.value, encoding, size, text),
+        dead_letter_id=make_event_id(
+            source, stage, error_type.value, *(identity or (encoding, size, text))
+        ),
         source=source,
         stage=stage,
         error_type=error_type,
