@@ -24,6 +24,7 @@ from sluice.geoip import GeoIpEnricher, choose_client_ip
 from sluice.geoip_build import build_demo_databases
 from sluice.parsers.iot import parse_iot_batch
 from sluice.parsers.weblog import LogParser
+from sluice.runtime import tune_gc
 
 
 def best_of(runs: int, fn: Callable[[], Any]) -> float:
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     args = parser.parse_args(argv)
+    tune_gc()
     n = args.events
     results: dict[str, float] = {}
 

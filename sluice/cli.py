@@ -29,6 +29,7 @@ from sluice.inputs import iter_line_batches, open_input
 from sluice.parsers.feeds import builtin_feed, parse_feed_document
 from sluice.parsers.iot import parse_iot_batch
 from sluice.parsers.weblog import LogParser
+from sluice.runtime import tune_gc
 
 EXIT_USAGE = 2
 
@@ -189,6 +190,7 @@ def _run_parse(args: argparse.Namespace, out: IO[bytes], dead: IO[bytes]) -> dic
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    tune_gc()
     out = sys.stdout.buffer
     try:
         if args.command == "edge":
