@@ -40,7 +40,9 @@ from sluice.contracts import DeadLetter, FeedItem, IotReading, WebAccessLog
 Granularity = Literal["day", "hour"]
 
 
-def _f(field_id: int, name: str, kind: Any, required: bool = False, doc: str | None = None) -> NestedField:
+def _f(
+    field_id: int, name: str, kind: Any, required: bool = False, doc: str | None = None
+) -> NestedField:
     return NestedField(field_id, name, kind, required=required, doc=doc)
 
 
@@ -167,7 +169,9 @@ class TableDef:
 
     def partition_spec(self, granularity: Granularity = "day") -> PartitionSpec:
         source = self.schema.find_field(self.time_column)
-        transform: DayTransform[Any] | HourTransform[Any] = DayTransform() if granularity == "day" else HourTransform()
+        transform: DayTransform[Any] | HourTransform[Any] = (
+            DayTransform() if granularity == "day" else HourTransform()
+        )
         return PartitionSpec(
             PartitionField(
                 source_id=source.field_id,
@@ -184,9 +188,15 @@ class TableDef:
 TABLES: dict[str, TableDef] = {
     t.name: t
     for t in (
-        TableDef("iot_readings", IOT_READINGS, "event_time", ("event_id",), "One row per device reading"),
-        TableDef("web_requests", WEB_REQUESTS, "event_time", ("event_id",), "One row per access-log line"),
-        TableDef("feed_items", FEED_ITEMS, "event_time", ("event_id",), "One row per feed item version"),
+        TableDef(
+            "iot_readings", IOT_READINGS, "event_time", ("event_id",), "One row per device reading"
+        ),
+        TableDef(
+            "web_requests", WEB_REQUESTS, "event_time", ("event_id",), "One row per access-log line"
+        ),
+        TableDef(
+            "feed_items", FEED_ITEMS, "event_time", ("event_id",), "One row per feed item version"
+        ),
         TableDef(
             "iot_metrics_1m",
             IOT_METRICS_1M,
@@ -201,7 +211,9 @@ TABLES: dict[str, TableDef] = {
             ("window_start", "path", "status_class", "country_iso"),
             "Per path, status class and country, per 1-minute event-time window",
         ),
-        TableDef("dead_letters", DEAD_LETTERS, "first_seen", ("dead_letter_id",), "Every rejected input"),
+        TableDef(
+            "dead_letters", DEAD_LETTERS, "first_seen", ("dead_letter_id",), "Every rejected input"
+        ),
     )
 }
 
@@ -314,7 +326,9 @@ def _q(stats: MetricStats) -> Sequence[float | None]:
     return stats.quantiles([0.5, 0.95, 0.99]) or (None, None, None)
 
 
-def iot_metric_rows(windows: Iterable[tuple[tuple[str, str, datetime], MetricStats]], size_seconds: int) -> pa.Table:
+def iot_metric_rows(
+    windows: Iterable[tuple[tuple[str, str, datetime], MetricStats]], size_seconds: int
+) -> pa.Table:
     """Rows of ``iot_metrics_1m`` from ``((device_id, metric, window_start), stats)`` pairs."""
     rows = []
     size = timedelta(seconds=size_seconds)

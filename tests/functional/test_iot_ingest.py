@@ -336,7 +336,11 @@ body_strategy = st.one_of(
     st.binary(max_size=2000),
     st.text(max_size=500).map(str.encode),
     st.recursive(
-        st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=20),
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**63), 2**64 - 1)
+        | st.floats()
+        | st.text(max_size=20),
         lambda children: (
             st.lists(children, max_size=4)
             | st.dictionaries(

@@ -89,8 +89,14 @@ def test_any_raw_input_makes_a_valid_json_round_trippable_dead_letter(raw):
 
 
 def test_identity_keeps_equal_inputs_from_different_places_apart():
-    first = dead_letter(Source.WEBLOG, "edge", ErrorType.UNPARSEABLE_LINE, "m", b"bad", identity=("s3://b/k", 1))
-    second = dead_letter(Source.WEBLOG, "edge", ErrorType.UNPARSEABLE_LINE, "m", b"bad", identity=("s3://b/k", 2))
-    again = dead_letter(Source.WEBLOG, "edge", ErrorType.UNPARSEABLE_LINE, "m", b"bad", identity=("s3://b/k", 1))
+    first = dead_letter(
+        Source.WEBLOG, "edge", ErrorType.UNPARSEABLE_LINE, "m", b"bad", identity=("s3://b/k", 1)
+    )
+    second = dead_letter(
+        Source.WEBLOG, "edge", ErrorType.UNPARSEABLE_LINE, "m", b"bad", identity=("s3://b/k", 2)
+    )
+    again = dead_letter(
+        Source.WEBLOG, "edge", ErrorType.UNPARSEABLE_LINE, "m", b"bad", identity=("s3://b/k", 1)
+    )
     assert first.dead_letter_id != second.dead_letter_id
     assert first.dead_letter_id == again.dead_letter_id
