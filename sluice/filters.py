@@ -138,28 +138,26 @@ class RecordFilter:
     def __bool__(self) -> bool:
         return bool(self._drops or self._flags)
 
+    def judge(self, record: Any) -> tuple[str | None, list[str]]:
+        """The rule that drops ``record`` (or ``None``) and the flags the other rules give it."""
+        for name, get, test in self._drops:
+            value = get(record)
+            if value is not None and test(value):
+                return name, []
+        return None, [
+            flag for _, flag, get, test in self._flags if (v := get(record)) is not None and test(v)
+        ]
+
     def apply(self, records: Iterable[R]) -> FilterResult:
         result = FilterResult()
         if not self:
             result.kept.extend(records)
             return result
         for record in records:
-            dropped_by = next(
-                (
-                    name
-                    for name, get, test in self._drops
-                    if (v := get(record)) is not None and test(v)
-                ),
-                None,
-            )
+            dropped_by, flags = self.judge(record)
             if dropped_by is not None:
                 result.dropped[dropped_by] = result.dropped.get(dropped_by, 0) + 1
                 continue
-            flags = [
-                flag
-                for name, flag, get, test in self._flags
-                if (v := get(record)) is not None and test(v)
-            ]
             if flags:
                 for flag in flags:
                     result.flagged[flag] = result.flagged.get(flag, 0) + 1
