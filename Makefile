@@ -37,23 +37,13 @@ test: lint typecheck
 test-realdata: install
 	$(BIN)/pytest -q tests/realdata
 
-# Until the stream job lands (issue 4), the demo runs the core parsers over generated sample data.
-DEMO := .demo
+# The whole pipeline locally: moto server, the real edges, the Beam job, Iceberg tables, DuckDB.
 demo: install
-	@mkdir -p $(DEMO)
-	$(BIN)/sluice samples geoip --out $(DEMO)/geoip
-	$(BIN)/sluice samples iot --count 20000 > $(DEMO)/iot.ndjson
-	$(BIN)/sluice samples weblog --count 20000 > $(DEMO)/access.log
-	$(BIN)/sluice samples feed --count 200 > $(DEMO)/usgs.geojson
-	$(BIN)/sluice parse iot $(DEMO)/iot.ndjson --dead-letters $(DEMO)/iot.dead.ndjson > $(DEMO)/iot.out.ndjson
-	$(BIN)/sluice parse weblog $(DEMO)/access.log --geoip-db $(DEMO)/geoip/demo-city.mmdb \
-	  --asn-db $(DEMO)/geoip/demo-asn.mmdb --dead-letters $(DEMO)/weblog.dead.ndjson > $(DEMO)/weblog.out.ndjson
-	$(BIN)/sluice parse feed $(DEMO)/usgs.geojson --dead-letters $(DEMO)/feed.dead.ndjson > $(DEMO)/feed.out.ndjson
-	@echo "first parsed web request:" && head -n 1 $(DEMO)/weblog.out.ndjson
-	@echo "outputs and dead letters are in $(DEMO)/"
+	$(BIN)/python -m infra.local.demo
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python tests/pipeline/kinesis_throughput.py
 
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

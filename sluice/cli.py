@@ -55,6 +55,23 @@ def _parser() -> argparse.ArgumentParser:
     parse.add_argument("--no-filters", action="store_true", help="do not apply the filter rules")
     parse.add_argument("--dead-letters", type=Path, help="file for dead letters (default: stderr)")
 
+    query = commands.add_parser("query", help="run SQL (DuckDB) over the Iceberg tables")
+    query.add_argument(
+        "sql", help="SQL naming tables by plain name, e.g. 'SELECT * FROM dead_letters'"
+    )
+    query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    query.add_argument(
+        "--state-dir", type=Path, help="local catalog folder (default: SLUICE_STATE_DIR or .sluice)"
+    )
+
+    job = commands.add_parser(
+        "job",
+        help="the stream job: 'run' starts it (options: sluice job run --help)",
+        add_help=False,
+    )
+    job.add_argument("action", choices=("run",))
+    job.add_argument("args", nargs=argparse.REMAINDER, help="job options (see --help)")
+
     edge = commands.add_parser(
         "edge",
         help="run the Lambda edges locally: 'serve' (HTTP, like API Gateway) or 'poll' (feeds once)",
@@ -72,6 +89,38 @@ def _parser() -> argparse.ArgumentParser:
     samples.add_argument("--bad-ratio", type=float, default=0.01, help="share of bad inputs (0.01)")
     samples.add_argument("--out", type=Path, help="geoip: directory for the demo .mmdb files")
     return parser
+
+
+def _run_query(args: argparse.Namespace, out: IO[bytes]) -> int:
+    import csv
+    import io
+
+    from sluice.query import run
+    from sluice.warehouse import WarehouseSettings, open_catalog
+
+    settings = WarehouseSettings(**({"state_dir": args.state_dir} if args.state_dir else {}))
+    try:
+        columns, rows = run(open_catalog(settings), settings.namespace, args.sql)
+    except Exception as err:  # noqa: BLE001 - DuckDB and pyiceberg raise many kinds; the user needs the text
+        raise ConfigError(f"query failed: {err}") from None
+    if args.format == "json":
+        for row in rows:
+            out.write(orjson.dumps(dict(zip(columns, row, strict=True)), default=str) + b"\n")
+    elif args.format == "csv":
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(columns)
+        writer.writerows(rows)
+        out.write(text.getvalue().encode())
+    else:
+        cells = [columns, *[["" if v is None else str(v) for v in row] for row in rows]]
+        widths = [max(len(str(row[i])) for row in cells) for i in range(len(columns))]
+        lines = [
+            "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells
+        ]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        out.write(("\n".join(lines) + f"\n({len(rows)} rows)\n").encode())
+    return 0
 
 
 def _run_edge(action: str, argv: list[str]) -> int:
@@ -193,6 +242,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_gc()
     out = sys.stdout.buffer
     try:
+        if args.command == "query":
+            return _run_query(args, out)
+        if args.command == "job":
+            # The job is an adapter (Beam, boto3): imported only when asked for.
+            from beam_jobs.run import main as run_job
+
+            return run_job(args.args)
         if args.command == "edge":
             return _run_edge(args.action, args.args)
         if args.command == "samples":

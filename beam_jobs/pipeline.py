@@ -1,0 +1,284 @@
+"""The Sluice stream job: Kinesis to Iceberg, one composite transform per stage, top to bottom.
+
+    ReadFromKinesis -> ParseAndValidate -> EnrichWithGeoIp -> ApplyFilters
+                    -> WindowAndAggregate -> WriteToIceberg
+
+Elements are batches (one per GetRecords call per shard), never single records: Python's overhead is
+per element, so every stage does its work per batch through the core functions of ``sluice.stream``.
+Dead letters of every stage ride inside their batch to ``WriteToIceberg``, which writes them to the
+``dead_letters`` table: one sink for all of them, committed with the same positions as the data.
+
+Exactly-once: see ``sluice.warehouse``. The job resumes each shard after the smallest position its
+tables hold, so it can be killed at any moment (SIGKILL included) and started again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+
+from beam_jobs.kinesis_source import ReadFromKinesis, SourceBatch, StartPosition
+from beam_jobs.metrics import StageCounters
+from beam_jobs.options import JobSettings
+from sluice.config import CoreSettings
+from sluice.contracts import Source
+from sluice.filters import RecordFilter
+from sluice.stream import (
+    InputRecord,
+    JobBatch,
+    decode_batch,
+    enrich_batch,
+    filter_batch,
+    window_batch,
+)
+from sluice.warehouse import ExactlyOnceWriter, WarehouseSettings, ensure_tables, open_catalog
+
+LOG = logging.getLogger("sluice.job")
+
+
+def _report(batch: JobBatch, stage: str) -> None:
+    """Move the batch's counters of ``stage`` (and its dead letters) into Beam metrics."""
+    counters = StageCounters(stage)
+    for name in [
+        n for n in batch.counters if n.startswith(f"{stage}.") or n.startswith("dead_lettered.")
+    ]:
+        value = batch.counters.pop(name)
+        if name.startswith("dead_lettered."):
+            counters.dead_lettered(name.removeprefix("dead_lettered."), value)
+        elif name.endswith(".received"):
+            counters.received(value)
+        elif name.endswith(".emitted"):
+            counters.emitted(value)
+        else:
+            counters.count(name.removeprefix(f"{stage}."), value)
+
+
+class _Parse(beam.DoFn):
+    def __init__(self) -> None:
+        super().__init__()
+
+    def process(self, batch: SourceBatch) -> Iterator[JobBatch]:
+        records = [
+            InputRecord(int(r.sequence_number), r.sub_sequence, r.arrival, r.data)
+            for r in batch.records
+        ]
+        previous = int(batch.previous_sequence) if batch.previous_sequence is not None else None
+        parsed = decode_batch(batch.shard_id, records, previous_sequence=previous)
+        _report(parsed, "parse")
+        yield parsed
+
+
+class ParseAndValidate(
+    beam.PTransform[beam.pvalue.PCollection[SourceBatch], beam.pvalue.PCollection[JobBatch]]
+):
+    """Source batches -> job batches: envelopes decoded, payloads validated against the contracts."""
+
+    def expand(
+        self, batches: beam.pvalue.PCollection[SourceBatch]
+    ) -> beam.pvalue.PCollection[JobBatch]:
+        return batches | "DecodeEnvelopes" >> beam.ParDo(_Parse())
+
+
+class _Enrich(beam.DoFn):
+    def __init__(self, city_db: str | None, asn_db: str | None) -> None:
+        super().__init__()
+        self.city_db, self.asn_db = city_db, asn_db
+        self.enricher: Any = None
+
+    def setup(self) -> None:
+        if self.city_db:
+            from sluice.geoip import GeoIpEnricher
+
+            self.enricher = GeoIpEnricher(self.city_db, self.asn_db)
+
+    def process(self, batch: JobBatch) -> Iterator[JobBatch]:
+        if self.enricher is not None:
+            enrich_batch(batch, self.enricher)
+            _report(batch, "enrich")
+        yield batch
+
+    def teardown(self) -> None:
+        if self.enricher is not None:
+            self.enricher.close()
+
+
+class EnrichWithGeoIp(
+    beam.PTransform[beam.pvalue.PCollection[JobBatch], beam.pvalue.PCollection[JobBatch]]
+):
+    """Web requests get country, city, position and ASN; without a database this stage passes through."""
+
+    def __init__(self, city_db: str | None, asn_db: str | None) -> None:
+        super().__init__()
+        self.city_db, self.asn_db = city_db, asn_db
+
+    def expand(
+        self, batches: beam.pvalue.PCollection[JobBatch]
+    ) -> beam.pvalue.PCollection[JobBatch]:
+        return batches | "LookUpClients" >> beam.ParDo(_Enrich(self.city_db, self.asn_db))
+
+
+class _Filter(beam.DoFn):
+    def __init__(self, settings: CoreSettings) -> None:
+        super().__init__()
+        self.rules = settings.filter_rules
+
+    def setup(self) -> None:
+        self.filters = {source: RecordFilter(self.rules, source.value) for source in Source}
+
+    def process(self, batch: JobBatch) -> Iterator[JobBatch]:
+        filter_batch(batch, self.filters)
+        _report(batch, "filter")
+        yield batch
+
+
+class ApplyFilters(
+    beam.PTransform[beam.pvalue.PCollection[JobBatch], beam.pvalue.PCollection[JobBatch]]
+):
+    """Drop and flag records by the configured rules (``SLUICE_FILTER_RULES``)."""
+
+    def __init__(self, settings: CoreSettings) -> None:
+        super().__init__()
+        self.settings = settings
+
+    def expand(
+        self, batches: beam.pvalue.PCollection[JobBatch]
+    ) -> beam.pvalue.PCollection[JobBatch]:
+        return batches | "ApplyRules" >> beam.ParDo(_Filter(self.settings))
+
+
+class _Window(beam.DoFn):
+    def __init__(self, size_seconds: int, lateness_seconds: int) -> None:
+        super().__init__()
+        self.size_seconds, self.lateness_seconds = size_seconds, lateness_seconds
+
+    def process(self, batch: JobBatch) -> Iterator[JobBatch]:
+        window_batch(batch, self.size_seconds, self.lateness_seconds)
+        _report(batch, "window")
+        yield batch
+
+
+class WindowAndAggregate(
+    beam.PTransform[beam.pvalue.PCollection[JobBatch], beam.pvalue.PCollection[JobBatch]]
+):
+    """Assign tumbling event-time windows, divert too-late events, pre-aggregate each batch per window.
+
+    Lateness is judged by arrival time (see ``sluice.stream``); the partial aggregates are merged into
+    the stored window state by ``WriteToIceberg``, so a window survives restarts and late data.
+    """
+
+    def __init__(self, size_seconds: int, lateness_seconds: int) -> None:
+        super().__init__()
+        self.size_seconds, self.lateness_seconds = size_seconds, lateness_seconds
+
+    def expand(
+        self, batches: beam.pvalue.PCollection[JobBatch]
+    ) -> beam.pvalue.PCollection[JobBatch]:
+        return batches | "PreAggregate" >> beam.ParDo(
+            _Window(self.size_seconds, self.lateness_seconds)
+        )
+
+
+class _Commit(beam.DoFn):
+    """Buffers the batches of a bundle and commits them when the bundle finishes.
+
+    The source makes each bundle last the commit interval (``bundle_seconds``), so there is one
+    commit per table per interval; nothing is held across bundles, so a bundle that dies is simply
+    read again after the restart (its positions were never committed).
+    """
+
+    def __init__(self, warehouse: WarehouseSettings, window_seconds: int) -> None:
+        super().__init__()
+        self.warehouse, self.window_seconds = warehouse, window_seconds
+
+    def setup(self) -> None:
+        catalog = open_catalog(self.warehouse)
+        self.writer = ExactlyOnceWriter(ensure_tables(catalog, self.warehouse), self.window_seconds)
+        self.counters = StageCounters("write")
+        self.totals: dict[str, int] = {}
+
+    def process(self, batch: JobBatch) -> None:
+        self.writer.add(batch)
+
+    def finish_bundle(self) -> None:
+        report = self.writer.flush()
+        if report.held_back:
+            # Within a bundle the source emits each shard's batches in order; a gap means a batch
+            # was lost upstream, and committing past it would lose it for good.
+            raise RuntimeError(f"{report.held_back} batches do not follow their shard's last batch")
+        for table, rows in report.rows.items():
+            self.counters.count(f"rows_{table}", rows)
+            self.totals[table] = self.totals.get(table, 0) + rows
+        if report.rows:
+            self.counters.count("commits")
+            LOG.info("committed %s; total rows so far %s", report.rows, self.totals)
+
+
+class WriteToIceberg(
+    beam.PTransform[beam.pvalue.PCollection[JobBatch], beam.pvalue.PCollection[JobBatch]]
+):
+    """Commit event rows, window rows and dead letters with their source positions, once per bundle."""
+
+    def __init__(self, warehouse: WarehouseSettings, window_seconds: int) -> None:
+        super().__init__()
+        self.warehouse, self.window_seconds = warehouse, window_seconds
+
+    def expand(
+        self, batches: beam.pvalue.PCollection[JobBatch]
+    ) -> beam.pvalue.PCollection[JobBatch]:
+        return batches | "CommitWithPositions" >> beam.ParDo(
+            _Commit(self.warehouse, self.window_seconds)
+        )
+
+
+def warehouse_settings(settings: JobSettings) -> WarehouseSettings:
+    return WarehouseSettings(
+        catalog=settings.catalog,
+        state_dir=settings.state_dir,
+        warehouse=settings.warehouse,
+        namespace=settings.namespace,
+    )
+
+
+def resume_positions(settings: JobSettings) -> dict[str, str]:
+    """Where each shard resumes, read from the tables before the pipeline starts."""
+    warehouse = warehouse_settings(settings)
+    writer = ExactlyOnceWriter(
+        ensure_tables(open_catalog(warehouse), warehouse), settings.window_seconds
+    )
+    return {shard: str(sequence) for shard, sequence in writer.resume_positions().items()}
+
+
+def build(
+    pipeline: beam.Pipeline, settings: JobSettings, core: CoreSettings
+) -> beam.pvalue.PCollection[JobBatch]:
+    """Apply the whole job to ``pipeline``; returns the commit reports."""
+    start = StartPosition(
+        kind=settings.start_position.upper(),
+        timestamp=settings.start_timestamp,
+        after_sequence=resume_positions(settings),
+    )
+    return (
+        pipeline
+        | "ReadFromKinesis"
+        >> ReadFromKinesis(
+            stream_name=settings.stream_name,
+            start=start,
+            max_records_per_call=settings.max_records_per_call,
+            poll_interval_seconds=settings.poll_interval_seconds,
+            stop_when_idle_seconds=settings.stop_when_idle_seconds,
+            bundle_seconds=settings.commit_interval_seconds,
+        )
+        | "ParseAndValidate" >> ParseAndValidate()
+        | "EnrichWithGeoIp"
+        >> EnrichWithGeoIp(
+            str(settings.geoip_city_db) if settings.geoip_city_db else None,
+            str(settings.geoip_asn_db) if settings.geoip_asn_db else None,
+        )
+        | "ApplyFilters" >> ApplyFilters(core)
+        | "WindowAndAggregate"
+        >> WindowAndAggregate(settings.window_seconds, settings.allowed_lateness_seconds)
+        | "WriteToIceberg" >> WriteToIceberg(warehouse_settings(settings), settings.window_seconds)
+    )
