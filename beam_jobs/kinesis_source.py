@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -51,8 +52,10 @@ from botocore.utils import parse_timestamp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from beam_jobs.metrics import StageCounters
-from sluice.errors import ConfigError, SluiceError
+from sluice.config import config_error
+from sluice.errors import SluiceError
 from sluice.kpl import deaggregate
+from sluice.retry import BackoffPolicy
 
 __all__ = [
     "MIN_CALL_INTERVAL_SECONDS",
@@ -75,6 +78,7 @@ __all__ = [
     "failure_kind",
     "iterator_request",
     "readable_shards",
+    "retry_policy",
     "stream_watermark",
 ]
 
@@ -548,16 +552,27 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def retry_policy(settings: KinesisReadSettings) -> BackoffPolicy:
+    """The reader's retries of one shard or call: the project's backoff (``sluice.retry``), bounded
+    by ``max_retries`` retries in a row; no time bound (a failing read fails the bundle soon enough)."""
+    return BackoffPolicy.capped(
+        settings.backoff_base_seconds,
+        settings.backoff_cap_seconds,
+        max_attempts=settings.max_retries + 1,
+        max_elapsed_seconds=math.inf,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """Exponential backoff with full jitter: retry n waits uniformly up to min(cap, base * 2**(n-1))."""
+    """The wait after ``attempt`` failures in a row (1: the first), uniformly up to
+    ``min(cap, base * 2**(attempt-1))``: ``sluice.retry.BackoffPolicy``, under its former name here."""
 
     base_seconds: float
     cap_seconds: float
 
     def delay(self, attempt: int, rng: random.Random) -> float:
-        ceiling = min(self.cap_seconds, self.base_seconds * 2 ** min(attempt - 1, 62))
-        return rng.uniform(0.0, ceiling)
+        return BackoffPolicy.capped(self.base_seconds, self.cap_seconds).backoff(attempt - 1, rng)
 
 
 # The reader ----------------------------------------------------------------------------------------
@@ -615,7 +630,7 @@ class KinesisStreamReader:
         self._wall_clock = wall_clock
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._backoff = Backoff(settings.backoff_base_seconds, settings.backoff_cap_seconds)
+        self._retry = retry_policy(settings)
         self._shards: dict[str, ShardInfo] = {}
         self._saved_ancestors: set[str] = set()
         self._after_saved: set[str] = set()
@@ -854,7 +869,8 @@ class KinesisStreamReader:
             state.failures,
             _describe(error),
         )
-        if state.failures > self._settings.max_retries:
+        delay = self._retry.next_delay(state.failures, 0.0, self._rng)
+        if delay is None:
             raise KinesisReadError(
                 f"reading shard {shard_id} of stream {self._stream} failed {state.failures} times "
                 f"in a row, last: {_describe(error)}; giving up (max_retries="
@@ -862,7 +878,7 @@ class KinesisStreamReader:
             ) from error
         # The cached iterator (if any) stays: a throttled GetRecords leaves it valid, and a
         # failed GetShardIterator never cached one.
-        state.next_poll_at = self._clock() + self._backoff.delay(state.failures, self._rng)
+        state.next_poll_at = self._clock() + delay
 
     def _with_retries(self, operation: str, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         attempt = 0
@@ -871,12 +887,14 @@ class KinesisStreamReader:
                 return call()
             except (ClientError, BotoCoreError) as error:
                 attempt += 1
-                if self._count_failure(error) is None or attempt > self._settings.max_retries:
+                retryable = self._count_failure(error) is not None
+                delay = self._retry.next_delay(attempt, 0.0, self._rng) if retryable else None
+                if delay is None:
                     raise KinesisReadError(
                         f"{operation} on stream {self._stream} failed after {attempt} attempt(s): "
                         f"{_describe(error)}"
                     ) from error
-                self._sleep(self._backoff.delay(attempt, self._rng))
+                self._sleep(delay)
 
 
 # Beam ----------------------------------------------------------------------------------------------
@@ -1011,11 +1029,7 @@ class ReadFromKinesis(beam.PTransform[beam.pvalue.PBegin, beam.pvalue.PCollectio
         try:
             self._settings = KinesisReadSettings(**settings)
         except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
-                for e in error.errors()
-            )
-            raise ConfigError(f"ReadFromKinesis: {problems}") from None
+            raise config_error(error, prefix="ReadFromKinesis") from None
 
     @property
     def settings(self) -> KinesisReadSettings:

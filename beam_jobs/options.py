@@ -16,7 +16,7 @@ from typing import Any, Literal
 from apache_beam.options.pipeline_options import PipelineOptions
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sluice.errors import ConfigError
+from sluice.config import config_error
 
 # (option, type, default, help). One table drives the flags, the environment and the docs.
 OPTIONS: tuple[tuple[str, type, Any, str], ...] = (
@@ -45,6 +45,10 @@ OPTIONS: tuple[tuple[str, type, Any, str], ...] = (
 def _env_default(name: str, kind: type, default: Any) -> Any:
     value = os.environ.get(f"SLUICE_{name.upper()}")
     return default if value is None else value
+
+
+def _option(path: str) -> str:
+    return f"--{path or 'options'}"
 
 
 class SluiceJobOptions(PipelineOptions):
@@ -96,8 +100,4 @@ class JobSettings(BaseModel):
         try:
             return cls.model_validate({name: values.get(name) for name, *_ in OPTIONS})
         except ValidationError as err:
-            problems = "; ".join(
-                f"--{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}"
-                for e in err.errors(include_url=False)
-            )
-            raise ConfigError(f"invalid job options: {problems}") from None
+            raise config_error(err, prefix="invalid job options", name=_option) from None

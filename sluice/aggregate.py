@@ -455,13 +455,9 @@ class WebTrafficStats(_Accumulator):
 
     def add(self, record: WebAccessLog) -> None:
         """Add one record (``aggregate_web`` is the fast path for batches)."""
-        self.requests += 1
-        if record.bytes_sent is not None:
-            self.bytes += record.bytes_sent
-        if record.request_time is not None:
-            self.request_time.add(record.request_time)
-        if record.client_ip is not None:
-            self.unique_clients.add(record.client_ip)
+        group = _WebGroup()
+        group.add(record)
+        group.add_to(self)
 
     def merge(self, other: WebTrafficStats) -> Self:
         self.requests += other.requests
@@ -559,6 +555,12 @@ def aggregate_iot(
 
 
 class _WebGroup:
+    """What records add to a ``WebTrafficStats``, gathered so the sketches get one batch update.
+
+    The one place that says what an access-log record contributes (``WebTrafficStats.add`` and
+    ``aggregate_web`` both go through it).
+    """
+
     __slots__ = ("bytes", "clients", "requests", "times")
 
     def __init__(self) -> None:
@@ -566,6 +568,23 @@ class _WebGroup:
         self.bytes = 0
         self.times: list[float] = []
         self.clients: set[str] = set()
+
+    def add(self, record: WebAccessLog) -> None:
+        self.requests += 1
+        if record.bytes_sent is not None:
+            self.bytes += record.bytes_sent
+        if record.request_time is not None:
+            self.times.append(record.request_time)
+        if record.client_ip is not None:
+            self.clients.add(record.client_ip)
+
+    def add_to(self, stats: WebTrafficStats) -> WebTrafficStats:
+        stats.requests += self.requests
+        stats.bytes += self.bytes
+        if self.times:
+            stats.request_time.add_many(self.times)
+        stats.unique_clients.add_many(self.clients)
+        return stats
 
 
 def aggregate_web(
@@ -586,24 +605,12 @@ def aggregate_web(
         index = record.event_time.timestamp() // size_seconds
         geo = record.geo
         country = (geo.country_iso or "") if geo is not None and geo.status == "found" else ""
-        group = groups[record.path or "", status_class(record.status), country, index]
-        group.requests += 1
-        if record.bytes_sent is not None:
-            group.bytes += record.bytes_sent
-        if record.request_time is not None:
-            group.times.append(record.request_time)
-        if record.client_ip is not None:
-            group.clients.add(record.client_ip)
+        groups[record.path or "", status_class(record.status), country, index].add(record)
 
     starts = _DatetimeCache()
     out: dict[WebKey, WebTrafficStats] = {}
     for (path, klass, country, index), group in groups.items():
-        stats = WebTrafficStats(k, lg_k)
-        stats.requests = group.requests
-        stats.bytes = group.bytes
-        if group.times:
-            stats.request_time.add_many(group.times)
-        stats.unique_clients.add_many(group.clients)
+        stats = group.add_to(WebTrafficStats(k, lg_k))
         out[path, klass, country, starts[int(index) * size_seconds]] = stats
     return out
 

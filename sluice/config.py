@@ -7,8 +7,9 @@ the program at start-up with a message naming the setting; nothing is discovered
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -71,13 +72,46 @@ class CoreSettings(BaseSettings):
         return self
 
 
+S = TypeVar("S", bound=BaseSettings)
+
+
+def setting_name(path: str) -> str:
+    """A problem's location as the setting's own (dotted) name; ``settings`` for the whole object."""
+    return path or "settings"
+
+
+def config_error(
+    err: ValidationError, *, prefix: str, name: Callable[[str], str] = setting_name
+) -> ConfigError:
+    """One ``ConfigError`` "``prefix``: name: problem; name: problem" for every problem in ``err``.
+
+    ``name`` turns a problem's location (a dotted path such as ``feeds.0.url``, or ``""`` for a
+    problem of the whole object, raised by a model validator) into what the user actually sets: the
+    setting, its environment variable, the command-line option.
+    """
+    problems = "; ".join(
+        f"{name('.'.join(str(part) for part in error['loc']))}: {error['msg']}"
+        for error in err.errors(include_url=False)
+    )
+    return ConfigError(f"{prefix}: {problems}")
+
+
+def build_settings(
+    settings_class: type[S],
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    prefix: str,
+    name: Callable[[str], str] = setting_name,
+) -> S:
+    """``settings_class`` from the environment and ``overrides`` (a ``None`` override is no
+    override); any problem is one ``ConfigError`` (see ``config_error``)."""
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    try:
+        return settings_class(**given)
+    except ValidationError as err:
+        raise config_error(err, prefix=prefix, name=name) from None
+
+
 def load_settings(**overrides: Any) -> CoreSettings:
     """Build settings from the environment and ``overrides``; any problem is a ``ConfigError``."""
-    try:
-        return CoreSettings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
-            for e in err.errors(include_url=False)
-        )
-        raise ConfigError(f"invalid configuration: {problems}") from None
+    return build_settings(CoreSettings, overrides, prefix="invalid configuration")

@@ -2,8 +2,8 @@
 
 In: envelopes to publish; PutRecords per-entry results; error codes of failed calls; attempt counts.
 Out: a ``DeliveryPlan`` (PutRecords batches within the limits, optionally KPL-aggregated), retry
-decisions (only failed entries, in their original order), backoff delays with full jitter, and the
-dead letters of envelopes that cannot or could not be delivered.
+decisions (only failed entries, in their original order; the delays are ``sluice.retry``'s), and
+the dead letters of envelopes that cannot or could not be delivered.
 
 Dead letters:
 - ``too_large``: an envelope that cannot fit in one Kinesis record (1 MiB of data plus partition
@@ -18,8 +18,6 @@ No I/O happens here: ``edge_lambdas/shared/publisher.py`` makes the calls and sl
 
 from __future__ import annotations
 
-import math
-import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +33,7 @@ from sluice.kpl import (
     aggregate,
     aggregated_size,
 )
+from sluice.retry import BackoffPolicy
 
 MAX_RECORDS_PER_REQUEST = 500
 MAX_BYTES_PER_REQUEST = 5 * 1024 * 1024
@@ -62,6 +61,9 @@ RETRYABLE_CALL_ERRORS = frozenset(
 )
 """Whole-call error codes worth retrying: throttling and server-side failures. Anything else
 (a missing stream, access denied, a KMS key disabled) will not heal within a retry budget."""
+
+RetryPolicy = BackoffPolicy
+"""PutRecords retries use the project's one backoff (``sluice.retry``); this name stays importable."""
 
 T = TypeVar("T")
 
@@ -216,42 +218,6 @@ def plan_delivery(
     admitted.extend(OutgoingEnvelope.of(wrap_dead_letter(letter, now)) for letter in too_large)
     entries = pack(admitted, aggregated=aggregated, max_bytes=limits.aggregate_bytes)
     return DeliveryPlan(list(plan_batches(entries, limits)), too_large)
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter, bounded by attempts and by elapsed time.
-
-    Full jitter (a delay drawn uniformly from ``[0, min(cap, base * 2**retry)]``) spreads the
-    retries of many concurrent Lambdas hitting the same throttled shard, which a fixed or
-    equal-jitter schedule would keep synchronized.
-    """
-
-    base_seconds: float = 0.1
-    cap_seconds: float = 5.0
-    max_attempts: int = 10
-    max_elapsed_seconds: float = 20.0
-
-    def __post_init__(self) -> None:
-        if not (self.base_seconds > 0 and self.cap_seconds >= self.base_seconds):
-            raise ValueError("need 0 < base_seconds <= cap_seconds")
-        if self.max_attempts < 1 or self.max_elapsed_seconds < 0:
-            raise ValueError("need max_attempts >= 1 and max_elapsed_seconds >= 0")
-
-    def backoff(self, retry: int, rng: random.Random) -> float:
-        """The delay before retry number ``retry`` (0 for the first retry)."""
-        ceiling = min(self.cap_seconds, self.base_seconds * math.ldexp(1.0, min(retry, 64)))
-        return rng.uniform(0.0, ceiling)
-
-    def next_delay(self, attempts_made: int, elapsed: float, rng: random.Random) -> float | None:
-        """Seconds to wait before the next attempt, or ``None`` to give up.
-
-        The delay is cut to the time left, so the last attempt still happens inside the budget.
-        """
-        remaining = self.max_elapsed_seconds - elapsed
-        if attempts_made >= self.max_attempts or remaining <= 0:
-            return None
-        return min(self.backoff(attempts_made - 1, rng), remaining)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,9 @@ One poll of one feed (``FeedPoller.poll``):
 2. GET the first page with ``If-None-Match`` / ``If-Modified-Since`` from the checkpoint. A 304 ends
    the poll: nothing is parsed or emitted, the lease is released (one GET and two small writes).
 3. Walk the pages (``page``/``limit`` until a short page or ``meta.found``; ``cursor``; ``next_link``),
-   at most ``max_pages``, each request retried with exponential backoff and jitter on connection
-   errors, timeouts, 429 (honouring ``Retry-After``) and 5xx, never on other 4xx.
+   at most ``max_pages``, each request retried with exponential backoff and full jitter
+   (``sluice.retry``) on connection errors, timeouts, 429 (honouring ``Retry-After``) and 5xx,
+   never on other 4xx.
 4. Parse each page (``parse_feed_document``) and keep the items whose (item id, updated time) is not in
    the checkpoint and not already seen in this poll; dead letters are de-duplicated by their id too.
 5. Emit all envelopes of the poll in one ``emit`` call.
@@ -57,6 +58,7 @@ from __future__ import annotations
 import email.utils
 import http.client
 import logging
+import math
 import random
 import socket
 import time
@@ -81,6 +83,7 @@ from sluice.envelopes import wrap_dead_letter, wrap_feed_item
 from sluice.errors import SluiceError
 from sluice.parsers.feeds import MAX_DOCUMENT_BYTES, FeedSpec, get_path, parse_feed_document
 from sluice.parsers.iot import decode_json
+from sluice.retry import BackoffPolicy
 
 __all__ = [
     "DEFAULT_USER_AGENT",
@@ -267,13 +270,28 @@ def urllib_fetch(request: HttpRequest, *, max_bytes: int = MAX_DOCUMENT_BYTES) -
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Exponential backoff with jitter. ``max_retries`` is per request (a page), after the first try."""
+    """HTTP retries of one request (a page): the project's backoff plus the ``Retry-After`` cap.
+
+    ``max_retries`` counts retries after the first try. ``max_delay`` is the backoff's cap; a
+    ``max_delay`` below ``base_delay`` caps every delay. The delays are ``backoff``'s (full jitter,
+    see ``sluice.retry``); the poll's deadline, not elapsed time, bounds them in time.
+    """
 
     max_retries: int = 3
     base_delay: float = 0.5
     max_delay: float = 20.0
     max_retry_after: float = 60.0
     """A ``Retry-After`` longer than this is not waited for: the poll fails and the next one retries."""
+    backoff: BackoffPolicy = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        backoff = BackoffPolicy.capped(
+            self.base_delay,
+            self.max_delay,
+            max_attempts=self.max_retries + 1,
+            max_elapsed_seconds=math.inf,  # fetch_with_retries stops at the poll's deadline
+        )
+        object.__setattr__(self, "backoff", backoff)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,12 +333,14 @@ def decide_retry(
     """Whether to retry after failed ``attempt`` (0 = the first try) and how long to wait first.
 
     ``status`` is ``None`` for a transport error (connection, timeout), which is always retryable.
-    Delays use "equal jitter": half the exponential step is fixed, half random, so retries spread out
-    yet always back off from an overloaded server. A ``Retry-After`` is a floor on the delay.
+    The delay is the shared backoff's (``sluice.retry``: full jitter, uniform in
+    ``[0, min(max_delay, base_delay * 2**attempt)]``); a ``Retry-After`` is a floor on it, so a
+    server that says how long to wait is never retried sooner.
     """
     if status is not None and not is_retryable_status(status):
         return RetryDecision(False, 0.0, f"HTTP {status} is not retryable")
-    if attempt >= policy.max_retries:
+    delay = policy.backoff.next_delay(attempt + 1, 0.0, rng or random.Random())
+    if delay is None:
         return RetryDecision(False, 0.0, f"gave up after {attempt + 1} attempts")
     if retry_after is not None and retry_after > policy.max_retry_after:
         return RetryDecision(
@@ -328,8 +348,6 @@ def decide_retry(
             0.0,
             f"server asks to retry after {retry_after:.0f} s, more than the {policy.max_retry_after:.0f} s allowed",
         )
-    step = min(policy.max_delay, policy.base_delay * 2.0**attempt)
-    delay = step / 2 + (rng or random).uniform(0, step / 2)
     if retry_after is not None:
         delay = max(delay, retry_after)
     return RetryDecision(True, delay, "transport error" if status is None else f"HTTP {status}")

@@ -13,10 +13,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from sluice.config import CoreSettings
-from sluice.errors import ConfigError
+from sluice.config import CoreSettings, build_settings
 from sluice.polling import (
     DEFAULT_USER_AGENT,
     CheckpointBounds,
@@ -135,11 +134,4 @@ class FeedPollerSettings(CoreSettings):
 
 def load_poller_settings(**overrides: Any) -> FeedPollerSettings:
     """Settings from the environment and ``overrides``; any problem is one ``ConfigError``."""
-    try:
-        return FeedPollerSettings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
-            for e in err.errors(include_url=False)
-        )
-        raise ConfigError(f"invalid feed poller configuration: {problems}") from None
+    return build_settings(FeedPollerSettings, overrides, prefix="invalid feed poller configuration")

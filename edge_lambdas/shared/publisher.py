@@ -36,7 +36,6 @@ from sluice.delivery import (
     OutgoingEnvelope,
     PublishReport,
     PutLimits,
-    RetryPolicy,
     classify_results,
     dead_letter_object_key,
     dead_letters_ndjson,
@@ -46,6 +45,7 @@ from sluice.delivery import (
     sqs_message_batches,
 )
 from sluice.errors import SluiceError
+from sluice.retry import BackoffPolicy
 
 __all__ = [
     "DeadLetterDeliveryError",
@@ -154,7 +154,7 @@ class KinesisPublisher:
         *,
         aggregation: bool = True,
         limits: PutLimits = DEFAULT_LIMITS,
-        retry: RetryPolicy | None = None,
+        retry: BackoffPolicy | None = None,
         connect_timeout: float = 2.0,
         read_timeout: float = 5.0,
         client: Any | None = None,
@@ -171,7 +171,7 @@ class KinesisPublisher:
         self.dead_letters = dead_letters
         self.aggregation = aggregation
         self.limits = limits
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or BackoffPolicy()
         # One attempt per SDK call: this class retries only the failed entries itself, and the
         # SDK's retries would resend the whole batch and spend the budget unseen.
         self.client = client or boto3.client(

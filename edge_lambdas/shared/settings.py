@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from sluice.config import CoreSettings
-from sluice.delivery import MAX_BYTES_PER_REQUEST, MAX_RECORDS_PER_REQUEST, PutLimits, RetryPolicy
-from sluice.errors import ConfigError
+from sluice.config import CoreSettings, build_settings
+from sluice.delivery import MAX_BYTES_PER_REQUEST, MAX_RECORDS_PER_REQUEST, PutLimits
 from sluice.kpl import MAX_KINESIS_RECORD_BYTES
+from sluice.retry import BackoffPolicy
 
 ENV_PREFIX = "SLUICE_"
 
@@ -114,8 +114,8 @@ class EdgeSettings(CoreSettings):
     def put_limits(self) -> PutLimits:
         return PutLimits(max_records=self.max_batch_records, max_request_bytes=self.max_batch_bytes)
 
-    def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(
+    def retry_policy(self) -> BackoffPolicy:
+        return BackoffPolicy(
             base_seconds=self.retry_base_seconds,
             cap_seconds=self.retry_cap_seconds,
             max_attempts=self.retry_max_attempts,
@@ -127,17 +127,17 @@ def env_name(field_name: str) -> str:
     return f"{ENV_PREFIX}{field_name.upper()}"
 
 
+def _variable(path: str) -> str:
+    # A nested problem (one feed's url) is fixed in its top-level variable (SLUICE_FEEDS).
+    return env_name(path.partition(".")[0]) if path else "settings"
+
+
 S = TypeVar("S", bound=CoreSettings)
 
 
 def load_settings(settings_class: type[S]) -> S:
     """Read and validate settings from the environment; any problem is a ``ConfigError`` naming
     the variables at fault."""
-    try:
-        return settings_class()
-    except ValidationError as err:
-        problems = "; ".join(
-            f"{env_name(str(error['loc'][0])) if error['loc'] else 'settings'}: {error['msg']}"
-            for error in err.errors(include_url=False)
-        )
-        raise ConfigError(f"invalid {settings_class.__name__}: {problems}") from None
+    return build_settings(
+        settings_class, prefix=f"invalid {settings_class.__name__}", name=_variable
+    )
