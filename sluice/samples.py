@@ -53,13 +53,17 @@ def iot_messages(
     seed: int = 7,
     bad_ratio: float = 0.01,
     start: datetime = START,
+    interval: float = 0.05,
 ) -> Iterator[bytes]:
-    """``count`` device messages, one JSON document each, in the shapes real devices send."""
+    """``count`` device messages, one JSON document each, in the shapes real devices send.
+
+    Readings are ``interval`` seconds apart from ``start`` (plus up to 40 ms of jitter).
+    """
     rng = random.Random(seed)
     base_ms = int(start.timestamp() * 1000)
     for i in range(count):
         device = f"device-{i % devices:04d}"
-        at_ms = base_ms + i * 50 + rng.randint(0, 40)
+        at_ms = base_ms + int(i * interval * 1000) + rng.randint(0, 40)
         values = {name: round(rng.gauss(20 + 3 * k, 2), 3) for k, name in enumerate(DEVICE_SENSORS)}
         if rng.random() < bad_ratio:
             yield rng.choice((b'{"device_id": "broken', b'{"temperature": 21.5}', b"\xff\xfe"))
@@ -82,13 +86,18 @@ def _clf(at: datetime) -> str:
 
 
 def access_log_lines(
-    count: int, *, seed: int = 11, bad_ratio: float = 0.01, start: datetime = START
+    count: int,
+    *,
+    seed: int = 11,
+    bad_ratio: float = 0.01,
+    start: datetime = START,
+    interval: float = 0.02,
 ) -> Iterator[str]:
-    """``count`` nginx access-log lines (``main`` format unless a variation is drawn)."""
+    """``count`` nginx access-log lines (``main`` format unless a variation is drawn), ``interval`` s apart."""
     rng = random.Random(seed)
     addresses = _demo_addresses()
     for i in range(count):
-        at = start + timedelta(milliseconds=i * 20)
+        at = start + timedelta(seconds=i * interval)
         client = rng.choice(addresses)
         path = "/healthz" if i % 97 == 0 else rng.choice(PATHS)
         if rng.random() < 0.2:

@@ -48,8 +48,16 @@ def step(message: str) -> None:
 def send_iot(url: str, count: int, now: datetime) -> dict[str, int]:
     """Readings in requests of 500 NDJSON lines, plus late, too-late and malformed ones."""
     totals = {"accepted": 0, "rejected": 0}
-    start = now - timedelta(seconds=count * 0.05)
-    messages = list(samples.iot_messages(count, bad_ratio=0.01, start=start))
+    # Spread over the last three minutes, so the windows are on time (lateness: 10 minutes).
+    spread = 180.0
+    messages = list(
+        samples.iot_messages(
+            count,
+            bad_ratio=0.01,
+            start=now - timedelta(seconds=spread),
+            interval=spread / max(count, 1),
+        )
+    )
     late = samples.iot_messages(40, seed=99, bad_ratio=0.0, start=now - timedelta(minutes=5))
     too_late = samples.iot_messages(20, seed=98, bad_ratio=0.0, start=now - timedelta(minutes=30))
     messages += [*late, *too_late]
