@@ -4,7 +4,7 @@ In: counts from a stage while it runs: items received and emitted, dead letters 
 filtered by rule, plus stage-specific counts (the source's ``read.batches``) and observed values
 (``read.watermark_ms``).
 Out: Beam metrics in namespace ``sluice`` named ``<stage>.<what>``: ``parse.received``,
-``parse.emitted``, ``parse.dead_lettered.<reason>``, ``enrich.filtered.<rule>``, ``read.records``.
+``parse.emitted``, ``parse.dead_lettered.<reason>``, ``filter.dropped.<rule>``, ``read.records``.
 ``query_counters`` / ``query_distributions`` read them back from a ``PipelineResult`` as plain
 dicts, summed over the steps that report the same name, for tests, benchmarks and the CLI summary.
 

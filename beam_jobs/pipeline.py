@@ -15,7 +15,9 @@ tables hold, so it can be killed at any moment (SIGKILL included) and started ag
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
@@ -34,7 +36,13 @@ from sluice.stream import (
     filter_batch,
     window_batch,
 )
-from sluice.warehouse import ExactlyOnceWriter, WarehouseSettings, ensure_tables, open_catalog
+from sluice.warehouse import (
+    ExactlyOnceWriter,
+    WarehouseSettings,
+    ensure_tables,
+    first_start,
+    open_catalog,
+)
 
 LOG = logging.getLogger("sluice.job")
 
@@ -83,16 +91,16 @@ class ParseAndValidate(
 
 
 class _Enrich(beam.DoFn):
-    def __init__(self, city_db: str | None, asn_db: str | None) -> None:
+    def __init__(self, city_db: str | None, asn_db: str | None, cache_size: int) -> None:
         super().__init__()
-        self.city_db, self.asn_db = city_db, asn_db
+        self.city_db, self.asn_db, self.cache_size = city_db, asn_db, cache_size
         self.enricher: Any = None
 
     def setup(self) -> None:
         if self.city_db:
             from sluice.geoip import GeoIpEnricher
 
-            self.enricher = GeoIpEnricher(self.city_db, self.asn_db)
+            self.enricher = GeoIpEnricher(self.city_db, self.asn_db, self.cache_size)
 
     def process(self, batch: JobBatch) -> Iterator[JobBatch]:
         if self.enricher is not None:
@@ -110,14 +118,16 @@ class EnrichWithGeoIp(
 ):
     """Web requests get country, city, position and ASN; without a database this stage passes through."""
 
-    def __init__(self, city_db: str | None, asn_db: str | None) -> None:
+    def __init__(self, city_db: str | None, asn_db: str | None, cache_size: int = 65_536) -> None:
         super().__init__()
-        self.city_db, self.asn_db = city_db, asn_db
+        self.city_db, self.asn_db, self.cache_size = city_db, asn_db, cache_size
 
     def expand(
         self, batches: beam.pvalue.PCollection[JobBatch]
     ) -> beam.pvalue.PCollection[JobBatch]:
-        return batches | "LookUpClients" >> beam.ParDo(_Enrich(self.city_db, self.asn_db))
+        return batches | "LookUpClients" >> beam.ParDo(
+            _Enrich(self.city_db, self.asn_db, self.cache_size)
+        )
 
 
 class _Filter(beam.DoFn):
@@ -242,24 +252,36 @@ def warehouse_settings(settings: JobSettings) -> WarehouseSettings:
     )
 
 
-def resume_positions(settings: JobSettings) -> dict[str, str]:
-    """Where each shard resumes, read from the tables before the pipeline starts."""
+def start_position(settings: JobSettings, now: float | None = None) -> StartPosition:
+    """Where reading starts: after each table's committed positions, else where the job first started.
+
+    A shard resumes after the smallest position all tables hold for it. A shard some table holds no
+    position for (killed between two tables' commits, or a shard that had no data yet) is read from
+    the job's first start, recorded in the tables at the first run: LATEST means "when the job was
+    first started", never "now", so nothing that arrived while the job was down is skipped.
+    """
     warehouse = warehouse_settings(settings)
-    writer = ExactlyOnceWriter(
-        ensure_tables(open_catalog(warehouse), warehouse), settings.window_seconds
+    tables = ensure_tables(open_catalog(warehouse), warehouse)
+    if settings.start_position == "trim_horizon":
+        resolved = "trim_horizon"
+    elif settings.start_position == "at_timestamp" and settings.start_timestamp is not None:
+        resolved = repr(settings.start_timestamp.timestamp())
+    else:
+        resolved = repr(time.time() if now is None else now)
+    first = first_start(tables, resolved)
+    positions = ExactlyOnceWriter(tables, settings.window_seconds).resume_positions()
+    return StartPosition(
+        kind="TRIM_HORIZON" if first == "trim_horizon" else "AT_TIMESTAMP",
+        timestamp=None if first == "trim_horizon" else datetime.fromtimestamp(float(first), UTC),
+        after_sequence={shard: str(sequence) for shard, sequence in positions.items()},
     )
-    return {shard: str(sequence) for shard, sequence in writer.resume_positions().items()}
 
 
 def build(
     pipeline: beam.Pipeline, settings: JobSettings, core: CoreSettings
 ) -> beam.pvalue.PCollection[JobBatch]:
     """Apply the whole job to ``pipeline``; returns the commit reports."""
-    start = StartPosition(
-        kind=settings.start_position.upper(),
-        timestamp=settings.start_timestamp,
-        after_sequence=resume_positions(settings),
-    )
+    start = start_position(settings)
     return (
         pipeline
         | "ReadFromKinesis"
@@ -276,6 +298,7 @@ def build(
         >> EnrichWithGeoIp(
             str(settings.geoip_city_db) if settings.geoip_city_db else None,
             str(settings.geoip_asn_db) if settings.geoip_asn_db else None,
+            core.geoip_cache_size,
         )
         | "ApplyFilters" >> ApplyFilters(core)
         | "WindowAndAggregate"

@@ -61,6 +61,9 @@ from sluice.tables import (
 )
 
 POSITIONS_PROPERTY = "sluice.positions"
+START_PROPERTY = "sluice.start"
+"""Table property: where the job first started reading (a timestamp, or trim_horizon), kept so that a
+shard some table holds no position for is re-read from there, not from a later LATEST."""
 EVENT_TABLES = {
     Source.IOT: "iot_readings",
     Source.WEBLOG: "web_requests",
@@ -160,6 +163,31 @@ def table_positions(table: Table) -> dict[str, int]:
             else None
         )
     return {}
+
+
+def first_start(tables: Mapping[str, Table], resolved: str) -> str:
+    """The start every table agreed on at the job's first run, recording ``resolved`` where missing.
+
+    ``resolved`` is the configured start made absolute: ``trim_horizon`` or an epoch-seconds
+    timestamp (LATEST resolved to the moment of the first start). Tables that already hold a start
+    keep it (the earliest wins if a crash left them different); the rest get that value.
+    """
+    recorded = [
+        t.properties[START_PROPERTY] for t in tables.values() if START_PROPERTY in t.properties
+    ]
+    start = _earliest(recorded) if recorded else resolved
+    for table in tables.values():
+        if table.properties.get(START_PROPERTY) != start:
+            with table.transaction() as tx:
+                tx.set_properties({START_PROPERTY: start})
+    return start
+
+
+def _earliest(starts: Iterable[str]) -> str:
+    values = list(starts)
+    if "trim_horizon" in values:
+        return "trim_horizon"
+    return min(values, key=float)
 
 
 @dataclass(slots=True)
