@@ -44,6 +44,7 @@ demo: install
 bench: install
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python tests/pipeline/kinesis_throughput.py
+	$(BIN)/python -m benchmarks.job
 
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
