@@ -63,6 +63,20 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument(
         "--state-dir", type=Path, help="local catalog folder (default: SLUICE_STATE_DIR or .sluice)"
     )
+    query.add_argument(
+        "--explain",
+        action="store_true",
+        help="also print, per table read, the pushed-down filter and data files planned/total "
+        "(JSON lines on stderr)",
+    )
+
+    tables = commands.add_parser(
+        "tables", help="list the tables: rows, snapshots, data files, last commit (metadata only)"
+    )
+    tables.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    tables.add_argument(
+        "--state-dir", type=Path, help="local catalog folder (default: SLUICE_STATE_DIR or .sluice)"
+    )
 
     job = commands.add_parser(
         "job",
@@ -80,6 +94,43 @@ def _parser() -> argparse.ArgumentParser:
     edge.add_argument("action", choices=("serve", "poll"))
     edge.add_argument("args", nargs=argparse.REMAINDER, help="options of the action (see --help)")
 
+    maintain = commands.add_parser(
+        "maintain",
+        help="expire snapshots, compact closed partitions, remove orphan files (keeps positions)",
+    )
+    maintain.add_argument(
+        "--expire-older-than",
+        default="7d",
+        help="expire snapshots older than this (e.g. 7d, 12h; default 7d); 'off' to skip",
+    )
+    maintain.add_argument(
+        "--keep-last", type=int, default=5, help="always keep this many newest snapshots (5)"
+    )
+    maintain.add_argument(
+        "--compact", action="store_true", help="rewrite small files of closed partitions"
+    )
+    maintain.add_argument(
+        "--lateness", default="10m", help="a partition is closed this long after its end (10m)"
+    )
+    maintain.add_argument(
+        "--target-file-size", type=int, help="compaction target bytes (table property if unset)"
+    )
+    maintain.add_argument(
+        "--remove-orphans", action="store_true", help="delete unreferenced files (file:// only)"
+    )
+    maintain.add_argument(
+        "--orphan-min-age", default="1d", help="only delete orphans older than this (default 1d)"
+    )
+    maintain.add_argument("--dry-run", action="store_true", help="report, change nothing")
+    maintain.add_argument(
+        "--print-athena",
+        action="store_true",
+        help="print the Athena OPTIMIZE/VACUUM statements for production and exit",
+    )
+    maintain.add_argument(
+        "--state-dir", type=Path, help="local catalog folder (default: SLUICE_STATE_DIR or .sluice)"
+    )
+
     samples = commands.add_parser(
         "samples", help="write generated sample input (for demos and tests)"
     )
@@ -91,35 +142,142 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_query(args: argparse.Namespace, out: IO[bytes]) -> int:
+def _write_rows(
+    out: IO[bytes], columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str
+) -> None:
+    """Rows as an aligned text table, CSV (with a header) or JSON lines."""
     import csv
     import io
 
-    from sluice.query import run
-    from sluice.warehouse import WarehouseSettings, open_catalog
-
-    settings = WarehouseSettings(**({"state_dir": args.state_dir} if args.state_dir else {}))
-    try:
-        columns, rows = run(open_catalog(settings), settings.namespace, args.sql)
-    except Exception as err:  # noqa: BLE001 - DuckDB and pyiceberg raise many kinds; the user needs the text
-        raise ConfigError(f"query failed: {err}") from None
-    if args.format == "json":
+    if fmt == "json":
         for row in rows:
             out.write(orjson.dumps(dict(zip(columns, row, strict=True)), default=str) + b"\n")
-    elif args.format == "csv":
+    elif fmt == "csv":
         text = io.StringIO()
         writer = csv.writer(text)
         writer.writerow(columns)
         writer.writerows(rows)
         out.write(text.getvalue().encode())
     else:
-        cells = [columns, *[["" if v is None else str(v) for v in row] for row in rows]]
+        cells = [list(columns), *[["" if v is None else str(v) for v in row] for row in rows]]
         widths = [max(len(str(row[i])) for row in cells) for i in range(len(columns))]
         lines = [
             "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells
         ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         out.write(("\n".join(lines) + f"\n({len(rows)} rows)\n").encode())
+
+
+def _warehouse(args: argparse.Namespace) -> tuple[Any, str]:
+    from sluice.warehouse import WarehouseSettings, open_catalog
+
+    settings = WarehouseSettings(**({"state_dir": args.state_dir} if args.state_dir else {}))
+    return open_catalog(settings), settings.namespace
+
+
+def _run_query(args: argparse.Namespace, out: IO[bytes]) -> int:
+    from sluice.query import QueryError, TablePlan, run
+
+    catalog, namespace = _warehouse(args)
+    plans: list[TablePlan] = []
+    try:
+        columns, rows = run(catalog, namespace, args.sql, plans)
+    except QueryError as err:
+        raise ConfigError(f"query failed: {err}") from None
+    except Exception as err:  # noqa: BLE001 - pyiceberg raises many kinds; the user needs the text
+        raise ConfigError(f"query failed: {err}") from None
+    if args.explain:
+        for plan in plans:
+            sys.stderr.buffer.write(orjson.dumps({"explain": plan.as_dict()}) + b"\n")
+        sys.stderr.buffer.flush()
+    _write_rows(out, columns, rows, args.format)
+    return 0
+
+
+def _run_tables(args: argparse.Namespace, out: IO[bytes]) -> int:
+    from sluice.query import table_infos
+
+    catalog, namespace = _warehouse(args)
+    infos = table_infos(catalog, namespace)
+    columns = ["table", "rows", "snapshots", "data_files", "last_commit"]
+    rows = [
+        (
+            i.table,
+            i.rows,
+            i.snapshots,
+            i.data_files,
+            i.last_commit.isoformat() if i.last_commit else None,
+        )
+        for i in infos
+    ]
+    _write_rows(out, columns, rows, args.format)
+    return 0
+
+
+def _run_maintain(args: argparse.Namespace, out: IO[bytes]) -> int:
+    """``sluice maintain``: one JSON line per table and action on stdout; 1 when a commit failed."""
+    from datetime import UTC, datetime
+
+    from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
+
+    from sluice import maintenance
+    from sluice.tables import TABLES
+    from sluice.warehouse import WarehouseSettings, open_catalog
+
+    try:
+        expire = (
+            None
+            if args.expire_older_than == "off"
+            else maintenance.parse_duration(args.expire_older_than)
+        )
+        lateness = maintenance.parse_duration(args.lateness)
+        orphan_min_age = maintenance.parse_duration(args.orphan_min_age)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if args.keep_last < 1 or (args.target_file_size is not None and args.target_file_size < 1):
+        raise ConfigError("--keep-last and --target-file-size must be at least 1")
+    settings = WarehouseSettings(**({"state_dir": args.state_dir} if args.state_dir else {}))
+    now = datetime.now(UTC)
+    if args.print_athena:
+        statements = maintenance.athena_statements(
+            settings.namespace,
+            now,
+            lateness=lateness,
+            retain=expire or maintenance.parse_duration("7d"),
+            keep_last=args.keep_last,
+            hourly_tables=settings.hourly_tables,
+        )
+        out.write(("\n".join([*statements, maintenance.GLUE_NOTE]) + "\n").encode())
+        return 0
+    if args.remove_orphans and not settings.resolved_warehouse().startswith("file://"):
+        raise ConfigError("--remove-orphans works on a local file:// warehouse only")
+    catalog = open_catalog(settings)
+    tables = {}
+    for name in TABLES:
+        try:
+            tables[name] = catalog.load_table(f"{settings.namespace}.{name}")
+        except NoSuchTableError:
+            continue
+    if not tables:
+        raise ConfigError(f"no Sluice tables in namespace {settings.namespace!r}")
+    options = maintenance.MaintenanceOptions(
+        expire_older_than=expire,
+        keep_last=args.keep_last,
+        compact=args.compact,
+        lateness=lateness,
+        target_file_size=args.target_file_size,
+        remove_orphans=args.remove_orphans,
+        orphan_min_age=orphan_min_age,
+        dry_run=args.dry_run,
+    )
+    try:
+        results = maintenance.maintain(tables, options, now)
+    except CommitFailedException as err:
+        print(f"sluice: maintenance commit failed (a concurrent commit?): {err}", file=sys.stderr)
+        return 1
+    for result in results:
+        out.write(orjson.dumps({"dry_run": args.dry_run, **result}) + b"\n")
+    out.flush()
     return 0
 
 
@@ -244,6 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "query":
             return _run_query(args, out)
+        if args.command == "tables":
+            return _run_tables(args, out)
         if args.command == "job":
             # The job is an adapter (Beam, boto3): imported only when asked for.
             from beam_jobs.run import main as run_job
@@ -251,6 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_job(args.args)
         if args.command == "edge":
             return _run_edge(args.action, args.args)
+        if args.command == "maintain":
+            return _run_maintain(args, out)
         if args.command == "samples":
             _run_samples(args, out)
             out.flush()

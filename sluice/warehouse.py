@@ -354,8 +354,16 @@ class ExactlyOnceWriter:
 
 
 def _as_table_schema(rows: pa.Table, table: Table) -> pa.Table:
-    """Rows in the table's own Arrow schema (a catalog assigns its own ids to nested fields)."""
-    return rows.cast(table.schema().as_arrow())
+    """Rows in the table's own Arrow schema.
+
+    A catalog assigns its own ids to nested fields, and a table may have gained optional columns
+    (schema evolution) that this version of the job does not write: those are filled with nulls.
+    """
+    target = table.schema().as_arrow()
+    for column in target:
+        if column.name not in rows.column_names:
+            rows = rows.append_column(column.name, pa.nulls(rows.num_rows, column.type))
+    return rows.select(target.names).cast(target)
 
 
 def _sort_key(item: tuple[Any, Any]) -> tuple[Any, ...]:
