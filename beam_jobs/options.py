@@ -85,6 +85,7 @@ class JobSettings(BaseModel):
     state_dir: Path
     warehouse: str | None = None
     namespace: str = Field(min_length=1)
+    archive: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> JobSettings:

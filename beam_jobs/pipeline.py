@@ -1,7 +1,10 @@
 """The Sluice stream job: Kinesis to Iceberg, one composite transform per stage, top to bottom.
 
-    ReadFromKinesis -> ParseAndValidate -> EnrichWithGeoIp -> ApplyFilters
+    ReadFromKinesis -> ArchiveRawRecords -> ParseAndValidate -> EnrichWithGeoIp -> ApplyFilters
                     -> WindowAndAggregate -> WriteToIceberg
+
+``ArchiveRawRecords`` keeps every record read (``sluice.archive``) so ``sluice replay`` can run the
+same stages again in batch mode over a time range (``beam_jobs.replay``).
 
 Elements are batches (one per GetRecords call per shard), never single records: Python's overhead is
 per element, so every stage does its work per batch through the core functions of ``sluice.stream``.
@@ -15,16 +18,19 @@ tables hold, so it can be killed at any moment (SIGKILL included) and started ag
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import apache_beam as beam
 
 from beam_jobs.kinesis_source import ReadFromKinesis, SourceBatch, StartPosition
 from beam_jobs.metrics import StageCounters
 from beam_jobs.options import JobSettings
+from sluice.archive import encode_batch
 from sluice.config import CoreSettings
 from sluice.contracts import Source
 from sluice.filters import RecordFilter
@@ -64,15 +70,64 @@ def _report(batch: JobBatch, stage: str) -> None:
             counters.count(name.removeprefix(f"{stage}."), value)
 
 
+def source_records(batch: SourceBatch) -> list[InputRecord]:
+    return [
+        InputRecord(int(r.sequence_number), r.sub_sequence, r.arrival, r.data)
+        for r in batch.records
+    ]
+
+
+def local_root(warehouse_uri: str) -> str | None:
+    """The folder of a file:// warehouse; None for any other (s3://: Firehose archives there)."""
+    parsed = urlparse(warehouse_uri)
+    return unquote(parsed.path) if parsed.scheme == "file" else None
+
+
+class _Archive(beam.DoFn):
+    def __init__(self, root: str) -> None:
+        super().__init__()
+        self.root = root
+
+    def process(self, batch: SourceBatch) -> Iterator[SourceBatch]:
+        for relative, content in encode_batch(batch.shard_id, source_records(batch)):
+            path = os.path.join(self.root, relative)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            # Same shard and range, same name and bytes: a re-read after a restart rewrites it.
+            temporary = f"{path}.{os.getpid()}.tmp"
+            with open(temporary, "wb") as out:
+                out.write(content)
+            os.replace(temporary, path)
+        yield batch
+
+
+class ArchiveRawRecords(
+    beam.PTransform[beam.pvalue.PCollection[SourceBatch], beam.pvalue.PCollection[SourceBatch]]
+):
+    """Write each batch's raw records to ``<warehouse>/raw/...`` (``sluice.archive``), pass it on.
+
+    Only for a file:// warehouse; on AWS (s3://) Kinesis Data Firehose archives the stream into the
+    same layout, and this stage passes batches through.
+    """
+
+    def __init__(self, warehouse_uri: str) -> None:
+        super().__init__()
+        self.root = local_root(warehouse_uri)
+
+    def expand(
+        self, batches: beam.pvalue.PCollection[SourceBatch]
+    ) -> beam.pvalue.PCollection[SourceBatch]:
+        if self.root is None:
+            LOG.info("not archiving raw records: Kinesis Data Firehose archives them in production")
+            return batches
+        return batches | "WriteRawFiles" >> beam.ParDo(_Archive(self.root))
+
+
 class _Parse(beam.DoFn):
     def __init__(self) -> None:
         super().__init__()
 
     def process(self, batch: SourceBatch) -> Iterator[JobBatch]:
-        records = [
-            InputRecord(int(r.sequence_number), r.sub_sequence, r.arrival, r.data)
-            for r in batch.records
-        ]
+        records = source_records(batch)
         previous = int(batch.previous_sequence) if batch.previous_sequence is not None else None
         parsed = decode_batch(batch.shard_id, records, previous_sequence=previous)
         _report(parsed, "parse")
@@ -282,17 +337,27 @@ def build(
 ) -> beam.pvalue.PCollection[JobBatch]:
     """Apply the whole job to ``pipeline``; returns the commit reports."""
     start = start_position(settings)
-    return (
-        pipeline
-        | "ReadFromKinesis"
-        >> ReadFromKinesis(
-            stream_name=settings.stream_name,
-            start=start,
-            max_records_per_call=settings.max_records_per_call,
-            poll_interval_seconds=settings.poll_interval_seconds,
-            stop_when_idle_seconds=settings.stop_when_idle_seconds,
-            bundle_seconds=settings.commit_interval_seconds,
+    read = pipeline | "ReadFromKinesis" >> ReadFromKinesis(
+        stream_name=settings.stream_name,
+        start=start,
+        max_records_per_call=settings.max_records_per_call,
+        poll_interval_seconds=settings.poll_interval_seconds,
+        stop_when_idle_seconds=settings.stop_when_idle_seconds,
+        bundle_seconds=settings.commit_interval_seconds,
+    )
+    if settings.archive:
+        read = read | "ArchiveRawRecords" >> ArchiveRawRecords(
+            warehouse_settings(settings).resolved_warehouse()
         )
+    return process(read, settings, core)
+
+
+def process(
+    batches: beam.pvalue.PCollection[SourceBatch], settings: JobSettings, core: CoreSettings
+) -> beam.pvalue.PCollection[JobBatch]:
+    """The stages after the source, shared by the stream job and ``sluice replay``."""
+    return (
+        batches
         | "ParseAndValidate" >> ParseAndValidate()
         | "EnrichWithGeoIp"
         >> EnrichWithGeoIp(

@@ -86,6 +86,14 @@ def _parser() -> argparse.ArgumentParser:
     job.add_argument("action", choices=("run",))
     job.add_argument("args", nargs=argparse.REMAINDER, help="job options (see --help)")
 
+    replay = commands.add_parser(
+        "replay",
+        help="re-process the raw archive over a time range: sluice replay --from T --to T [job options]",
+        add_help=False,
+        prefix_chars="+",  # every flag, --from and --to included, goes to beam_jobs.replay
+    )
+    replay.add_argument("args", nargs=argparse.REMAINDER, help="--from, --to and job options")
+
     edge = commands.add_parser(
         "edge",
         help="run the Lambda edges locally: 'serve' (HTTP, like API Gateway) or 'poll' (feeds once)",
@@ -129,6 +137,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     maintain.add_argument(
         "--state-dir", type=Path, help="local catalog folder (default: SLUICE_STATE_DIR or .sluice)"
+    )
+
+    dead_letters = commands.add_parser(
+        "dead-letters",
+        help="list dead letters; --redrive re-submits those that parse now and removes them",
+    )
+    dead_letters.add_argument("--reason", help="only this error type, e.g. unparseable_line")
+    dead_letters.add_argument("--source", choices=("iot", "weblog", "feed"))
+    dead_letters.add_argument("--limit", type=int, help="at most this many (oldest first)")
+    dead_letters.add_argument("--format", choices=("table", "json"), default="table")
+    dead_letters.add_argument(
+        "--state-dir", type=Path, help="local catalog folder (default: SLUICE_STATE_DIR or .sluice)"
+    )
+    dead_letters.add_argument(
+        "--redrive",
+        action="store_true",
+        help="re-try the selected letters with today's configuration, publish those that pass to "
+        "the stream, then delete them from the table (one JSON summary line on stdout)",
+    )
+    dead_letters.add_argument(
+        "--log-format", help="redrive: weblog format (default: SLUICE_LOG_FORMAT or auto)"
+    )
+    dead_letters.add_argument(
+        "--stream-name", help="redrive: Kinesis stream (default: SLUICE_STREAM_NAME)"
+    )
+    dead_letters.add_argument(
+        "--dry-run", action="store_true", help="redrive: report what would happen, change nothing"
     )
 
     samples = commands.add_parser(
@@ -281,6 +316,83 @@ def _run_maintain(args: argparse.Namespace, out: IO[bytes]) -> int:
     return 0
 
 
+def _run_dead_letters(args: argparse.Namespace, out: IO[bytes]) -> int:
+    """``sluice dead-letters``: list (table or JSON lines), or ``--redrive`` (see sluice.redrive)."""
+    import logging
+    import os
+
+    from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
+
+    from sluice import redrive
+    from sluice.contracts import ErrorType
+    from sluice.errors import SluiceError
+
+    if args.reason is not None and args.reason not in {e.value for e in ErrorType}:
+        raise ConfigError(
+            f"unknown --reason {args.reason!r}; one of: {', '.join(e.value for e in ErrorType)}"
+        )
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError("--limit must be at least 1")
+    if not args.redrive and (args.log_format or args.dry_run or args.stream_name):
+        raise ConfigError("--log-format, --stream-name and --dry-run apply to --redrive only")
+    catalog, namespace = _warehouse(args)
+    try:
+        table = catalog.load_table(f"{namespace}.dead_letters")
+    except NoSuchTableError:
+        raise ConfigError(f"no dead_letters table in namespace {namespace!r}") from None
+    letters = redrive.read_letters(table, reason=args.reason, source=args.source, limit=args.limit)
+    if not args.redrive:
+        columns = ["dead_letter_id", "source", "stage", "error_type", "message", "first_seen"]
+        columns.append("raw")
+        rows = [
+            (
+                d.dead_letter_id,
+                d.source.value,
+                d.stage,
+                d.error_type.value,
+                d.message if args.format == "json" else d.message[:60],
+                d.first_seen.isoformat(),
+                repr(d.raw[:60])[1:-1] + ("…" if len(d.raw) > 60 else ""),
+            )
+            for d in letters
+        ]
+        _write_rows(out, columns, rows, args.format)
+        return 0
+    settings = load_settings(log_format=args.log_format)
+    stream_name = args.stream_name or os.environ.get("SLUICE_STREAM_NAME")
+    if not stream_name and not args.dry_run:
+        raise ConfigError("--redrive needs --stream-name or SLUICE_STREAM_NAME")
+
+    def publish(envelopes: list[Any]) -> int:
+        # The edges' publisher is an adapter (boto3): imported only here. Nothing goes to an
+        # edge dead-letter destination: whatever the stream refuses fails the re-drive instead.
+        from aws_lambda_powertools import Logger
+
+        from edge_lambdas.shared.publisher import DeadLetterDeliveryError, KinesisPublisher
+
+        class _Refuse:
+            def write(self, undelivered: Sequence[Any]) -> None:
+                raise DeadLetterDeliveryError(f"the stream refused {len(undelivered)} envelopes")
+
+        logger = Logger(service="sluice-redrive", logger_handler=logging.StreamHandler(sys.stderr))
+        report = KinesisPublisher(str(stream_name), _Refuse(), logger=logger).publish(envelopes)
+        return report.sent - report.too_large
+
+    try:
+        result = redrive.redrive(table, letters, publish, log_format=settings.log_format,
+                                 feeds=settings.feeds, dry_run=args.dry_run)  # fmt: skip
+    except (redrive.RedriveError, CommitFailedException) as err:
+        print(f"sluice: re-drive incomplete: {err}", file=sys.stderr)
+        return 1
+    except SluiceError as err:  # DeadLetterDeliveryError: the stream refused some envelopes
+        if isinstance(err, ConfigError):
+            raise
+        print(f"sluice: re-drive incomplete, nothing removed: {err}", file=sys.stderr)
+        return 1
+    out.write(orjson.dumps(result.as_dict()) + b"\n")
+    return 0
+
+
 def _run_edge(action: str, argv: list[str]) -> int:
     """The edges are adapters (they use boto3), so they are imported only when asked for."""
     if action == "serve":
@@ -409,10 +521,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             from beam_jobs.run import main as run_job
 
             return run_job(args.args)
+        if args.command == "replay":
+            from beam_jobs.replay import main as run_replay
+
+            return run_replay(args.args)
         if args.command == "edge":
             return _run_edge(args.action, args.args)
         if args.command == "maintain":
             return _run_maintain(args, out)
+        if args.command == "dead-letters":
+            return _run_dead_letters(args, out)
         if args.command == "samples":
             _run_samples(args, out)
             out.flush()

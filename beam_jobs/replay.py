@@ -1,0 +1,163 @@
+"""``sluice replay --from TIME --to TIME [job options]``: the stream job's stages over the raw archive.
+
+In: the archive files (``sluice.archive``) under ``<warehouse>/raw`` whose arrival hour overlaps
+``[--from, --to)``; of those, the records that arrived in that range (times ISO-8601, UTC unless
+they say otherwise). Out: the same tables the stream job writes, through the very same composites
+(``beam_jobs.pipeline.process``: ParseAndValidate -> ... -> WriteToIceberg), in batch mode.
+``--archive_root`` reads another warehouse's archive (a backfill into a fresh ``--state_dir``).
+
+Each shard is one element: its records are de-duplicated (archive files may overlap), put in shard
+order and cut into batches chained by ``previous_sequence``, so a shard's batches reach the writer
+in one bundle as one contiguous chain. The writer skips records at or before each table's committed
+position, so replaying what the tables already hold writes nothing, and replaying into an empty
+warehouse (another ``--state_dir``: a backfill) writes what the stream wrote. Arrival times come
+from the archive, so the too-late rule decides as it did in the stream.
+Limits: the archive is read from a file:// warehouse only, and one shard's range is held in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import apache_beam as beam
+import orjson
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from beam_jobs.kinesis_source import SourceBatch, SourceRecord
+from beam_jobs.metrics import query_counters
+from beam_jobs.options import JobSettings
+from beam_jobs.pipeline import local_root, process, warehouse_settings
+from beam_jobs.run import normalize_flags
+from sluice.archive import (
+    iter_archive_files,
+    read_archive_file,
+    records_in_range,
+    split_at_sequences,
+)
+from sluice.config import load_settings
+from sluice.errors import ConfigError
+from sluice.stream import InputRecord, JobBatch
+
+REPLAY_STREAM = "archive"
+
+
+def _time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def shard_batches(shard: str, records: Sequence[InputRecord], size: int) -> list[SourceBatch]:
+    """One shard's records (in shard order) as chained source batches, as the Kinesis source emits."""
+    batches: list[SourceBatch] = []
+    previous: str | None = None
+    for chunk in split_at_sequences(records, size):
+        batch = SourceBatch(
+            stream=REPLAY_STREAM,
+            shard_id=shard,
+            records=tuple(
+                SourceRecord(str(r.sequence), r.sub_sequence, r.arrival, "", r.data) for r in chunk
+            ),
+            first_sequence=str(chunk[0].sequence),
+            last_sequence=str(chunk[-1].sequence),
+            previous_sequence=previous,
+            max_arrival=max(r.arrival for r in chunk),
+            millis_behind_latest=0,
+        )
+        previous = batch.last_sequence
+        batches.append(batch)
+    return batches
+
+
+class _ReadShard(beam.DoFn):
+    def __init__(self, from_time: datetime, to_time: datetime, size: int) -> None:
+        super().__init__()
+        self.from_time, self.to_time, self.size = from_time, to_time, size
+
+    def process(self, element: tuple[str, list[str]]) -> Iterator[SourceBatch]:
+        shard, paths = element
+        pairs = (pair for path in paths for pair in read_archive_file(Path(path).read_bytes()))
+        records = records_in_range(
+            (p for p in pairs if p[0] == shard), self.from_time, self.to_time
+        ).get(shard, [])
+        yield from shard_batches(shard, records, self.size)
+
+
+def shard_files(root: Path, from_time: datetime, to_time: datetime) -> list[tuple[str, list[str]]]:
+    """Archive files of the range grouped by shard (the shard is the name's part before the range)."""
+    by_shard: dict[str, list[str]] = {}
+    for path in iter_archive_files(root, from_time, to_time):
+        shard = path.name.removesuffix(".jsonl.gz").rsplit("-", 2)[0]
+        by_shard.setdefault(shard, []).append(str(path))
+    return sorted(by_shard.items())
+
+
+def build_replay(
+    pipeline: beam.Pipeline,
+    settings: JobSettings,
+    from_time: datetime,
+    to_time: datetime,
+    archive_root: str | None = None,
+) -> beam.pvalue.PCollection[JobBatch]:
+    """Apply the replay of ``[from_time, to_time)`` to ``pipeline`` (batch mode).
+
+    ``archive_root``: the folder holding ``raw/`` (default: the warehouse's own folder).
+    """
+    root = archive_root or local_root(warehouse_settings(settings).resolved_warehouse())
+    if root is None:
+        raise ConfigError("replay reads a local archive only: give --archive_root")
+    files = shard_files(Path(root), from_time, to_time)
+    batches = (
+        pipeline
+        | "ArchiveFilesPerShard" >> beam.Create(files)
+        | "ReadArchive" >> beam.ParDo(_ReadShard(from_time, to_time, settings.max_records_per_call))
+    )
+    return process(batches, settings, load_settings())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sluice replay",
+        description="Re-process the raw archive of [--from, --to) through the stream job's stages.",
+        epilog="Other flags: the job's options (sluice job run --help), e.g. --state_dir.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--from", dest="from_time", type=_time, required=True, help="ISO-8601")
+    parser.add_argument("--to", dest="to_time", type=_time, required=True, help="ISO-8601")
+    parser.add_argument(
+        "--archive_root",
+        "--archive-root",
+        help="folder holding raw/ (default: the warehouse folder); a backfill reads another's",
+    )
+    args, rest = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    if args.from_time >= args.to_time:
+        print("sluice replay: --from must be before --to", file=sys.stderr)
+        return 2
+    options = PipelineOptions(normalize_flags(rest))
+    standard = options.view_as(StandardOptions)
+    standard.streaming = False
+    if standard.runner is None:
+        standard.runner = "FnApiRunner"
+    try:
+        settings = JobSettings.from_options(options)
+        pipeline = beam.Pipeline(options=options)
+        build_replay(pipeline, settings, args.from_time, args.to_time, args.archive_root)
+    except ConfigError as err:
+        print(f"sluice replay: {err}", file=sys.stderr)
+        return 2
+    result = pipeline.run()
+    result.wait_until_finish()
+    sys.stdout.buffer.write(
+        orjson.dumps(query_counters(result), option=orjson.OPT_SORT_KEYS) + b"\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
