@@ -15,7 +15,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 SCHEMA_VERSION = 1
 """Version of every contract below; bumped on any incompatible change."""
@@ -138,6 +145,13 @@ class Envelope(_Contract):
 
     ``kind`` says what the payload is: a normalized record of ``source``, or a ``DeadLetter`` the edge
     produced (edge rejections travel the same stream, so one sink collects every dead letter).
+
+    ``redrive_of`` (optional, added in schema version 1 without a bump) is set only on envelopes
+    re-submitted by ``sluice dead-letters --redrive``: the ``dead_letter_id`` they re-drive. The job
+    never judges such an event ``too_late`` (it updates its old window), and its table writer lands
+    it at most once per ``event_id`` (see ``sluice.redrive``). It is left out of the wire form when
+    unset, so every other envelope is byte-for-byte what it was; a consumer older than this field
+    refuses re-driven envelopes (``extra="forbid"``), so deploy the job before re-driving.
     """
 
     source: Source
@@ -147,6 +161,14 @@ class Envelope(_Contract):
     ingest_time: UtcDatetime
     partition_key: str = Field(min_length=1, max_length=256)
     payload: dict[str, Any]
+    redrive_of: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_redrive_of(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("redrive_of", "") is None:
+            del data["redrive_of"]
+        return data
 
 
 class ErrorType(StrEnum):

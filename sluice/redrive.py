@@ -22,10 +22,11 @@ Event ids of re-parsed records are deterministic functions of the dead letter:
 ``make_event_id(source, "redrive", dead_letter_id)`` (for a web log that is exactly
 ``weblog_event_id("redrive", dead_letter_id)``), and ``make_event_id(source, "redrive",
 dead_letter_id, i)`` for the i-th (i >= 1) record of a raw holding several (an IoT array). The
-envelope's ``ingest_time`` is the letter's ``first_seen``, so re-driving the same letter twice
-produces byte-identical envelopes.
+envelope's ``ingest_time`` is the letter's ``first_seen``, and every re-driven record envelope
+carries ``redrive_of`` = the letter's ``dead_letter_id`` (an envelope re-submitted as is gets it too,
+its event id unchanged), so re-driving the same letter twice produces byte-identical envelopes.
 
-Guarantee (``redrive``):
+Guarantee (``redrive``): delivery at least once, landing exactly once.
 1. the envelopes of every re-drivable letter are published, then
 2. those letters are deleted from ``dead_letters`` in ONE Iceberg commit, by ``dead_letter_id``, whose
    snapshot summary records the run (``sluice.redrive``) and carries the table's current source
@@ -33,16 +34,21 @@ Guarantee (``redrive``):
 A letter is removed only after its envelopes were accepted by the stream, and a removed letter is
 never re-driven again: once step 2 commits, a second run publishes nothing for it. If the process
 dies between 1 and 2 (or the publish fails part-way, or step 2 loses a commit race three times), the
-letters stay and the next run publishes the *same* envelopes with the *same* event ids again: the
-stream then holds duplicates, and the job does NOT de-duplicate by event id today, so the event
-table would hold two rows with one ``event_id`` (find them with ``GROUP BY event_id HAVING
-count(*) > 1``). That is: removal from the table is exactly once; delivery is at least once, with
-duplicates identifiable by event id. Do not run two re-drives concurrently.
+letters stay and the next run publishes the *same* envelopes with the *same* event ids again, so the
+stream may hold a re-driven event more than once (delivery: at least once). The job lands it once:
+its table writer looks the event ids of re-driven events (``redrive_of`` set) up in the event table
+and drops those already there, or already earlier in the same flush, before appending rows and
+before merging window partials (``sluice.warehouse``). So each re-driven record is one row of its
+event table and counts once in its window (landing: exactly once), however many times the re-drive
+was retried. The de-duplication covers re-driven events only; and if the job dies between an event
+table's commit and the window tables' commit of a flush that dropped a duplicate, the replay counts
+that duplicate in its window once more (the event table stays exact). Do not run two re-drives
+concurrently.
 
-Note: the stream job decides lateness by arrival time, so a re-driven IoT reading or web request
-whose window closed more than ``allowed_lateness`` ago is dead-lettered again by the job as
-``too_late`` (its ``dead_letter_id`` is new) instead of reaching its event table. Feed items are
-never late.
+Lateness: the stream job decides lateness by arrival time, but a re-driven event is never
+``too_late``: an IoT reading or web request whose window closed long ago is merged into that
+window (the window tables keep mergeable state), so a late fix corrects old windows. ``too_late``
+letters themselves are still never re-driven. Feed items are never late.
 """
 
 from __future__ import annotations
@@ -155,8 +161,14 @@ def _record_envelope(letter: DeadLetter, record: BaseModel, index: int) -> Envel
             record, REDRIVE_ORIGIN, letter.dead_letter_id, ingest_time=letter.first_seen
         )
         if index == 0:
-            return envelope
-        return envelope.model_copy(update={"event_id": event_id, "partition_key": event_id})
+            return envelope.model_copy(update={"redrive_of": letter.dead_letter_id})
+        return envelope.model_copy(
+            update={
+                "event_id": event_id,
+                "partition_key": event_id,
+                "redrive_of": letter.dead_letter_id,
+            }
+        )
     if isinstance(record, IotReading):
         key = record.device_id[:MAX_PARTITION_KEY]
     elif isinstance(record, FeedItem):
@@ -169,6 +181,7 @@ def _record_envelope(letter: DeadLetter, record: BaseModel, index: int) -> Envel
         ingest_time=letter.first_seen,
         partition_key=key,
         payload=record.model_dump(mode="json"),
+        redrive_of=letter.dead_letter_id,
     )
 
 
@@ -224,6 +237,8 @@ def plan_letter(letter: DeadLetter, log_parser: LogParser, feeds: Sequence[FeedS
                 _CONTRACTS[envelope.source].model_validate(envelope.payload)
             except ValidationError as err:
                 return _still(letter, f"payload still refused: {str(err).splitlines()[0]}")
+        if envelope.kind == "record":
+            envelope = envelope.model_copy(update={"redrive_of": letter.dead_letter_id})
         return Outcome(letter, "redrivable", "envelope re-submitted as is", (envelope,))
     if letter.error_type == ErrorType.DELIVERY_FAILED:
         return _still(letter, "delivery_failed raw is not a valid envelope")

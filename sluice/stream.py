@@ -17,6 +17,11 @@ refuses, an edge's dead letter passing through, and an event that arrived after 
 Lateness is decided by arrival time, not by a runner's watermark: an event is too late when Kinesis
 received it (``ApproximateArrivalTimestamp``) more than ``allowed_lateness`` after its window ended.
 That rule depends only on the record, so an interrupted and an uninterrupted run decide alike.
+One exception: a re-driven event (its envelope's ``redrive_of`` is set, see ``sluice.redrive``) is
+never too late. It is a deliberate late fix of an input that was dead-lettered, usually long after
+its window closed; windows keep their mergeable state in their table, so it is merged into its
+(old) window like any late event. ``Event.redrive_of`` carries the field to the table writer, which
+lands a re-driven event id at most once (``sluice.warehouse``).
 """
 
 from __future__ import annotations
@@ -79,6 +84,8 @@ class Event:
     event_id: str
     ingest_time: datetime
     record: Any
+    redrive_of: str | None = None
+    """The dead letter this event re-drives (the envelope's ``redrive_of``); ``None`` normally."""
 
 
 @dataclass(slots=True)
@@ -95,6 +102,8 @@ class JobBatch:
     iot_windows: dict[IotKey, MetricStats] = field(default_factory=dict)
     web_windows: dict[WebKey, WebTrafficStats] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
+    redriven: int = 0
+    """How many decoded events are re-driven ones; the writer de-duplicates only when non-zero."""
 
     def count(self, name: str, n: int = 1) -> None:
         if n:
@@ -151,8 +160,10 @@ def decode_batch(
             continue
         batch.events[envelope.source].append(
             Event(record.sequence, record.sub_sequence, record.arrival, envelope.event_id,
-                  envelope.ingest_time, payload)
+                  envelope.ingest_time, payload, envelope.redrive_of)
         )  # fmt: skip
+        if envelope.redrive_of is not None:
+            batch.redriven += 1
     batch.count("parse.emitted", sum(len(v) for v in batch.events.values()))
     return batch
 
@@ -211,14 +222,15 @@ def window_batch(
 
     Sources with window tables (IoT, web logs) are checked, so their event and window tables agree
     on what was on time. Feed items are not windowed: a feed lists items of the past hour or week by
-    design, so they are never too late.
+    design, so they are never too late. Nor are re-driven events (``Event.redrive_of`` set): they
+    are merged into their window whatever its age (see the module docstring).
     """
     for source in WINDOWED_SOURCES:
         events = batch.events.get(source, [])
         on_time: list[Event] = []
         for event in events:
             closes = window_end(event.record.event_time, size_seconds) + allowed_lateness_seconds
-            if event.arrival <= closes:
+            if event.arrival <= closes or event.redrive_of is not None:
                 on_time.append(event)
                 continue
             raw = Envelope(source=source, event_id=event.event_id, ingest_time=event.ingest_time,

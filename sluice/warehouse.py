@@ -17,6 +17,14 @@ Exactly-once, without any runner state:
   are replaced, never duplicated.
 - Batches of one shard are committed only as a contiguous chain (``previous_sequence`` links), so a
   position never passes a batch that has not been written.
+- Re-driven events (``Event.redrive_of`` set, see ``sluice.redrive``) are delivered at least once, so
+  they are also de-duplicated by ``event_id``: when a flush holds any (``JobBatch.redriven``), the
+  writer looks their ids up in the event table and drops those already there (and repeats within
+  the flush) before appending, and leaves them out of the window partials too (a batch that lost
+  one is re-aggregated from its remaining events). Batches without re-driven events take the plain
+  path, with no lookup. One narrow gap: if the process dies after an event table's commit and
+  before the window tables', the replay counts in the windows every re-driven event of that flush
+  the event table already covers, including a duplicate it had dropped.
 """
 
 from __future__ import annotations
@@ -70,6 +78,8 @@ EVENT_TABLES = {
     Source.FEED: "feed_items",
 }
 ROW_BUILDERS = {Source.IOT: iot_rows, Source.WEBLOG: web_rows, Source.FEED: feed_rows}
+Position = tuple[str, int, int]
+"""(shard_id, sequence, sub_sequence): where an event sits in the stream."""
 
 
 class WarehouseSettings(BaseSettings):
@@ -197,6 +207,8 @@ class FlushReport:
     rows: dict[str, int] = field(default_factory=dict)
     batches: int = 0
     held_back: int = 0
+    redrive_duplicates: int = 0
+    """Re-driven events dropped because their ``event_id`` had already landed."""
 
 
 class ExactlyOnceWriter:
@@ -257,8 +269,23 @@ class ExactlyOnceWriter:
         report = FlushReport(batches=len(batches), held_back=held)
         if not batches:
             return report
+        redriven = any(b.redriven for b in batches)
+        dropped: dict[Source, set[Position]] = {}
         for source, name in EVENT_TABLES.items():
-            fresh = self._fresh(name, batches, lambda b, s=source: b.events.get(s, []))
+            if redriven and (landed := self._landed_redrives(name, source, batches)):
+                dropped[source] = landed
+                report.redrive_duplicates += len(landed)
+                fresh = self._fresh(
+                    name,
+                    batches,
+                    lambda b, s=source, d=landed: [
+                        e
+                        for e in b.events.get(s, [])
+                        if (b.shard_id, e.sequence, e.sub_sequence) not in d
+                    ],
+                )
+            else:
+                fresh = self._fresh(name, batches, lambda b, s=source: b.events.get(s, []))
             self._append(
                 name,
                 ROW_BUILDERS[source](Stamped(e.event_id, e.ingest_time, e.record) for e in fresh),
@@ -267,9 +294,44 @@ class ExactlyOnceWriter:
             )
         letters = self._fresh("dead_letters", batches, lambda b: b.dead_letters)
         self._append("dead_letters", dead_letter_rows(e.record for e in letters), batches, report)
-        self._merge_windows("iot_metrics_1m", batches, report)
-        self._merge_windows("web_traffic_1m", batches, report)
+        self._merge_windows("iot_metrics_1m", batches, report, dropped.get(Source.IOT))
+        self._merge_windows("web_traffic_1m", batches, report, dropped.get(Source.WEBLOG))
         return report
+
+    def _landed_redrives(
+        self, name: str, source: Source, batches: Iterable[JobBatch]
+    ) -> set[Position]:
+        """Positions of the re-driven events, new to table ``name``, whose event id already landed.
+
+        Landed means: a row of the table has the id, or an earlier event of these batches has it.
+        """
+        committed = self.positions[name]
+        candidates: list[tuple[str, Event]] = []
+        for batch in batches:
+            if not batch.redriven:
+                continue
+            done = committed.get(batch.shard_id, -1)
+            candidates.extend(
+                (batch.shard_id, e)
+                for e in batch.events.get(source, [])
+                if e.redrive_of is not None and e.sequence > done
+            )
+        if not candidates:
+            return set()
+        ids = sorted({e.event_id for _, e in candidates})
+        stored = (
+            self.tables[name]
+            .scan(row_filter=In(term="event_id", literals=ids), selected_fields=("event_id",))
+            .to_arrow()
+        )
+        seen: set[str] = set(stored.column("event_id").to_pylist())
+        landed: set[Position] = set()
+        for shard, event in candidates:
+            if event.event_id in seen:
+                landed.add((shard, event.sequence, event.sub_sequence))
+            else:
+                seen.add(event.event_id)
+        return landed
 
     def _fresh(self, name: str, batches: Iterable[JobBatch], pick: Any) -> list[Event]:
         committed = self.positions[name]
@@ -302,20 +364,32 @@ class ExactlyOnceWriter:
         self.positions[name] = positions
         report.rows[name] = rows.num_rows
 
-    def _partials(self, name: str, batches: list[JobBatch]) -> dict[Any, Any]:
-        """Partial aggregates of records this table does not hold yet."""
+    def _partials(
+        self, name: str, batches: list[JobBatch], dropped: set[Position] | None = None
+    ) -> dict[Any, Any]:
+        """Partial aggregates of records this table does not hold yet (``dropped`` left out)."""
         merged: dict[Any, Any] = {}
         done = self.positions[name]
         is_iot = name == "iot_metrics_1m"
+        source = Source.IOT if is_iot else Source.WEBLOG
         for batch in batches:
             position = done.get(batch.shard_id, -1)
             if batch.last_sequence <= position:
                 continue
-            if batch.first_sequence > position:
+            skip: set[tuple[int, int]] = (
+                {(q, sub) for shard, q, sub in dropped if shard == batch.shard_id}
+                if dropped and batch.redriven
+                else set()
+            )
+            if batch.first_sequence > position and not skip:
                 partial: Mapping[Any, Any] = batch.iot_windows if is_iot else batch.web_windows
-            else:  # straddles the position (only right after a restart): recompute from its records
-                source = Source.IOT if is_iot else Source.WEBLOG
-                records = [e.record for e in batch.events.get(source, []) if e.sequence > position]
+            else:  # straddles the position (only right after a restart) or lost a re-driven
+                # duplicate: recompute from its remaining records
+                records = [
+                    e.record
+                    for e in batch.events.get(source, [])
+                    if e.sequence > position and (e.sequence, e.sub_sequence) not in skip
+                ]
                 partial = (
                     aggregate_iot(records, self.window_seconds)
                     if is_iot
@@ -324,12 +398,18 @@ class ExactlyOnceWriter:
             merge_maps(merged, partial)
         return merged
 
-    def _merge_windows(self, name: str, batches: list[JobBatch], report: FlushReport) -> None:
+    def _merge_windows(
+        self,
+        name: str,
+        batches: list[JobBatch],
+        report: FlushReport,
+        dropped: set[Position] | None = None,
+    ) -> None:
         positions = self._new_positions(name, batches)
         if positions == self.positions[name]:
             return
         table = self.tables[name]
-        partials = self._partials(name, batches)
+        partials = self._partials(name, batches, dropped)
         starts = sorted({key[-1] for key in partials})
         properties = self._properties(positions)
         if not starts:

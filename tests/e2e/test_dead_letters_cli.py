@@ -185,3 +185,74 @@ def test_an_interrupted_redrive_keeps_its_letters_and_resends_the_same_envelopes
     assert report.removed == 3
     assert attempts[0] == attempts[1]  # a retry sends byte-identical envelopes (same event ids)
     assert len(read_letters(table.refresh(), reason="unparseable_line")) == 1
+
+
+def test_redriven_lines_land_once_in_the_tables_even_after_a_crash_before_the_delete(
+    warehouse: tuple[Path, Any],
+    stream: tuple[Any, str],
+    geoip_dbs: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gc
+    import logging
+
+    from beam_jobs.run import main as run_job_main
+    from sluice import redrive as redrive_module
+
+    state, table = warehouse
+    client, name = stream
+    fixed = [d for d in read_letters(table) if "198.51.100." in d.raw]
+    argv = ("dead-letters", "--state-dir", str(state), "--redrive", "--log-format", NEW_FORMAT,
+            "--stream-name", name)  # fmt: skip
+
+    # GIVEN a re-drive that published, then died before removing its letters
+    def crash(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("killed between publish and delete")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(redrive_module, "remove_letters", crash)
+        with pytest.raises(RuntimeError, match="killed"):
+            main(list(argv))
+    capsys.readouterr()
+    # AND a second re-drive that completed: the stream holds every fixed line twice
+    code, out = run_cli(capsys, *argv)
+    assert code == 0 and orjson.loads(out)["removed"] == 3
+    assert read_stream(client, name).event_ids == {redrive_event_id(d): 2 for d in fixed}
+
+    # WHEN the job reads the stream (the lines are hours old: their windows closed long ago)
+    logger = logging.getLogger("sluice")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    thresholds = gc.get_threshold()
+    city_db, asn_db = geoip_dbs
+    try:
+        code = run_job_main([
+            "--stream_name", name,
+            "--stop_when_idle_seconds", "2",
+            "--commit_interval_seconds", "1",
+            "--state_dir", str(state),
+            "--geoip_city_db", str(city_db),
+            "--geoip_asn_db", str(asn_db),
+        ])  # fmt: skip
+    finally:
+        logger.handlers[:] = saved[0]
+        logger.setLevel(saved[1])
+        logger.propagate = saved[2]
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+    capsys.readouterr()
+    assert code == 0
+
+    # THEN each fixed line is one row of web_requests and counts once in its (old) window
+    settings = WarehouseSettings(state_dir=state)
+    tables = ensure_tables(open_catalog(settings), settings)
+    web = tables["web_requests"].scan().to_arrow().to_pylist()
+    assert sorted(r["event_id"] for r in web) == sorted(redrive_event_id(d) for d in fixed)
+    assert sorted(r["path"] for r in web) == ["/p/1", "/p/2", "/p/3"]
+    traffic = tables["web_traffic_1m"].scan().to_arrow().to_pylist()
+    assert sorted((r["path"], r["window_start"], r["requests"]) for r in traffic) == [
+        (f"/p/{i}", T0, 1) for i in (1, 2, 3)
+    ]
+    # AND none of them became a too_late dead letter again
+    letters = read_letters(tables["dead_letters"])
+    assert sorted(d.error_type for d in letters) == [ErrorType.TOO_LATE, ErrorType.UNPARSEABLE_LINE]

@@ -77,7 +77,8 @@ def test_delivery_failed_envelope_is_resubmitted_as_is():
     (letter,) = delivery_failed_letters([OutgoingEnvelope.of(envelope)], "throttled", now=T0)
     outcome = plan_letter(letter, LogParser(), ())
     assert outcome.status == "redrivable"
-    assert outcome.envelopes == (envelope,)
+    # as is: same event id and payload, only marked as the re-drive of this letter
+    assert outcome.envelopes == (envelope.model_copy(update={"redrive_of": letter.dead_letter_id}),)
 
 
 def test_iot_parse_failure_redrives_with_current_parser_and_truncated_never():
