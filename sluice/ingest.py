@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import hashlib
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from typing import IO, Any
 
 import orjson
 
-from sluice.contracts import DeadLetter, Envelope, ErrorType, Source
+from sluice.contracts import DeadLetter, Envelope, ErrorType, Source, make_event_id
 from sluice.deadletters import BatchResult, dead_letter
 from sluice.envelopes import wrap_access_log, wrap_dead_letter, wrap_reading
 from sluice.inputs import GZIP_MAGIC
@@ -300,10 +301,20 @@ def ingest_iot_request(
     envelopes: list[Envelope] = []
     letters: list[DeadLetter] = []
     errors: list[dict[str, str]] = []
+    # Two equal bad records of one body are two rejections: their ids include where they were in
+    # the body (and the body itself, so a client retry of the same body gets the same ids).
+    body_digest = hashlib.blake2b(body, digest_size=16).hexdigest()
     for where, raw in split_records(body):
         parsed = parse_iot_batch((raw,), stage=IOT_STAGE)
         envelopes.extend(wrap_reading(reading, now) for reading in parsed.valid)
-        for letter in parsed.dead_letters:
+        for index, letter in enumerate(parsed.dead_letters):
+            letter = letter.model_copy(
+                update={
+                    "dead_letter_id": make_event_id(
+                        Source.IOT, IOT_STAGE, letter.error_type.value, body_digest, where, index
+                    )
+                }
+            )
             if len(errors) < limits.max_errors_reported:
                 errors.append(_error_entry(where, letter))
             letters.append(letter)
