@@ -24,14 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import apache_beam as beam
-import orjson
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_jobs.kinesis_source import SourceBatch, SourceRecord
-from beam_jobs.metrics import query_counters
 from beam_jobs.options import JobSettings
 from beam_jobs.pipeline import local_root, process, warehouse_settings
-from beam_jobs.run import normalize_flags
+from beam_jobs.run import pipeline_options, run_and_report
 from sluice.archive import (
     iter_archive_files,
     read_archive_file,
@@ -139,11 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.from_time >= args.to_time:
         print("sluice replay: --from must be before --to", file=sys.stderr)
         return 2
-    options = PipelineOptions(normalize_flags(rest))
-    standard = options.view_as(StandardOptions)
-    standard.streaming = False
-    if standard.runner is None:
-        standard.runner = "FnApiRunner"
+    options = pipeline_options(rest, streaming=False)
     try:
         settings = JobSettings.from_options(options)
         pipeline = beam.Pipeline(options=options)
@@ -151,12 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"sluice replay: {err}", file=sys.stderr)
         return 2
-    result = pipeline.run()
-    result.wait_until_finish()
-    sys.stdout.buffer.write(
-        orjson.dumps(query_counters(result), option=orjson.OPT_SORT_KEYS) + b"\n"
-    )
-    return 0
+    return run_and_report(pipeline)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,28 @@ def normalize_flags(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def pipeline_options(argv: Sequence[str], *, streaming: bool) -> PipelineOptions:
+    """Options from flags, with the local runner pinned unless ``--runner`` says otherwise."""
+    options = PipelineOptions(normalize_flags(argv))
+    standard = options.view_as(StandardOptions)
+    standard.streaming = streaming
+    if standard.runner is None:
+        # The DirectRunner would first try to download the Prism runner (failing offline, and
+        # running a different engine online); its in-process FnApiRunner is pinned instead.
+        standard.runner = "FnApiRunner"
+    return options
+
+
+def run_and_report(pipeline: beam.Pipeline) -> int:
+    """Run to the end and print every Sluice counter as one JSON line."""
+    result = pipeline.run()
+    result.wait_until_finish()
+    sys.stdout.buffer.write(
+        orjson.dumps(query_counters(result), option=orjson.OPT_SORT_KEYS) + b"\n"
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -50,13 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sluice_log.setLevel(logging.INFO)
     sluice_log.propagate = False
     tune_gc()
-    options = PipelineOptions(normalize_flags(list(sys.argv[1:] if argv is None else argv)))
-    standard = options.view_as(StandardOptions)
-    standard.streaming = True
-    if standard.runner is None:
-        # The DirectRunner would first try to download the Prism runner (failing offline, and
-        # running a different engine online); its in-process FnApiRunner is pinned instead.
-        standard.runner = "FnApiRunner"
+    options = pipeline_options(list(sys.argv[1:] if argv is None else argv), streaming=True)
     try:
         settings = JobSettings.from_options(options)
         core = load_settings()
@@ -65,12 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     pipeline = beam.Pipeline(options=options)
     build(pipeline, settings, core)
-    result = pipeline.run()
-    result.wait_until_finish()
-    sys.stdout.buffer.write(
-        orjson.dumps(query_counters(result), option=orjson.OPT_SORT_KEYS) + b"\n"
-    )
-    return 0
+    return run_and_report(pipeline)
 
 
 if __name__ == "__main__":
