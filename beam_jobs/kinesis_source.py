@@ -11,7 +11,7 @@ arrival time. The output watermark is the arrival-time progress of the slowest o
 caught-up shard counts as "now minus a margin" so an idle shard never holds it back.
 
 Nothing becomes a dead letter here: record bytes pass on untouched (a KPL aggregate that does not
-parse passes on whole, see ``sluice.kpl``) and the parse stage dead-letters what it cannot decode.
+parse passes on whole, see ``sluice.stream.kpl``) and the parse stage dead-letters what it cannot decode.
 What retries cannot fix (stream missing, access denied, throttled beyond the retry budget) raises
 ``KinesisReadError``, failing the bundle so the runner retries from its last checkpoint.
 
@@ -52,10 +52,10 @@ from botocore.utils import parse_timestamp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from beam_jobs.metrics import StageCounters
-from sluice.config import config_error
-from sluice.errors import SluiceError
-from sluice.kpl import deaggregate
-from sluice.retry import BackoffPolicy
+from sluice.core.config import config_error
+from sluice.core.errors import SluiceError
+from sluice.core.retry import BackoffPolicy
+from sluice.stream.kpl import deaggregate
 
 __all__ = [
     "MIN_CALL_INTERVAL_SECONDS",
@@ -553,7 +553,7 @@ def _describe(error: Exception) -> str:
 
 
 def retry_policy(settings: KinesisReadSettings) -> BackoffPolicy:
-    """The reader's retries of one shard or call: the project's backoff (``sluice.retry``), bounded
+    """The reader's retries of one shard or call: the project's backoff (``sluice.core.retry``), bounded
     by ``max_retries`` retries in a row; no time bound (a failing read fails the bundle soon enough)."""
     return BackoffPolicy.capped(
         settings.backoff_base_seconds,
@@ -566,7 +566,7 @@ def retry_policy(settings: KinesisReadSettings) -> BackoffPolicy:
 @dataclass(frozen=True, slots=True)
 class Backoff:
     """The wait after ``attempt`` failures in a row (1: the first), uniformly up to
-    ``min(cap, base * 2**(attempt-1))``: ``sluice.retry.BackoffPolicy``, under its former name here."""
+    ``min(cap, base * 2**(attempt-1))``: ``sluice.core.retry.BackoffPolicy``, under its former name here."""
 
     base_seconds: float
     cap_seconds: float

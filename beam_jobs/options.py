@@ -16,7 +16,7 @@ from typing import Any, Literal
 from apache_beam.options.pipeline_options import PipelineOptions
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sluice.config import config_error
+from sluice.core.config import config_error
 
 # (option, type, default, help). One table drives the flags, the environment and the docs.
 OPTIONS: tuple[tuple[str, type, Any, str], ...] = (

@@ -3,15 +3,15 @@
     ReadFromKinesis -> ArchiveRawRecords -> ParseAndValidate -> EnrichWithGeoIp -> ApplyFilters
                     -> WindowAndAggregate -> WriteToIceberg
 
-``ArchiveRawRecords`` keeps every record read (``sluice.archive``) so ``sluice replay`` can run the
+``ArchiveRawRecords`` keeps every record read (``sluice.tables.archive``) so ``sluice replay`` can run the
 same stages again in batch mode over a time range (``beam_jobs.replay``).
 
 Elements are batches (one per GetRecords call per shard), never single records: Python's overhead is
-per element, so every stage does its work per batch through the core functions of ``sluice.stream``.
+per element, so every stage does its work per batch through the core functions of ``sluice.stream.stages``.
 Dead letters of every stage ride inside their batch to ``WriteToIceberg``, which writes them to the
 ``dead_letters`` table: one sink for all of them, committed with the same positions as the data.
 
-Exactly-once: see ``sluice.warehouse``. The job resumes each shard after the smallest position its
+Exactly-once: see ``sluice.tables.warehouse``. The job resumes each shard after the smallest position its
 tables hold, so it can be killed at any moment (SIGKILL included) and started again.
 """
 
@@ -30,11 +30,9 @@ import apache_beam as beam
 from beam_jobs.kinesis_source import ReadFromKinesis, SourceBatch, StartPosition
 from beam_jobs.metrics import StageCounters
 from beam_jobs.options import JobSettings
-from sluice.archive import encode_batch
-from sluice.config import CoreSettings
-from sluice.contracts import Source
-from sluice.filters import RecordFilter
-from sluice.stream import (
+from sluice.core.config import CoreSettings
+from sluice.core.contracts import Source
+from sluice.stream.stages import (
     InputRecord,
     JobBatch,
     decode_batch,
@@ -42,13 +40,15 @@ from sluice.stream import (
     filter_batch,
     window_batch,
 )
-from sluice.warehouse import (
+from sluice.tables.archive import encode_batch
+from sluice.tables.warehouse import (
     ExactlyOnceWriter,
     WarehouseSettings,
     ensure_tables,
     first_start,
     open_catalog,
 )
+from sluice.transform.filters import RecordFilter
 
 LOG = logging.getLogger("sluice.job")
 
@@ -103,7 +103,7 @@ class _Archive(beam.DoFn):
 class ArchiveRawRecords(
     beam.PTransform[beam.pvalue.PCollection[SourceBatch], beam.pvalue.PCollection[SourceBatch]]
 ):
-    """Write each batch's raw records to ``<warehouse>/raw/...`` (``sluice.archive``), pass it on.
+    """Write each batch's raw records to ``<warehouse>/raw/...`` (``sluice.tables.archive``), pass it on.
 
     Only for a file:// warehouse; on AWS (s3://) Kinesis Data Firehose archives the stream into the
     same layout, and this stage passes batches through.
@@ -153,7 +153,7 @@ class _Enrich(beam.DoFn):
 
     def setup(self) -> None:
         if self.city_db:
-            from sluice.geoip import GeoIpEnricher
+            from sluice.transform.geoip import GeoIpEnricher
 
             self.enricher = GeoIpEnricher(self.city_db, self.asn_db, self.cache_size)
 
@@ -230,7 +230,7 @@ class WindowAndAggregate(
 ):
     """Assign tumbling event-time windows, divert too-late events, pre-aggregate each batch per window.
 
-    Lateness is judged by arrival time (see ``sluice.stream``); the partial aggregates are merged into
+    Lateness is judged by arrival time (see ``sluice.stream.stages``); the partial aggregates are merged into
     the stored window state by ``WriteToIceberg``, so a window survives restarts and late data.
     """
 

@@ -1,6 +1,6 @@
 """``sluice replay --from TIME --to TIME [job options]``: the stream job's stages over the raw archive.
 
-In: the archive files (``sluice.archive``) under ``<warehouse>/raw`` whose arrival hour overlaps
+In: the archive files (``sluice.tables.archive``) under ``<warehouse>/raw`` whose arrival hour overlaps
 ``[--from, --to)``; of those, the records that arrived in that range (times ISO-8601, UTC unless
 they say otherwise). Out: the same tables the stream job writes, through the very same composites
 (``beam_jobs.pipeline.process``: ParseAndValidate -> ... -> WriteToIceberg), in batch mode.
@@ -29,15 +29,15 @@ from beam_jobs.kinesis_source import SourceBatch, SourceRecord
 from beam_jobs.options import JobSettings
 from beam_jobs.pipeline import local_root, process, warehouse_settings
 from beam_jobs.run import pipeline_options, run_and_report
-from sluice.archive import (
+from sluice.core.config import load_settings
+from sluice.core.errors import ConfigError
+from sluice.stream.stages import InputRecord, JobBatch
+from sluice.tables.archive import (
     iter_archive_files,
     read_archive_file,
     records_in_range,
     split_at_sequences,
 )
-from sluice.config import load_settings
-from sluice.errors import ConfigError
-from sluice.stream import InputRecord, JobBatch
 
 REPLAY_STREAM = "archive"
 

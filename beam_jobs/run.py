@@ -18,9 +18,9 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from beam_jobs.metrics import query_counters
 from beam_jobs.options import OPTIONS, JobSettings
 from beam_jobs.pipeline import build
-from sluice.config import load_settings
-from sluice.errors import ConfigError
-from sluice.runtime import tune_gc
+from sluice.core.config import load_settings
+from sluice.core.errors import ConfigError
+from sluice.core.runtime import tune_gc
 
 ALIASES = {
     "--stop-when-idle": "--stop_when_idle_seconds",

@@ -14,11 +14,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from devkit import samples
 from infra.local.stack import LocalAws, client, create_resources
-from sluice import samples
-from sluice.envelopes import encode, wrap_reading
-from sluice.kpl import UserRecord, aggregate
-from sluice.parsers.iot import parse_iot_batch
+from sluice.parsing.iot import parse_iot_batch
+from sluice.stream.envelopes import encode, wrap_reading
+from sluice.stream.kpl import UserRecord, aggregate
 
 
 def fill(env: dict[str, str], stream: str, events: int) -> None:

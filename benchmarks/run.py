@@ -16,15 +16,15 @@ from typing import Any
 
 import orjson
 
-from sluice import samples
-from sluice.aggregate import aggregate_iot, aggregate_web
-from sluice.envelopes import decode_envelopes, encode, wrap_reading
-from sluice.filters import DEFAULT_RULES, RecordFilter
-from sluice.geoip import GeoIpEnricher, choose_client_ip
-from sluice.geoip_build import build_demo_databases
-from sluice.parsers.iot import parse_iot_batch
-from sluice.parsers.weblog import LogParser
-from sluice.runtime import tune_gc
+from devkit import samples
+from devkit.geoip_build import build_demo_databases
+from sluice.core.runtime import tune_gc
+from sluice.parsing.iot import parse_iot_batch
+from sluice.parsing.weblog import LogParser
+from sluice.stream.envelopes import decode_envelopes, encode, wrap_reading
+from sluice.transform.aggregate import aggregate_iot, aggregate_web
+from sluice.transform.filters import DEFAULT_RULES, RecordFilter
+from sluice.transform.geoip import GeoIpEnricher, choose_client_ip
 
 
 def best_of(runs: int, fn: Callable[[], Any]) -> float:

@@ -31,8 +31,8 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from edge_lambdas.shared.events import LocalContext, apigw_v2_event, cloudwatch_logs_event
-from sluice.errors import ConfigError
-from sluice.ingest import gunzip_bounded
+from sluice.core.errors import ConfigError
+from sluice.edges.ingest import gunzip_bounded
 
 Handler = Callable[[dict[str, Any], Any], Any]
 

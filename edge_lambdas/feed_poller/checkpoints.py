@@ -1,4 +1,4 @@
-"""DynamoDB implementation of ``sluice.polling.CheckpointStore``: one item per feed.
+"""DynamoDB implementation of ``sluice.edges.polling.CheckpointStore``: one item per feed.
 
 Table: partition key ``feed`` (string), no sort key, on-demand capacity. Item attributes:
 
@@ -7,7 +7,7 @@ Table: partition key ``feed`` (string), no sort key, on-demand capacity. Item at
 - ``lease_owner`` (S) and ``lease_expires`` (N, epoch seconds): present while a poll holds the lease;
 - ``source_url``, ``etag``, ``last_modified`` (S): validators of the last complete poll;
 - ``seen_state`` (B): zlib-compressed JSON of the (item id, updated time) pairs and dead-letter ids
-  seen, with their last-seen times (``sluice.polling.encode_seen_state``), bounded so the whole item
+  seen, with their last-seen times (``sluice.edges.polling.encode_seen_state``), bounded so the whole item
   stays under DynamoDB's 400 KB limit;
 - ``committed_at`` (N): epoch seconds of the last checkpoint write.
 
@@ -23,7 +23,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from sluice.polling import (
+from sluice.edges.polling import (
     Checkpoint,
     CheckpointStore,
     LeaseLost,

@@ -5,10 +5,10 @@ In: a Scheduler event. Its input may name the feeds to poll, ``{"feeds": ["usgs_
 (``SLUICE_FEEDS``) is polled, one after the other.
 Out: ``Envelope``s of new feed items and of dead letters, written to the Kinesis stream; per feed a
 checkpoint in DynamoDB; per feed a summary (returned, logged) and EMF metrics in namespace ``Sluice``.
-Dead letters: see ``sluice.polling`` (pages that are not JSON, items the contract refuses).
+Dead letters: see ``sluice.edges.polling`` (pages that are not JSON, items the contract refuses).
 
 All the logic (conditional GETs, pages, retries, de-duplication, leases, the delivery guarantee) is
-in ``sluice.polling``; this module only wires settings, DynamoDB, Kinesis and Powertools to it.
+in ``sluice.edges.polling``; this module only wires settings, DynamoDB, Kinesis and Powertools to it.
 A feed that fails is logged and counted (``poll_failed``) but does not fail the invocation: a
 failed invocation would only be retried by Lambda, re-polling every feed, while the next scheduled
 poll retries the failed feed anyway.
@@ -29,10 +29,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict
 
 from edge_lambdas.feed_poller.settings import FeedPollerSettings, load_poller_settings
-from sluice.contracts import Envelope
-from sluice.errors import ConfigError
-from sluice.parsers.feeds import FeedSpec
-from sluice.polling import (
+from sluice.core.contracts import Envelope
+from sluice.core.errors import ConfigError
+from sluice.edges.polling import (
     CheckpointStore,
     Emit,
     FeedPoller,
@@ -40,6 +39,7 @@ from sluice.polling import (
     Fetch,
     urllib_fetch,
 )
+from sluice.parsing.feeds import FeedSpec
 
 SERVICE = "feed_poller"
 NAMESPACE = "Sluice"

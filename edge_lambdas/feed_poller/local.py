@@ -22,10 +22,10 @@ import orjson
 
 from edge_lambdas.feed_poller.handler import build_emitter, build_poller, select_feeds
 from edge_lambdas.feed_poller.settings import load_poller_settings
-from sluice.contracts import Envelope
-from sluice.envelopes import encode
-from sluice.errors import ConfigError
-from sluice.polling import CheckpointStore, Emit, InMemoryCheckpointStore
+from sluice.core.contracts import Envelope
+from sluice.core.errors import ConfigError
+from sluice.edges.polling import CheckpointStore, Emit, InMemoryCheckpointStore
+from sluice.stream.envelopes import encode
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 
-from sluice.config import CoreSettings, build_settings
-from sluice.polling import (
+from sluice.core.config import CoreSettings, build_settings
+from sluice.edges.polling import (
     DEFAULT_USER_AGENT,
     CheckpointBounds,
     PollerConfig,

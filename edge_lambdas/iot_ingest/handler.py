@@ -8,10 +8,10 @@ Out: the readings as envelopes on the stream (partition key = device id), and th
 unsupported content type or encoding, 503 when the stream stayed unavailable past the retry budget
 and the dead-letter destination failed too (the client retries; event ids make that de-duplicable).
 Dead letters: every rejected body or reading travels the stream as a dead-letter envelope (see
-``sluice.ingest`` for the reasons); envelopes the stream would not take go to the configured S3/SQS
+``sluice.edges.ingest`` for the reasons); envelopes the stream would not take go to the configured S3/SQS
 dead-letter destination (``delivery_failed``).
 
-All of the logic is in ``sluice.ingest`` (body handling, response) and the shared publisher; this
+All of the logic is in ``sluice.edges.ingest`` (body handling, response) and the shared publisher; this
 module wires them to the event and to Powertools' logging, metrics and tracing.
 """
 
@@ -30,7 +30,12 @@ from edge_lambdas.iot_ingest.settings import IotIngestSettings
 from edge_lambdas.shared.publisher import DeadLetterDeliveryError, KinesisPublisher
 from edge_lambdas.shared.settings import load_settings
 from edge_lambdas.shared.telemetry import NAMESPACE, record_metrics
-from sluice.ingest import IngestCounts, IotRequest, ingest_iot_request, service_unavailable_body
+from sluice.edges.ingest import (
+    IngestCounts,
+    IotRequest,
+    ingest_iot_request,
+    service_unavailable_body,
+)
 
 SERVICE = "iot_ingest"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from edge_lambdas.shared.settings import EdgeSettings
-from sluice.ingest import BodyLimits
+from sluice.edges.ingest import BodyLimits
 
 MIB = 1024 * 1024
 

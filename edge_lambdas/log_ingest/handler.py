@@ -39,18 +39,18 @@ from edge_lambdas.log_ingest.settings import LogIngestSettings
 from edge_lambdas.shared.publisher import KinesisPublisher
 from edge_lambdas.shared.settings import load_settings
 from edge_lambdas.shared.telemetry import NAMESPACE, record_metrics
-from sluice.contracts import Envelope, ErrorType, Source
-from sluice.deadletters import BatchResult, dead_letter
-from sluice.delivery import PublishReport, with_dead_letters
-from sluice.ingest import (
+from sluice.core.contracts import Envelope, ErrorType, Source
+from sluice.core.deadletters import BatchResult, dead_letter
+from sluice.core.inputs import maybe_gunzip
+from sluice.edges.delivery import PublishReport, with_dead_letters
+from sluice.edges.ingest import (
     LOG_STAGE,
     IngestCounts,
     LogLine,
     log_lines_to_envelopes,
     read_log_stream,
 )
-from sluice.inputs import maybe_gunzip
-from sluice.parsers.weblog import LogParser
+from sluice.parsing.weblog import LogParser
 
 SERVICE = "log_ingest"
 _MISSING_OBJECT_CODES = frozenset({"NoSuchKey", "NoSuchVersion", "404"})

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from edge_lambdas.shared.settings import EdgeSettings
-from sluice.parsers.weblog import MAX_LINE_BYTES
+from sluice.parsing.weblog import MAX_LINE_BYTES
 
 
 class LogIngestSettings(EdgeSettings):

@@ -10,7 +10,7 @@ fails and is retried; event ids are deterministic, so whatever reached the strea
 de-duplicable downstream.
 
 The decisions (batching, aggregation, which entries to retry, backoff, dead letters) are
-``sluice.delivery``'s pure functions; this module only makes the calls and sleeps.
+``sluice.edges.delivery``'s pure functions; this module only makes the calls and sleeps.
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from edge_lambdas.shared.settings import EdgeSettings, load_settings
-from sluice.contracts import DeadLetter, Envelope
-from sluice.delivery import (
+from sluice.core.contracts import DeadLetter, Envelope
+from sluice.core.errors import SluiceError
+from sluice.core.retry import BackoffPolicy
+from sluice.edges.delivery import (
     DEFAULT_LIMITS,
     KinesisEntry,
     OutgoingEnvelope,
@@ -44,8 +46,6 @@ from sluice.delivery import (
     plan_delivery,
     sqs_message_batches,
 )
-from sluice.errors import SluiceError
-from sluice.retry import BackoffPolicy
 
 __all__ = [
     "DeadLetterDeliveryError",

@@ -15,10 +15,10 @@ from typing import TypeVar
 
 from pydantic import Field, model_validator
 
-from sluice.config import CoreSettings, build_settings
-from sluice.delivery import MAX_BYTES_PER_REQUEST, MAX_RECORDS_PER_REQUEST, PutLimits
-from sluice.kpl import MAX_KINESIS_RECORD_BYTES
-from sluice.retry import BackoffPolicy
+from sluice.core.config import CoreSettings, build_settings
+from sluice.core.retry import BackoffPolicy
+from sluice.edges.delivery import MAX_BYTES_PER_REQUEST, MAX_RECORDS_PER_REQUEST, PutLimits
+from sluice.stream.kpl import MAX_KINESIS_RECORD_BYTES
 
 ENV_PREFIX = "SLUICE_"
 

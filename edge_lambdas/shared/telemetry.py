@@ -11,8 +11,8 @@ from __future__ import annotations
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-from sluice.delivery import PublishReport
-from sluice.ingest import IngestCounts
+from sluice.edges.delivery import PublishReport
+from sluice.edges.ingest import IngestCounts
 
 NAMESPACE = "Sluice"
 

@@ -35,8 +35,8 @@ from typing import Any
 
 import orjson
 
+from devkit import samples
 from infra.local.stack import LocalAws, Resources, client, create_resources
-from sluice import samples
 
 WORKDIR = Path(".demo")
 
@@ -114,7 +114,7 @@ def poll_feed(now: datetime, count: int) -> dict[str, Any]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        from sluice.parsers.feeds import USGS_EARTHQUAKES
+        from sluice.parsing.feeds import USGS_EARTHQUAKES
 
         spec = USGS_EARTHQUAKES.model_copy(
             update={"url": f"http://127.0.0.1:{server.server_port}/all_hour.geojson"}
@@ -188,8 +188,8 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 
 def show_tables(state_dir: Path) -> None:
-    from sluice.query import run
-    from sluice.warehouse import WarehouseSettings, open_catalog
+    from sluice.analysts.query import run
+    from sluice.tables.warehouse import WarehouseSettings, open_catalog
 
     settings = WarehouseSettings(state_dir=state_dir)
     catalog = open_catalog(settings)
@@ -229,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             geoip: tuple[Path, Path | None] = (args.geoip_db, args.asn_db)
             print(f"    GeoIP: {args.geoip_db}")
         else:
-            from sluice.geoip_build import build_demo_databases
+            from devkit.geoip_build import build_demo_databases
 
             geoip = build_demo_databases(WORKDIR / "geoip")
             print(

@@ -20,7 +20,7 @@ for _folder in (str(_ROOT / "tests" / "pipeline"), str(_ROOT)):
 
 @pytest.fixture(scope="session")
 def geoip_dbs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The SYNTHETIC demo City and ASN databases (made-up networks, see ``sluice.geoip_build``)."""
-    from sluice.geoip_build import build_demo_databases
+    """The SYNTHETIC demo City and ASN databases (made-up networks, see ``devkit.geoip_build``)."""
+    from devkit.geoip_build import build_demo_databases
 
     return build_demo_databases(tmp_path_factory.mktemp("geoip"))

@@ -16,11 +16,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from sluice.contracts import GeoInfo, IotReading, Source, WebAccessLog
-from sluice.envelopes import encode, wrap_access_log, wrap_reading
-from sluice.filters import RecordFilter
-from sluice.stream import InputRecord, decode_batch, filter_batch, window_batch
-from sluice.warehouse import ExactlyOnceWriter, WarehouseSettings, ensure_tables, open_catalog
+from sluice.core.contracts import GeoInfo, IotReading, Source, WebAccessLog
+from sluice.stream.envelopes import encode, wrap_access_log, wrap_reading
+from sluice.stream.stages import InputRecord, decode_batch, filter_batch, window_batch
+from sluice.tables.warehouse import (
+    ExactlyOnceWriter,
+    WarehouseSettings,
+    ensure_tables,
+    open_catalog,
+)
+from sluice.transform.filters import RecordFilter
 
 ROOT = Path(__file__).resolve().parents[2]
 ATHENA = ROOT / "infra" / "athena"

@@ -14,13 +14,13 @@ import boto3
 import orjson
 import pytest
 
-from sluice.cli import main
-from sluice.contracts import ErrorType, IotReading, Source, WebAccessLog
-from sluice.envelopes import encode, wrap_dead_letter, wrap_reading
-from sluice.parsers.weblog import LogParser
-from sluice.redrive import REDRIVE_PROPERTY, read_letters, redrive_event_id
-from sluice.stream import InputRecord, decode_batch, window_batch
-from sluice.warehouse import (
+from sluice.cli.main import main
+from sluice.core.contracts import ErrorType, IotReading, Source, WebAccessLog
+from sluice.parsing.weblog import LogParser
+from sluice.stream.envelopes import encode, wrap_dead_letter, wrap_reading
+from sluice.stream.stages import InputRecord, decode_batch, window_batch
+from sluice.tables.redrive import REDRIVE_PROPERTY, read_letters, redrive_event_id
+from sluice.tables.warehouse import (
     ExactlyOnceWriter,
     WarehouseSettings,
     ensure_tables,
@@ -163,7 +163,7 @@ def test_redrive_without_a_stream_is_a_usage_error(
 def test_an_interrupted_redrive_keeps_its_letters_and_resends_the_same_envelopes(
     warehouse: tuple[Path, Any],
 ) -> None:
-    from sluice.redrive import RedriveError, redrive
+    from sluice.tables.redrive import RedriveError, redrive
 
     _, table = warehouse
     letters = read_letters(table, reason="unparseable_line")
@@ -198,7 +198,7 @@ def test_redriven_lines_land_once_in_the_tables_even_after_a_crash_before_the_de
     import logging
 
     from beam_jobs.run import main as run_job_main
-    from sluice import redrive as redrive_module
+    from sluice.tables import redrive as redrive_module
 
     state, table = warehouse
     client, name = stream

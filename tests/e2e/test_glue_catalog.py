@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 
 import boto3
 
-from sluice.contracts import IotReading
-from sluice.envelopes import encode, wrap_reading
-from sluice.stream import InputRecord, decode_batch, window_batch
-from sluice.tables import TABLES
-from sluice.warehouse import (
+from sluice.core.contracts import IotReading
+from sluice.stream.envelopes import encode, wrap_reading
+from sluice.stream.stages import InputRecord, decode_batch, window_batch
+from sluice.tables.specs import TABLES
+from sluice.tables.warehouse import (
     ExactlyOnceWriter,
     WarehouseSettings,
     ensure_tables,

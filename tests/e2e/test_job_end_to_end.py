@@ -43,7 +43,7 @@ from job_testkit import (
 from kinesis_testkit import arrival_times, create_stream, put_aggregated, put_records
 
 from beam_jobs.run import main as run_job_main
-from sluice.contracts import ErrorType
+from sluice.core.contracts import ErrorType
 
 JobRunner = Callable[[list[str]], dict[str, int]]
 

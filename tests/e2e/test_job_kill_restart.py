@@ -64,8 +64,8 @@ from job_testkit import (
 from kinesis_testkit import Put, put_aggregated, put_records
 
 from infra.local.stack import LocalAws, client
-from sluice.aggregate import MetricStats, WebTrafficStats
-from sluice.contracts import ErrorType
+from sluice.core.contracts import ErrorType
+from sluice.transform.aggregate import MetricStats, WebTrafficStats
 
 SEED = 20260302
 STREAM = "sluice-kill-test"

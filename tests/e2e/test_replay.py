@@ -2,7 +2,7 @@
 where the tables already hold it, and rebuilds the very same tables in an empty warehouse (backfill).
 
 The stream job runs over a moto Kinesis stream (half the input KPL-aggregated, two too-late events),
-as in ``test_job_end_to_end``; replays run through ``sluice.cli.main`` (``sluice replay``) in this
+as in ``test_job_end_to_end``; replays run through ``sluice.cli.main.main`` (``sluice replay``) in this
 process, in batch mode. Tables are compared as in ``test_job_kill_restart``: event tables and dead
 letters as multisets of whole rows, window tables value by value.
 
@@ -26,10 +26,10 @@ from job_testkit import TABLE_NAMES, committed_positions, mixed_input, read_tabl
 from kinesis_testkit import create_stream, put_aggregated, put_records
 from test_job_kill_restart import assert_same_rows, assert_same_windows
 
-from sluice.archive import read_archive_file
-from sluice.cli import main as sluice_main
-from sluice.contracts import ErrorType
-from sluice.warehouse import WarehouseSettings, open_catalog
+from sluice.cli.main import main as sluice_main
+from sluice.core.contracts import ErrorType
+from sluice.tables.archive import read_archive_file
+from sluice.tables.warehouse import WarehouseSettings, open_catalog
 
 WINDOW_TABLES = ("iot_metrics_1m", "web_traffic_1m")
 Cli = Callable[[list[str]], dict[str, int]]

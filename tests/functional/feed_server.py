@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from sluice.parsers.feeds import FeedSpec, PaginationSpec
+from sluice.parsing.feeds import FeedSpec, PaginationSpec
 
 START = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 

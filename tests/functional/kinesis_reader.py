@@ -1,7 +1,7 @@
 """Read a whole Kinesis stream back, as a consumer would: every shard from the start, de-aggregated.
 
 In: a boto3 Kinesis client and a stream name.
-Out: ``StreamContents``: the Kinesis records, the user records (de-aggregated with ``sluice.kpl``)
+Out: ``StreamContents``: the Kinesis records, the user records (de-aggregated with ``sluice.stream.kpl``)
 and the envelopes decoded from them (anything undecodable is kept as a dead letter, so a test sees it).
 """
 
@@ -11,9 +11,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from sluice.contracts import DeadLetter, Envelope
-from sluice.envelopes import decode_envelopes
-from sluice.kpl import UserRecord, deaggregate
+from sluice.core.contracts import DeadLetter, Envelope
+from sluice.stream.envelopes import decode_envelopes
+from sluice.stream.kpl import UserRecord, deaggregate
 
 
 @dataclass

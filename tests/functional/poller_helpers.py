@@ -12,9 +12,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sluice.contracts import Envelope
-from sluice.envelopes import encode
-from sluice.polling import Checkpoint, CheckpointStore
+from sluice.core.contracts import Envelope
+from sluice.edges.polling import Checkpoint, CheckpointStore
+from sluice.stream.envelopes import encode
 
 
 class ListEmitter:

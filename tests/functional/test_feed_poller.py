@@ -38,13 +38,12 @@ from poller_helpers import (
     read_stream,
 )
 
+from devkit.samples import usgs_document
 from edge_lambdas.feed_poller import handler, local
 from edge_lambdas.feed_poller.checkpoints import DynamoDbCheckpointStore, create_checkpoint_table
-from sluice.contracts import Envelope, FeedItem
-from sluice.envelopes import decode_envelopes, feed_event_id
-from sluice.errors import ConfigError
-from sluice.parsers.feeds import USGS_EARTHQUAKES, FeedSpec, PaginationSpec, parse_feed_document
-from sluice.polling import (
+from sluice.core.contracts import Envelope, FeedItem
+from sluice.core.errors import ConfigError
+from sluice.edges.polling import (
     CheckpointStore,
     Emit,
     FeedPoller,
@@ -53,7 +52,8 @@ from sluice.polling import (
     RetryPolicy,
     urllib_fetch,
 )
-from sluice.samples import usgs_document
+from sluice.parsing.feeds import USGS_EARTHQUAKES, FeedSpec, PaginationSpec, parse_feed_document
+from sluice.stream.envelopes import decode_envelopes, feed_event_id
 
 FAST_RETRY = RetryPolicy(base_delay=0.01, max_delay=0.05, max_retry_after=3.0)
 USGS_PATH = "/earthquakes/feed/v1.0/summary/all_hour.geojson"

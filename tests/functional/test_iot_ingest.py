@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from kinesis_reader import read_stream
 
 from edge_lambdas.shared.events import LocalContext, apigw_v2_event
-from sluice.contracts import DeadLetter, ErrorType, IotReading
-from sluice.errors import ConfigError
-from sluice.ingest import gunzip_bounded
+from sluice.core.contracts import DeadLetter, ErrorType, IotReading
+from sluice.core.errors import ConfigError
+from sluice.edges.ingest import gunzip_bounded
 
 JSON = {"content-type": "application/json"}
 MIB = 1024 * 1024

@@ -23,10 +23,10 @@ from edge_lambdas.shared.events import (
     s3_object_created_event,
 )
 from edge_lambdas.shared.publisher import DeadLetterDeliveryError
-from sluice.contracts import ErrorType, WebAccessLog
-from sluice.envelopes import weblog_event_id
-from sluice.errors import ConfigError
-from sluice.ingest import iter_bounded_lines
+from sluice.core.contracts import ErrorType, WebAccessLog
+from sluice.core.errors import ConfigError
+from sluice.edges.ingest import iter_bounded_lines
+from sluice.stream.envelopes import weblog_event_id
 
 
 def access_line(i: int) -> str:

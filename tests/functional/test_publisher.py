@@ -24,9 +24,9 @@ from edge_lambdas.shared.publisher import (
     S3DeadLetterSink,
     SqsDeadLetterSink,
 )
-from sluice.contracts import DeadLetter, Envelope, ErrorType, IotReading
-from sluice.delivery import RetryPolicy
-from sluice.envelopes import encode, wrap_reading
+from sluice.core.contracts import DeadLetter, Envelope, ErrorType, IotReading
+from sluice.edges.delivery import RetryPolicy
+from sluice.stream.envelopes import encode, wrap_reading
 
 T0 = datetime(2026, 11, 26, 12, tzinfo=UTC)
 PREFIX = "dead-letters/edge/"

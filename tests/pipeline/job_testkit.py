@@ -4,8 +4,8 @@ In: the fate a test wants for each input (an event table, a dead letter of some 
 filter), event times and client addresses chosen by the test.
 Out: ``Sent`` values (the wire bytes of one user record plus the fate the job must give it), the
 ``SourceBatch`` values the Kinesis source would emit for them, ``Expected`` (rows, window values and
-dead letters computed directly from the input with plain Python, never with ``sluice.aggregate`` or
-``sluice.stream``) and the rows and ``sluice.positions`` of the tables a run wrote.
+dead letters computed directly from the input with plain Python, never with ``sluice.transform.aggregate`` or
+``sluice.stream.stages``) and the rows and ``sluice.positions`` of the tables a run wrote.
 
 Used by ``test_job_stages`` (Beam ``TestStream`` over the stage transforms) and the end-to-end tests
 under ``tests/e2e`` (the whole job over a moto Kinesis stream), so all of them describe their input
@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from beam_jobs.kinesis_source import SourceBatch, SourceRecord
-from sluice.contracts import (
+from devkit.geoip_build import DEMO_NETWORKS
+from sluice.core.contracts import (
     Envelope,
     ErrorType,
     FeedItem,
@@ -35,11 +36,16 @@ from sluice.contracts import (
     Source,
     WebAccessLog,
 )
-from sluice.deadletters import dead_letter
-from sluice.envelopes import encode, wrap_access_log, wrap_dead_letter, wrap_feed_item, wrap_reading
-from sluice.geoip_build import DEMO_NETWORKS
-from sluice.kpl import UserRecord
-from sluice.warehouse import POSITIONS_PROPERTY, WarehouseSettings, open_catalog
+from sluice.core.deadletters import dead_letter
+from sluice.stream.envelopes import (
+    encode,
+    wrap_access_log,
+    wrap_dead_letter,
+    wrap_feed_item,
+    wrap_reading,
+)
+from sluice.stream.kpl import UserRecord
+from sluice.tables.warehouse import POSITIONS_PROPERTY, WarehouseSettings, open_catalog
 
 WINDOW_SECONDS = 60
 LATENESS_SECONDS = 600
@@ -62,7 +68,7 @@ def _host(network: str, index: int = 10) -> str:
 
 
 # (client address, the country the demo GeoIP database must give it; '' when none).
-# SYNTHETIC networks of sluice.geoip_build (not real geolocation); the second-to-last address is
+# SYNTHETIC networks of devkit.geoip_build (not real geolocation); the second-to-last address is
 # private and the last one is public but in no demo network, so both aggregate under ''.
 CLIENTS: tuple[tuple[str, str], ...] = (
     *((_host(n.network), n.country_iso) for n in DEMO_NETWORKS if n.network.endswith("/24")),

@@ -40,7 +40,7 @@ from moto.kinesis.models import Record, Shard, Stream, kinesis_backends
 
 from beam_jobs.kinesis_source import ReadFromKinesis, SourceBatch, SourceRecord
 from beam_jobs.metrics import DistributionSummary, query_counters, query_distributions
-from sluice.kpl import UserRecord, aggregate
+from sluice.stream.kpl import UserRecord, aggregate
 
 # The fault proxy lives with the functional tests (pytest puts that folder on sys.path only for
 # them); it is imported as the same top-level module they use, so there is one copy of it.

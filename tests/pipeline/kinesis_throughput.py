@@ -30,7 +30,7 @@ def _small_record(i: int) -> bytes:
 
 def _direct_read(client: Any, stream: str) -> tuple[int, float]:
     """User records and seconds for a bare GetRecords loop over every shard (no Beam)."""
-    from sluice.kpl import deaggregate
+    from sluice.stream.kpl import deaggregate
 
     started = time.monotonic()
     count = 0
@@ -70,7 +70,7 @@ def main() -> None:
     from kinesis_testkit import create_stream, load_records, run_read
 
     from beam_jobs.kinesis_source import StartPosition
-    from sluice.kpl import UserRecord, aggregate
+    from sluice.stream.kpl import UserRecord, aggregate
 
     client = boto3.client("kinesis")
     users = [UserRecord(f"device-{i % 5000}", _small_record(i)) for i in range(args.records)]

@@ -13,7 +13,7 @@ Runners, as checked on Beam 2.77:
   positions in the tables, exactly as after a restart. Elements behind the watermark pass through
   ParDos untouched: nothing in these stages looks at the watermark.
 
-Why lateness is judged by arrival time rather than the watermark (see ``sluice.stream``): an event is
+Why lateness is judged by arrival time rather than the watermark (see ``sluice.stream.stages``): an event is
 too late when Kinesis received it (``ApproximateArrivalTimestamp``) more than the allowed lateness
 after its window ended. That is a property of the record. The watermark is a property of the run:
 the slowest shard's progress, held back while a shard has not been polled, restarted from nothing
@@ -76,12 +76,17 @@ from beam_jobs.pipeline import (
     WindowAndAggregate,
     WriteToIceberg,
 )
-from sluice.config import load_settings
-from sluice.contracts import Source
-from sluice.filters import DEFAULT_RULES
-from sluice.geoip_build import build_demo_databases
-from sluice.stream import JobBatch
-from sluice.warehouse import ExactlyOnceWriter, WarehouseSettings, ensure_tables, open_catalog
+from devkit.geoip_build import build_demo_databases
+from sluice.core.config import load_settings
+from sluice.core.contracts import Source
+from sluice.stream.stages import JobBatch
+from sluice.tables.warehouse import (
+    ExactlyOnceWriter,
+    WarehouseSettings,
+    ensure_tables,
+    open_catalog,
+)
+from sluice.transform.filters import DEFAULT_RULES
 
 # Beam's TestPipeline and TestStream are imported as Beam*: pytest would try to collect Test* classes.
 

@@ -62,8 +62,8 @@ from beam_jobs.kinesis_source import (
     stream_watermark,
 )
 from beam_jobs.metrics import StageCounters, query_counters
-from sluice.errors import ConfigError
-from sluice.kpl import UserRecord, aggregate
+from sluice.core.errors import ConfigError
+from sluice.stream.kpl import UserRecord, aggregate
 
 SHARD_0 = "shardId-000000000000"
 SHARD_1 = "shardId-000000000001"

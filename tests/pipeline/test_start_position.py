@@ -10,7 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs.options import JobSettings
 from beam_jobs.pipeline import start_position, warehouse_settings
-from sluice.warehouse import POSITIONS_PROPERTY, START_PROPERTY, ensure_tables, open_catalog
+from sluice.tables.warehouse import POSITIONS_PROPERTY, START_PROPERTY, ensure_tables, open_catalog
 
 T1 = 1_795_000_000.0
 T2 = T1 + 3600

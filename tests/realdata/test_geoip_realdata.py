@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sluice.contracts import GeoInfo
-from sluice.errors import GeoIpDatabaseError
-from sluice.geoip import GeoIpEnricher
+from sluice.core.contracts import GeoInfo
+from sluice.core.errors import GeoIpDatabaseError
+from sluice.transform.geoip import GeoIpEnricher
 
 REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
 TEST_DATA = REALDATA / "maxmind_test_mmdb" / "test-data"

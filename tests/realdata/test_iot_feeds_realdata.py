@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from sluice.contracts import make_event_id
-from sluice.parsers.feeds import USGS_EARTHQUAKES, parse_feed_document
-from sluice.parsers.iot import parse_iot_batch
+from sluice.core.contracts import make_event_id
+from sluice.parsing.feeds import USGS_EARTHQUAKES, parse_feed_document
+from sluice.parsing.iot import parse_iot_batch
 
 REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
 if not REALDATA.is_dir():

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from sluice.contracts import ErrorType, WebAccessLog
-from sluice.parsers.weblog import NAMED_FORMATS, LogParser
+from sluice.core.contracts import ErrorType, WebAccessLog
+from sluice.parsing.weblog import NAMED_FORMATS, LogParser
 
 REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
 if not REALDATA.is_dir():

@@ -1,4 +1,4 @@
-"""Tests of sluice.aggregate: windows, mergeable accumulators, their bytes, batch pre-aggregation."""
+"""Tests of sluice.transform.aggregate: windows, mergeable accumulators, their bytes, batch pre-aggregation."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sluice.aggregate import (
+from sluice.core.contracts import GeoInfo, IotReading, WebAccessLog
+from sluice.transform.aggregate import (
     FORMAT_VERSION,
     DistinctCounter,
     MetricStats,
@@ -24,7 +25,6 @@ from sluice.aggregate import (
     window_start,
     window_starts_epoch,
 )
-from sluice.contracts import GeoInfo, IotReading, WebAccessLog
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 """A minute boundary."""

@@ -9,14 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from beam_jobs.replay import shard_batches
-from sluice.archive import (
+from sluice.stream.stages import InputRecord
+from sluice.tables.archive import (
     encode_batch,
     iter_archive_files,
     read_archive_file,
     records_in_range,
     split_at_sequences,
 )
-from sluice.stream import InputRecord
 
 SHARD = "shardId-000000000001"
 T0 = datetime(2026, 3, 2, 9, 58, tzinfo=UTC).timestamp()

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from sluice import samples
+from devkit import samples
 
 
 def sluice(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sluice.contracts import DeadLetter, Envelope, ErrorType, IotReading, Source, make_event_id
-from sluice.deadletters import MAX_RAW_BYTES, count_by_reason, dead_letter, raw_bytes
+from sluice.core.contracts import DeadLetter, Envelope, ErrorType, IotReading, Source, make_event_id
+from sluice.core.deadletters import MAX_RAW_BYTES, count_by_reason, dead_letter, raw_bytes
 
 
 def test_event_id_is_deterministic_and_identity_sensitive():

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sluice.contracts import DeadLetter, Envelope, ErrorType, IotReading, Source
-from sluice.deadletters import MAX_RAW_BYTES
-from sluice.delivery import (
+from sluice.core.contracts import DeadLetter, Envelope, ErrorType, IotReading, Source
+from sluice.core.deadletters import MAX_RAW_BYTES
+from sluice.edges.delivery import (
     MAX_BYTES_PER_REQUEST,
     KinesisEntry,
     OutgoingEnvelope,
@@ -26,8 +26,8 @@ from sluice.delivery import (
     plan_delivery,
     sqs_message_batches,
 )
-from sluice.envelopes import encode, wrap_reading
-from sluice.kpl import deaggregate
+from sluice.stream.envelopes import encode, wrap_reading
+from sluice.stream.kpl import deaggregate
 
 T0 = datetime(2026, 11, 26, 12, tzinfo=UTC)
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sluice.contracts import ErrorType, FeedItem, IotReading, Source, WebAccessLog
-from sluice.deadletters import dead_letter
-from sluice.envelopes import (
+from sluice.core.contracts import ErrorType, FeedItem, IotReading, Source, WebAccessLog
+from sluice.core.deadletters import dead_letter
+from sluice.stream.envelopes import (
     decode_envelopes,
     encode,
     wrap_access_log,

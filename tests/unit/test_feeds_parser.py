@@ -9,16 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sluice.contracts import ErrorType
-from sluice.errors import ConfigError
-from sluice.parsers.feeds import (
+from devkit.samples import usgs_document
+from sluice.core.contracts import ErrorType
+from sluice.core.errors import ConfigError
+from sluice.parsing.feeds import (
     USGS_EARTHQUAKES,
     FeedSpec,
     builtin_feed,
     get_path,
     parse_feed_document,
 )
-from sluice.samples import usgs_document
 
 
 def quake(item_id="us1", time_ms=1_700_000_000_000, **props):

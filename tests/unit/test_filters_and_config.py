@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from sluice.config import CoreSettings, load_settings
-from sluice.contracts import IotReading, WebAccessLog
-from sluice.errors import ConfigError
-from sluice.filters import DEFAULT_RULES, FilterRule, RecordFilter
+from sluice.core.config import CoreSettings, load_settings
+from sluice.core.contracts import IotReading, WebAccessLog
+from sluice.core.errors import ConfigError
+from sluice.transform.filters import DEFAULT_RULES, FilterRule, RecordFilter
 
 T0 = datetime(2026, 11, 26, tzinfo=UTC)
 

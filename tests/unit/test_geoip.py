@@ -15,22 +15,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sluice.contracts import GeoInfo
-from sluice.errors import ConfigError, GeoIpDatabaseError
-from sluice.geoip import (
+from devkit.geoip_build import (
+    DEMO_NETWORKS,
+    DemoNetwork,
+    build_asn_db,
+    build_city_db,
+    build_demo_databases,
+)
+from sluice.core.contracts import GeoInfo
+from sluice.core.errors import ConfigError, GeoIpDatabaseError
+from sluice.transform.geoip import (
     CacheInfo,
     GeoIpEnricher,
     address_scope,
     choose_client_ip,
     is_public_ip,
     parse_ip,
-)
-from sluice.geoip_build import (
-    DEMO_NETWORKS,
-    DemoNetwork,
-    build_asn_db,
-    build_city_db,
-    build_demo_databases,
 )
 
 ALL_STATUSES = {"found", "not_found", "private", "reserved", "invalid", "lookup_error"}

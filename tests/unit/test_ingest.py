@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sluice.ingest import IotRequest, ingest_iot_request
+from sluice.edges.ingest import IotRequest, ingest_iot_request
 
 
 def request(body: bytes) -> IotRequest:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sluice.contracts import ErrorType, IotReading
-from sluice.parsers.iot import MAX_RECORD_BYTES, parse_iot_batch
+from sluice.core.contracts import ErrorType, IotReading
+from sluice.parsing.iot import MAX_RECORD_BYTES, parse_iot_batch
 
 T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 EPOCH = int(T0.timestamp())

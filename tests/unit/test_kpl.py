@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sluice.kpl import (
+from sluice.stream.kpl import (
     DEFAULT_AGGREGATE_BYTES,
     MAGIC,
     MAX_KINESIS_RECORD_BYTES,
@@ -108,7 +108,7 @@ def test_anything_that_is_not_a_valid_aggregate_passes_through_whole(data: bytes
 def test_records_we_aggregate_are_read_by_the_aws_library() -> None:
     from aws_kinesis_agg.deaggregator import deaggregate_records
 
-    # GIVEN aggregates written by sluice.kpl
+    # GIVEN aggregates written by sluice.stream.kpl
     records = [UserRecord(f"device-{i % 7}", f"payload {i}".encode()) for i in range(500)]
     aggregates = list(aggregate(records, 4000))
 
@@ -144,11 +144,13 @@ def test_aggregates_of_the_aws_library_are_read_by_us() -> None:
         assert aggregator.add_user_record(record.partition_key, record.data) is None
     partition_key, _, data = aggregator.clear_and_get().get_contents()
 
-    # WHEN / THEN sluice.kpl de-aggregates them
+    # WHEN / THEN sluice.stream.kpl de-aggregates them
     assert deaggregate(data, partition_key) == records
 
 
 def test_importing_the_module_leaves_sys_path_alone() -> None:
     # The library prepends its own folder and site-packages to sys.path on import.
-    code = "import sys; before = list(sys.path); import sluice.kpl; assert sys.path == before"
+    code = (
+        "import sys; before = list(sys.path); import sluice.stream.kpl; assert sys.path == before"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,10 +12,11 @@ import orjson
 import pytest
 from pyiceberg.table import Table
 
-from sluice.contracts import IotReading, Source
-from sluice.envelopes import encode, wrap_reading
-from sluice.filters import DEFAULT_RULES, RecordFilter
-from sluice.maintenance import (
+from sluice.analysts.query import run
+from sluice.core.contracts import IotReading, Source
+from sluice.stream.envelopes import encode, wrap_reading
+from sluice.stream.stages import InputRecord, JobBatch, decode_batch, filter_batch, window_batch
+from sluice.tables.maintenance import (
     MaintenanceOptions,
     athena_statements,
     compact_closed_partitions,
@@ -24,15 +25,14 @@ from sluice.maintenance import (
     parse_duration,
     remove_orphans,
 )
-from sluice.query import run
-from sluice.stream import InputRecord, JobBatch, decode_batch, filter_batch, window_batch
-from sluice.warehouse import (
+from sluice.tables.warehouse import (
     ExactlyOnceWriter,
     WarehouseSettings,
     ensure_tables,
     open_catalog,
     table_positions,
 )
+from sluice.transform.filters import DEFAULT_RULES, RecordFilter
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 LATER = T0 + timedelta(days=3)  # "now" for which the T0 day partition is closed

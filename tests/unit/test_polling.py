@@ -18,11 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sluice.contracts import Envelope, ErrorType, FeedItem, Source
-from sluice.deadletters import BatchResult, dead_letter
-from sluice.envelopes import feed_event_id
-from sluice.parsers.feeds import FeedSpec, PaginationSpec
-from sluice.polling import (
+from sluice.core.contracts import Envelope, ErrorType, FeedItem, Source
+from sluice.core.deadletters import BatchResult, dead_letter
+from sluice.edges.polling import (
     Checkpoint,
     CheckpointBounds,
     CheckpointCorrupt,
@@ -50,6 +48,8 @@ from sluice.polling import (
     urllib_fetch,
     with_query,
 )
+from sluice.parsing.feeds import FeedSpec, PaginationSpec
+from sluice.stream.envelopes import feed_event_id
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 EPOCH_NOW = NOW.timestamp()
@@ -314,7 +314,7 @@ def test_backoff_grows_exponentially_with_jitter_and_honours_retry_after(
     )
     step = min(POLICY.max_delay, POLICY.base_delay * 2**attempt)
     assert decision.retry
-    assert 0 <= decision.delay <= max(step, retry_after or 0)  # full jitter (sluice.retry)
+    assert 0 <= decision.delay <= max(step, retry_after or 0)  # full jitter (sluice.core.retry)
     if retry_after is not None:
         assert decision.delay >= retry_after
 

@@ -12,12 +12,17 @@ from pathlib import Path
 import orjson
 import pytest
 
-from sluice.athena import all_ddl
-from sluice.contracts import IotReading
-from sluice.envelopes import encode, wrap_reading
-from sluice.query import extract_bounds
-from sluice.stream import InputRecord, decode_batch, window_batch
-from sluice.warehouse import ExactlyOnceWriter, WarehouseSettings, ensure_tables, open_catalog
+from sluice.analysts.athena import all_ddl
+from sluice.analysts.query import extract_bounds
+from sluice.core.contracts import IotReading
+from sluice.stream.envelopes import encode, wrap_reading
+from sluice.stream.stages import InputRecord, decode_batch, window_batch
+from sluice.tables.warehouse import (
+    ExactlyOnceWriter,
+    WarehouseSettings,
+    ensure_tables,
+    open_catalog,
+)
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 26, 18, 0, tzinfo=UTC)

@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 
 import orjson
 
-from sluice.contracts import ErrorType, IotReading, Source, WebAccessLog, make_event_id
-from sluice.deadletters import dead_letter
-from sluice.delivery import OutgoingEnvelope, delivery_failed_letters
-from sluice.envelopes import encode, weblog_event_id, wrap_reading
-from sluice.parsers.iot import parse_iot_batch
-from sluice.parsers.weblog import LogParser
-from sluice.redrive import plan_letter, plan_redrive, redrive_event_id
+from sluice.core.contracts import ErrorType, IotReading, Source, WebAccessLog, make_event_id
+from sluice.core.deadletters import dead_letter
+from sluice.edges.delivery import OutgoingEnvelope, delivery_failed_letters
+from sluice.parsing.iot import parse_iot_batch
+from sluice.parsing.weblog import LogParser
+from sluice.stream.envelopes import encode, weblog_event_id, wrap_reading
+from sluice.tables.redrive import plan_letter, plan_redrive, redrive_event_id
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 FORMAT_B = '$remote_addr [$time_local] "$request" $status $body_bytes_sent rt=$request_time'

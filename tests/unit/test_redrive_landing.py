@@ -9,10 +9,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sluice.contracts import Envelope, ErrorType, IotReading, Source, WebAccessLog
-from sluice.envelopes import encode, wrap_access_log, wrap_reading
-from sluice.stream import InputRecord, decode_batch, window_batch
-from sluice.warehouse import ExactlyOnceWriter, WarehouseSettings, ensure_tables, open_catalog
+from sluice.core.contracts import Envelope, ErrorType, IotReading, Source, WebAccessLog
+from sluice.stream.envelopes import encode, wrap_access_log, wrap_reading
+from sluice.stream.stages import InputRecord, decode_batch, window_batch
+from sluice.tables.warehouse import (
+    ExactlyOnceWriter,
+    WarehouseSettings,
+    ensure_tables,
+    open_catalog,
+)
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 LATER = T0 + timedelta(days=2)  # long after the 12:00 window closed

@@ -11,18 +11,18 @@ import pytest
 from pyiceberg.table import Table
 from pyiceberg.types import StringType
 
-from sluice.contracts import FeedItem, IotReading, Source
-from sluice.envelopes import Envelope, encode, wrap_feed_item, wrap_reading
-from sluice.filters import DEFAULT_RULES, RecordFilter
-from sluice.query import run
-from sluice.stream import InputRecord, JobBatch, decode_batch, filter_batch, window_batch
-from sluice.warehouse import (
+from sluice.analysts.query import run
+from sluice.core.contracts import FeedItem, IotReading, Source
+from sluice.stream.envelopes import Envelope, encode, wrap_feed_item, wrap_reading
+from sluice.stream.stages import InputRecord, JobBatch, decode_batch, filter_batch, window_batch
+from sluice.tables.warehouse import (
     ExactlyOnceWriter,
     WarehouseSettings,
     ensure_tables,
     open_catalog,
     table_positions,
 )
+from sluice.transform.filters import DEFAULT_RULES, RecordFilter
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 OLD_METRIC_SQL = "SELECT count(metrics['t']), sum(metrics['t']) FROM iot_readings"
@@ -91,7 +91,7 @@ def test_new_metric_and_feed_field_need_no_schema_change(warehouse) -> None:
 
 
 def add_firmware_column(table: Table) -> None:
-    """A real schema evolution: one new optional column (a new id, as sluice.tables requires)."""
+    """A real schema evolution: one new optional column (a new id, as sluice.tables.specs requires)."""
     with table.update_schema() as update:
         update.add_column("firmware", StringType(), doc="Device firmware version")
 
@@ -116,7 +116,7 @@ def test_new_optional_column_keeps_writer_and_old_queries_working(warehouse) -> 
     writer.add(batch(readings(0, {"t": 1.0}), 0, None))
     writer.flush()
     before = run(catalog, settings.namespace, OLD_METRIC_SQL)
-    # WHEN an optional column is added (a new id, as sluice.tables requires)
+    # WHEN an optional column is added (a new id, as sluice.tables.specs requires)
     table = tables["iot_readings"]
     add_firmware_column(table)
     assert table.schema().find_field("firmware").required is False

@@ -6,17 +6,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sluice.contracts import ErrorType, IotReading, Source, WebAccessLog
-from sluice.envelopes import encode, wrap_access_log, wrap_reading
-from sluice.filters import DEFAULT_RULES, RecordFilter
-from sluice.stream import InputRecord, decode_batch, filter_batch, window_batch
-from sluice.warehouse import (
+from sluice.core.contracts import ErrorType, IotReading, Source, WebAccessLog
+from sluice.stream.envelopes import encode, wrap_access_log, wrap_reading
+from sluice.stream.stages import InputRecord, decode_batch, filter_batch, window_batch
+from sluice.tables.warehouse import (
     ExactlyOnceWriter,
     WarehouseSettings,
     ensure_tables,
     open_catalog,
     table_positions,
 )
+from sluice.transform.filters import DEFAULT_RULES, RecordFilter
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from sluice.contracts import ErrorType, WebAccessLog
-from sluice.deadletters import raw_bytes
-from sluice.errors import LogFormatError, RecordRejected
-from sluice.parsers import weblog
-from sluice.parsers.weblog import (
+from sluice.core.contracts import ErrorType, WebAccessLog
+from sluice.core.deadletters import raw_bytes
+from sluice.core.errors import LogFormatError, RecordRejected
+from sluice.parsing import weblog
+from sluice.parsing.weblog import (
     FIELD_OF_VARIABLE,
     MAX_LINE_BYTES,
     NAMED_FORMATS,

@@ -1,0 +1,1 @@
+"""Development-only helpers (sample generators, the synthetic demo GeoIP database); never shipped in an artifact."""

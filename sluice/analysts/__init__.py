@@ -1,0 +1,1 @@
+"""For analysts: DuckDB queries over the tables with partition pruning, Athena DDL."""

@@ -1,0 +1,5 @@
+"""The command line: ``sluice``."""
+
+from sluice.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,1 @@
+"""The shared foundation: contracts, dead letters, errors, settings, retries, input helpers."""

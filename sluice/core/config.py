@@ -1,0 +1,117 @@
+"""Typed configuration of the core, validated at start-up.
+
+Every setting has a documented default and can be set by an environment variable ``SLUICE_<NAME>``
+(complex values as JSON, e.g. ``SLUICE_FILTER_RULES='[...]'``) or by keyword. An invalid value stops
+the program at start-up with a message naming the setting; nothing is discovered record by record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sluice.core.errors import ConfigError, LogFormatError
+from sluice.parsing.feeds import USGS_EARTHQUAKES, FeedSpec
+from sluice.parsing.weblog import LogParser
+from sluice.transform.filters import DEFAULT_RULES, FilterRule
+
+
+class CoreSettings(BaseSettings):
+    """Settings shared by every deployable (edges, stream job, CLI)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_", extra="forbid", frozen=True)
+
+    log_format: str = Field(
+        default="auto",
+        description="nginx access-log format: 'auto', 'combined', 'main' or a log_format string.",
+    )
+    geoip_city_db: Path | None = Field(
+        default=None, description="MaxMind City or Country database (.mmdb); none: no GeoIP."
+    )
+    geoip_asn_db: Path | None = Field(default=None, description="MaxMind ASN database (.mmdb).")
+    geoip_cache_size: int = Field(default=65_536, ge=0, description="GeoIP LRU cache entries.")
+    window_seconds: int = Field(default=60, ge=1, le=86_400, description="Aggregation window size.")
+    allowed_lateness_seconds: int = Field(
+        default=600, ge=0, description="How late an event may arrive and still update its window."
+    )
+    filter_rules: tuple[FilterRule, ...] = Field(
+        default=DEFAULT_RULES, description="Drop/flag rules (see sluice.transform.filters)."
+    )
+    filters_file: Path | None = Field(
+        default=None, description="JSON file with a list of filter rules, replacing filter_rules."
+    )
+    feeds: tuple[FeedSpec, ...] = Field(
+        default=(USGS_EARTHQUAKES,), description="Polled JSON APIs (see sluice.parsing.feeds)."
+    )
+
+    @field_validator("log_format")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            LogParser(value)
+        except LogFormatError as err:
+            raise ValueError(str(err)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _load_filters_file(self) -> CoreSettings:
+        if self.filters_file is None:
+            return self
+        try:
+            rules = orjson.loads(self.filters_file.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as err:
+            raise ValueError(f"filters_file {self.filters_file}: {err}") from err
+        if not isinstance(rules, list):
+            raise ValueError(f"filters_file {self.filters_file}: expected a JSON list of rules")
+        object.__setattr__(self, "filter_rules", tuple(FilterRule.model_validate(r) for r in rules))
+        return self
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def setting_name(path: str) -> str:
+    """A problem's location as the setting's own (dotted) name; ``settings`` for the whole object."""
+    return path or "settings"
+
+
+def config_error(
+    err: ValidationError, *, prefix: str, name: Callable[[str], str] = setting_name
+) -> ConfigError:
+    """One ``ConfigError`` "``prefix``: name: problem; name: problem" for every problem in ``err``.
+
+    ``name`` turns a problem's location (a dotted path such as ``feeds.0.url``, or ``""`` for a
+    problem of the whole object, raised by a model validator) into what the user actually sets: the
+    setting, its environment variable, the command-line option.
+    """
+    problems = "; ".join(
+        f"{name('.'.join(str(part) for part in error['loc']))}: {error['msg']}"
+        for error in err.errors(include_url=False)
+    )
+    return ConfigError(f"{prefix}: {problems}")
+
+
+def build_settings(
+    settings_class: type[S],
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    prefix: str,
+    name: Callable[[str], str] = setting_name,
+) -> S:
+    """``settings_class`` from the environment and ``overrides`` (a ``None`` override is no
+    override); any problem is one ``ConfigError`` (see ``config_error``)."""
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    try:
+        return settings_class(**given)
+    except ValidationError as err:
+        raise config_error(err, prefix=prefix, name=name) from None
+
+
+def load_settings(**overrides: Any) -> CoreSettings:
+    """Build settings from the environment and ``overrides``; any problem is a ``ConfigError``."""
+    return build_settings(CoreSettings, overrides, prefix="invalid configuration")

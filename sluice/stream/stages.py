@@ -1,0 +1,259 @@
+"""The stream job's stages as plain functions over batches, shared by every engine.
+
+In: a batch of user records read from one Kinesis shard (``InputRecord``: position, arrival time,
+bytes of one ``Envelope``), as the Beam source or a PyFlink function produces them.
+Out: a ``JobBatch`` that the stages below refine in place and the table writer commits:
+
+``decode_batch`` -> ``enrich_batch`` -> ``filter_batch`` -> ``window_batch`` -> (``sluice.tables.warehouse``)
+
+A batch never loses its identity (shard and sequence range): the writer needs it to commit source
+positions atomically with the rows they produced (exactly-once).
+
+Dead letters: an undecodable envelope (``invalid_json``, ``schema_violation``), a payload its contract
+refuses, an edge's dead letter passing through, and an event that arrived after its window closed
+(``too_late``). Job-made dead letters take the record's position as identity and its arrival time as
+``first_seen``, so a replay produces the very same dead letters.
+
+Lateness is decided by arrival time, not by a runner's watermark: an event is too late when Kinesis
+received it (``ApproximateArrivalTimestamp``) more than ``allowed_lateness`` after its window ended.
+That rule depends only on the record, so an interrupted and an uninterrupted run decide alike.
+One exception: a re-driven event (its envelope's ``redrive_of`` is set, see ``sluice.tables.redrive``) is
+never too late. It is a deliberate late fix of an input that was dead-lettered, usually long after
+its window closed; windows keep their mergeable state in their table, so it is merged into its
+(old) window like any late event. ``Event.redrive_of`` carries the field to the table writer, which
+lands a re-driven event id at most once (``sluice.tables.warehouse``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from sluice.core.contracts import (
+    DeadLetter,
+    Envelope,
+    ErrorType,
+    FeedItem,
+    IotReading,
+    Source,
+    WebAccessLog,
+)
+from sluice.core.deadletters import dead_letter, describe_validation_error
+from sluice.core.errors import RecordRejected
+from sluice.parsing.iot import decode_json
+from sluice.stream.envelopes import claimed_source
+from sluice.transform.aggregate import (
+    IotKey,
+    MetricStats,
+    WebKey,
+    WebTrafficStats,
+    aggregate_iot,
+    aggregate_web,
+)
+from sluice.transform.filters import RecordFilter
+
+CONTRACTS: dict[Source, type[BaseModel]] = {
+    Source.IOT: IotReading,
+    Source.WEBLOG: WebAccessLog,
+    Source.FEED: FeedItem,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """One user record of the stream (a KPL aggregate's records share ``sequence``)."""
+
+    sequence: int
+    sub_sequence: int
+    arrival: float
+    """Kinesis ``ApproximateArrivalTimestamp``, epoch seconds."""
+    data: bytes
+
+
+@dataclass(slots=True)
+class Event:
+    """A record on its way to a table, with where it came from."""
+
+    sequence: int
+    sub_sequence: int
+    arrival: float
+    event_id: str
+    ingest_time: datetime
+    record: Any
+    redrive_of: str | None = None
+    """The dead letter this event re-drives (the envelope's ``redrive_of``); ``None`` normally."""
+
+
+@dataclass(slots=True)
+class JobBatch:
+    """One shard's batch through the stages: events per source, dead letters, partial aggregates."""
+
+    shard_id: str
+    first_sequence: int
+    last_sequence: int
+    previous_sequence: int | None
+    max_arrival: float
+    events: dict[Source, list[Event]] = field(default_factory=dict)
+    dead_letters: list[Event] = field(default_factory=list)
+    iot_windows: dict[IotKey, MetricStats] = field(default_factory=dict)
+    web_windows: dict[WebKey, WebTrafficStats] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    redriven: int = 0
+    """How many decoded events are re-driven ones; the writer de-duplicates only when non-zero."""
+
+    def count(self, name: str, n: int = 1) -> None:
+        if n:
+            self.counters[name] = self.counters.get(name, 0) + n
+
+    def reject(self, record: InputRecord, letter: DeadLetter) -> None:
+        self.dead_letters.append(
+            Event(record.sequence, record.sub_sequence, record.arrival, letter.dead_letter_id,
+                  letter.first_seen, letter)
+        )  # fmt: skip
+        self.count(f"dead_lettered.{letter.error_type.value}")
+
+
+def _arrival_time(arrival: float) -> datetime:
+    return datetime.fromtimestamp(arrival, UTC)
+
+
+def decode_batch(
+    shard_id: str,
+    records: Sequence[InputRecord],
+    *,
+    previous_sequence: int | None = None,
+    stage: str = "parse",
+) -> JobBatch:
+    """Decode envelopes and validate each payload against its source's contract."""
+    batch = JobBatch(
+        shard_id=shard_id,
+        first_sequence=records[0].sequence if records else -1,
+        last_sequence=records[-1].sequence if records else -1,
+        previous_sequence=previous_sequence,
+        max_arrival=max((r.arrival for r in records), default=0.0),
+        events={source: [] for source in Source},
+    )
+    batch.count("parse.received", len(records))
+    validate_envelope = Envelope.model_validate
+    for record in records:
+        identity = (shard_id, record.sequence, record.sub_sequence)
+        try:
+            envelope = validate_envelope(decode_json(record.data))
+            if envelope.kind == "dead_letter":
+                batch.reject(record, DeadLetter.model_validate(envelope.payload))
+                continue
+            payload = CONTRACTS[envelope.source].model_validate(envelope.payload)
+        except RecordRejected as rejected:
+            batch.reject(record, dead_letter(claimed_source(record.data), stage, rejected.error_type,
+                                             rejected.message, record.data, identity=identity,
+                                             first_seen=_arrival_time(record.arrival)))  # fmt: skip
+            continue
+        except ValidationError as err:
+            error_type, message = describe_validation_error(err)
+            batch.reject(record, dead_letter(claimed_source(record.data), stage, error_type, message,
+                                             record.data, identity=identity,
+                                             first_seen=_arrival_time(record.arrival)))  # fmt: skip
+            continue
+        batch.events[envelope.source].append(
+            Event(record.sequence, record.sub_sequence, record.arrival, envelope.event_id,
+                  envelope.ingest_time, payload, envelope.redrive_of)
+        )  # fmt: skip
+        if envelope.redrive_of is not None:
+            batch.redriven += 1
+    batch.count("parse.emitted", sum(len(v) for v in batch.events.values()))
+    return batch
+
+
+def enrich_batch(batch: JobBatch, enricher: Any) -> JobBatch:
+    """Add GeoIP data to web requests (``enricher``: a ``sluice.transform.geoip.GeoIpEnricher``)."""
+    from sluice.transform.geoip import choose_client_ip
+
+    web = batch.events.get(Source.WEBLOG, [])
+    batch.count("enrich.received", len(web))
+    geos = enricher.lookup_many(
+        choose_client_ip(e.record.client_ip, e.record.forwarded_for) or "" for e in web
+    )
+    for event, geo in zip(web, geos, strict=True):
+        event.record = event.record.model_copy(update={"geo": geo})
+    batch.count("enrich.emitted", len(web))
+    return batch
+
+
+def filter_batch(batch: JobBatch, filters: Mapping[Source, RecordFilter]) -> JobBatch:
+    """Apply each source's filter rules; drops are counted per rule, flags set on the records."""
+    for source, record_filter in filters.items():
+        events = batch.events.get(source, [])
+        batch.count("filter.received", len(events))
+        if not record_filter or not events:
+            batch.count("filter.emitted", len(events))
+            continue
+        kept: list[Event] = []
+        for event in events:
+            dropped_by, flags = record_filter.judge(event.record)
+            if dropped_by is not None:
+                batch.count(f"filter.dropped.{dropped_by}")
+                continue
+            if flags:
+                event.record = event.record.model_copy(
+                    update={"flags": [*event.record.flags, *flags]}
+                )
+            kept.append(event)
+        batch.events[source] = kept
+        batch.count("filter.emitted", len(kept))
+    return batch
+
+
+WINDOWED_SOURCES = (Source.IOT, Source.WEBLOG)
+
+
+def window_end(event_time: datetime, size_seconds: int) -> float:
+    start = event_time.timestamp() // size_seconds * size_seconds
+    return start + size_seconds
+
+
+def window_batch(
+    batch: JobBatch, size_seconds: int, allowed_lateness_seconds: int, *, stage: str = "window"
+) -> JobBatch:
+    """Divert events that arrived after their window closed, then pre-aggregate the rest per window.
+
+    Sources with window tables (IoT, web logs) are checked, so their event and window tables agree
+    on what was on time. Feed items are not windowed: a feed lists items of the past hour or week by
+    design, so they are never too late. Nor are re-driven events (``Event.redrive_of`` set): they
+    are merged into their window whatever its age (see the module docstring).
+    """
+    for source in WINDOWED_SOURCES:
+        events = batch.events.get(source, [])
+        on_time: list[Event] = []
+        for event in events:
+            closes = window_end(event.record.event_time, size_seconds) + allowed_lateness_seconds
+            if event.arrival <= closes or event.redrive_of is not None:
+                on_time.append(event)
+                continue
+            raw = Envelope(source=source, event_id=event.event_id, ingest_time=event.ingest_time,
+                           partition_key=event.event_id,
+                           payload=event.record.model_dump(mode="json")).model_dump_json()  # fmt: skip
+            late_by = event.arrival - closes
+            letter = dead_letter(
+                source, stage, ErrorType.TOO_LATE,
+                f"arrived {late_by:.0f} s after its window closed (lateness {allowed_lateness_seconds} s)",
+                raw, event_time=event.record.event_time, first_seen=_arrival_time(event.arrival),
+                identity=(batch.shard_id, event.sequence, event.sub_sequence),
+            )  # fmt: skip
+            batch.dead_letters.append(
+                Event(event.sequence, event.sub_sequence, event.arrival, letter.dead_letter_id,
+                      letter.first_seen, letter)
+            )  # fmt: skip
+            batch.count(f"dead_lettered.{ErrorType.TOO_LATE.value}")
+        batch.events[source] = on_time
+    batch.iot_windows = aggregate_iot(
+        (e.record for e in batch.events.get(Source.IOT, [])), size_seconds
+    )
+    batch.web_windows = aggregate_web(
+        (e.record for e in batch.events.get(Source.WEBLOG, [])), size_seconds
+    )
+    batch.count("window.emitted", len(batch.iot_windows) + len(batch.web_windows))
+    return batch

@@ -1,0 +1,142 @@
+"""The raw-record archive: every user record the stream job read, kept so a time range can be replayed.
+
+Layout (under a root: the warehouse locally, the archive bucket in production), partitioned by the
+hour Kinesis received the records (their ``ApproximateArrivalTimestamp``, UTC)::
+
+    <root>/raw/dt=YYYY-MM-DD/hour=HH/<shard_id>-<first_sequence>-<last_sequence>.jsonl.gz
+
+Each file holds records of one shard, in shard order, one JSON line per user record (a KPL
+aggregate's records share ``sequence`` and differ in ``sub``)::
+
+    {"shard": "shardId-000000000000", "sequence": "4959...", "sub": 0, "arrival": 1772441400.123, "data": "<base64>"}
+
+That is exactly what the job's stages start from (``sluice.stream.stages.InputRecord`` plus the shard), so a
+replay decides everything as the stream did: positions give the same identities, arrival times the
+same too-late verdicts. A file's name depends only on its shard and sequence range, and the gzip
+header holds no time, so writing the same records again writes the same file. Files may overlap
+(a job restarted before committing re-reads a range in different GetRecords calls): readers
+de-duplicate by (shard, sequence, sub).
+
+Production (documentation only; the infrastructure lives elsewhere): Kinesis Data Firehose reads the
+stream into the archive bucket. A small transformation Lambda turns each Kinesis record into the
+lines above (shard id, sequence number, KPL sub-sequence and ``approximateArrivalTimestamp`` are in
+its event), Firehose dynamic partitioning keys on the arrival time with the S3 prefix
+``raw/dt=!{partitionKeyFromLambda:dt}/hour=!{partitionKeyFromLambda:hour}/`` and GZIP compression.
+Firehose names its objects itself (not ``<shard>-<first>-<last>``); readers rely only on the
+partition folders and the line format, never on the file name. An S3 lifecycle rule on ``raw/``
+moves objects to Standard-IA after 30 days and to Glacier after 90 days (both days are
+configuration of the bucket's stack, not of this code); replaying a range in Glacier needs a
+restore first. Locally the stream job itself writes the same layout (``--archive``).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sluice.stream.stages import InputRecord
+
+ARCHIVE_PREFIX = "raw"
+
+
+def _hour(arrival: float) -> datetime:
+    return datetime.fromtimestamp(arrival, UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def hour_folder(hour: datetime) -> str:
+    """The partition folder of an arrival hour, relative to the root: ``raw/dt=.../hour=..``."""
+    return f"{ARCHIVE_PREFIX}/dt={hour:%Y-%m-%d}/hour={hour:%H}"
+
+
+def encode_batch(shard_id: str, records: Sequence[InputRecord]) -> list[tuple[str, bytes]]:
+    """One shard's records as archive files: (path relative to the root, gzipped lines) per arrival hour.
+
+    Usually one file; a batch whose records arrived in two hours is split, so that pruning by
+    hour folder never misses a record.
+    """
+    by_hour: dict[datetime, list[InputRecord]] = {}
+    for record in records:
+        by_hour.setdefault(_hour(record.arrival), []).append(record)
+    files = []
+    for hour, group in sorted(by_hour.items()):
+        lines = b"".join(
+            json.dumps(
+                {
+                    "shard": shard_id,
+                    "sequence": str(r.sequence),
+                    "sub": r.sub_sequence,
+                    "arrival": r.arrival,
+                    "data": base64.b64encode(r.data).decode("ascii"),
+                },
+                separators=(",", ":"),
+            ).encode()
+            + b"\n"
+            for r in group
+        )
+        name = f"{shard_id}-{group[0].sequence}-{group[-1].sequence}.jsonl.gz"
+        files.append((f"{hour_folder(hour)}/{name}", gzip.compress(lines, mtime=0)))
+    return files
+
+
+def read_archive_file(content: bytes) -> list[tuple[str, InputRecord]]:
+    """The (shard, record) pairs of one archive file (gzipped or not), in file order."""
+    if content[:2] == b"\x1f\x8b":
+        content = gzip.decompress(content)
+    out = []
+    for line in content.splitlines():
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        record = InputRecord(
+            int(item["sequence"]),
+            int(item["sub"]),
+            float(item["arrival"]),
+            base64.b64decode(item["data"]),
+        )
+        out.append((str(item["shard"]), record))
+    return out
+
+
+def iter_archive_files(root: Path, from_time: datetime, to_time: datetime) -> Iterator[Path]:
+    """The archive files under ``root`` whose arrival hour overlaps ``[from_time, to_time)``, in path order.
+
+    Pruning is by folder only: a file of an overlapping hour may hold records outside the range,
+    which the reader drops by their arrival time.
+    """
+    start, end = _hour(from_time.timestamp()), to_time.astimezone(UTC)
+    hour = start
+    while hour < end:
+        folder = root / hour_folder(hour)
+        if folder.is_dir():
+            yield from sorted(p for p in folder.iterdir() if p.name.endswith(".jsonl.gz"))
+        hour += timedelta(hours=1)
+
+
+def records_in_range(
+    pairs: Iterable[tuple[str, InputRecord]], from_time: datetime, to_time: datetime
+) -> dict[str, list[InputRecord]]:
+    """Per shard, the records that arrived in ``[from_time, to_time)``: de-duplicated, in shard order."""
+    low, high = from_time.timestamp(), to_time.timestamp()
+    seen: dict[str, dict[tuple[int, int], InputRecord]] = {}
+    for shard, record in pairs:
+        if low <= record.arrival < high:
+            seen.setdefault(shard, {})[(record.sequence, record.sub_sequence)] = record
+    return {shard: [byid[k] for k in sorted(byid)] for shard, byid in sorted(seen.items())}
+
+
+def split_at_sequences(records: Sequence[InputRecord], size: int) -> list[list[InputRecord]]:
+    """Consecutive batches of about ``size`` records; a KPL aggregate (one sequence) is never split."""
+    batches: list[list[InputRecord]] = []
+    current: list[InputRecord] = []
+    for record in records:
+        if len(current) >= size and current[-1].sequence != record.sequence:
+            batches.append(current)
+            current = []
+        current.append(record)
+    if current:
+        batches.append(current)
+    return batches

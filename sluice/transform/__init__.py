@@ -1,0 +1,1 @@
+"""Per-batch enrichment and aggregation: GeoIP, filter rules, mergeable window accumulators."""
