@@ -52,7 +52,9 @@ from botocore.utils import parse_timestamp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from beam_jobs.metrics import StageCounters
+from sluice.core.aws_errors import aws_error, aws_error_code, retry_class
 from sluice.core.config import config_error
+from sluice.core.contracts import Stage
 from sluice.core.errors import SluiceError
 from sluice.core.retry import BackoffPolicy
 from sluice.stream.kpl import deaggregate
@@ -87,24 +89,6 @@ _LOG = logging.getLogger(__name__)
 MIN_CALL_INTERVAL_SECONDS: Final = 0.2
 """Kinesis allows 5 GetRecords calls per second per shard; calls to one shard start at least this far apart."""
 
-_THROTTLE_CODES: Final = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "LimitExceededException",
-        "ThrottlingException",
-        "KMSThrottlingException",
-    }
-)
-_TRANSIENT_CODES: Final = frozenset(
-    {
-        "InternalFailure",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        # Refreshed at once on the first expiry; a fresh iterator expiring again is retried later.
-        "ExpiredIteratorException",
-    }
-)
 _EXPIRED_ITERATOR: Final = "ExpiredIteratorException"
 _MAX_IDLE_SLEEP_SECONDS: Final = 1.0
 """Longest wait inside one ``process`` call: short calls let the runner checkpoint between them."""
@@ -532,23 +516,22 @@ def stream_watermark(progress: Iterable[float | None]) -> float | None:
 
 def failure_kind(error: Exception) -> Literal["throttled", "transient"] | None:
     """How a failed AWS call may be retried: throttled, transient (5xx, connection), or not at all."""
-    if isinstance(error, ClientError):
-        code = error.response.get("Error", {}).get("Code", "")
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if code in _THROTTLE_CODES:
-            return "throttled"
-        if code in _TRANSIENT_CODES or status >= 500:
+    found = aws_error(error)
+    if found is not None:
+        # An expired iterator is refreshed at once on the first expiry; a fresh one expiring again
+        # is retried later.
+        if found.code == _EXPIRED_ITERATOR:
             return "transient"
-        return None
+        return retry_class(found.code, found.status)
     if isinstance(error, BotoConnectionError | HTTPClientError):
         return "transient"
     return None
 
 
 def _describe(error: Exception) -> str:
-    if isinstance(error, ClientError):
-        details = error.response.get("Error", {})
-        return f"{details.get('Code', 'error')}: {details.get('Message', '')}".rstrip(": ")
+    found = aws_error(error)
+    if found is not None:
+        return str(found)
     return f"{type(error).__name__}: {error}"
 
 
@@ -625,7 +608,7 @@ class KinesisStreamReader:
         self._client = client
         self._settings = settings
         self._stream = settings.stream_name
-        self._counters = counters or StageCounters("read")
+        self._counters = counters or StageCounters(Stage.READ)
         self._clock = clock
         self._wall_clock = wall_clock
         self._sleep = sleep
@@ -782,7 +765,7 @@ class KinesisStreamReader:
                     Limit=self._settings.max_records_per_call,
                 )
             except ClientError as error:
-                if error.response.get("Error", {}).get("Code") != _EXPIRED_ITERATOR:
+                if aws_error_code(error) != _EXPIRED_ITERATOR:
                     raise
                 # Iterators live five minutes; a fresh one from the same position loses nothing.
                 self._counters.count("iterators_expired")
@@ -941,7 +924,7 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
     def __init__(self, settings: KinesisReadSettings) -> None:
         self._settings = settings
         self._reader: KinesisStreamReader | None = None
-        self._counters = StageCounters("read")
+        self._counters = StageCounters(Stage.READ)
 
     # RestrictionProvider -----------------------------------------------------------------------
 

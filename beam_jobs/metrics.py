@@ -24,6 +24,8 @@ from typing import Any, Final
 from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
+from sluice.core.contracts import Stage
+
 __all__ = [
     "NAMESPACE",
     "DistributionSummary",
@@ -55,7 +57,7 @@ def _label(value: str) -> str:
 
 
 class StageCounters:
-    """The counters of one stage: ``StageCounters("parse").dead_lettered("invalid_json", 3)``.
+    """The counters of one stage: ``StageCounters(Stage.PARSE).dead_lettered("invalid_json", 3)``.
 
     Cheap to create; Beam counter objects are made on first use and dropped when pickled (a DoFn
     holding one is pickled to its workers), so it can live in a DoFn's ``__init__`` or ``setup``.
@@ -63,13 +65,13 @@ class StageCounters:
 
     __slots__ = ("_counters", "_distributions", "stage")
 
-    def __init__(self, stage: str) -> None:
-        self.stage = _check_name_part("stage", stage)
+    def __init__(self, stage: Stage) -> None:
+        self.stage = _check_name_part("stage", str(stage))
         self._counters: dict[str, Any] = {}
         self._distributions: dict[str, Any] = {}
 
-    def __reduce__(self) -> tuple[type[StageCounters], tuple[str]]:
-        return StageCounters, (self.stage,)
+    def __reduce__(self) -> tuple[type[StageCounters], tuple[Stage]]:
+        return StageCounters, (Stage(self.stage),)
 
     def received(self, n: int = 1) -> None:
         """Items that entered the stage."""

@@ -31,7 +31,7 @@ from beam_jobs.kinesis_source import ReadFromKinesis, SourceBatch, StartPosition
 from beam_jobs.metrics import StageCounters
 from beam_jobs.options import JobSettings
 from sluice.core.config import CoreSettings
-from sluice.core.contracts import Source
+from sluice.core.contracts import Source, Stage
 from sluice.stream.stages import (
     InputRecord,
     JobBatch,
@@ -53,7 +53,7 @@ from sluice.transform.filters import RecordFilter
 LOG = logging.getLogger("sluice.job")
 
 
-def _report(batch: JobBatch, stage: str) -> None:
+def _report(batch: JobBatch, stage: Stage) -> None:
     """Move the batch's counters of ``stage`` (and its dead letters) into Beam metrics."""
     counters = StageCounters(stage)
     for name in [
@@ -130,7 +130,7 @@ class _Parse(beam.DoFn):
         records = source_records(batch)
         previous = int(batch.previous_sequence) if batch.previous_sequence is not None else None
         parsed = decode_batch(batch.shard_id, records, previous_sequence=previous)
-        _report(parsed, "parse")
+        _report(parsed, Stage.PARSE)
         yield parsed
 
 
@@ -160,7 +160,7 @@ class _Enrich(beam.DoFn):
     def process(self, batch: JobBatch) -> Iterator[JobBatch]:
         if self.enricher is not None:
             enrich_batch(batch, self.enricher)
-            _report(batch, "enrich")
+            _report(batch, Stage.ENRICH)
         yield batch
 
     def teardown(self) -> None:
@@ -195,7 +195,7 @@ class _Filter(beam.DoFn):
 
     def process(self, batch: JobBatch) -> Iterator[JobBatch]:
         filter_batch(batch, self.filters)
-        _report(batch, "filter")
+        _report(batch, Stage.FILTER)
         yield batch
 
 
@@ -221,7 +221,7 @@ class _Window(beam.DoFn):
 
     def process(self, batch: JobBatch) -> Iterator[JobBatch]:
         window_batch(batch, self.size_seconds, self.lateness_seconds)
-        _report(batch, "window")
+        _report(batch, Stage.WINDOW)
         yield batch
 
 
@@ -261,7 +261,7 @@ class _Commit(beam.DoFn):
     def setup(self) -> None:
         catalog = open_catalog(self.warehouse)
         self.writer = ExactlyOnceWriter(ensure_tables(catalog, self.warehouse), self.window_seconds)
-        self.counters = StageCounters("write")
+        self.counters = StageCounters(Stage.WRITE)
         self.totals: dict[str, int] = {}
 
     def process(self, batch: JobBatch) -> None:

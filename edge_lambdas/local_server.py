@@ -32,7 +32,7 @@ import orjson
 
 from edge_lambdas.shared.events import LocalContext, apigw_v2_event, cloudwatch_logs_event
 from sluice.core.errors import ConfigError
-from sluice.edges.ingest import gunzip_bounded
+from sluice.core.inputs import gunzip_bounded
 
 Handler = Callable[[dict[str, Any], Any], Any]
 

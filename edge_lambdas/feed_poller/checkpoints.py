@@ -23,6 +23,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from sluice.core.aws_errors import aws_error_code
 from sluice.edges.polling import (
     Checkpoint,
     CheckpointStore,
@@ -65,7 +66,7 @@ class DynamoDbCheckpointStore(CheckpointStore):
                 ReturnValues="ALL_NEW",
             )
         except ClientError as err:
-            if err.response["Error"]["Code"] == _CONDITION_FAILED:
+            if aws_error_code(err) == _CONDITION_FAILED:
                 return None
             raise
         return self._checkpoint(feed, response["Attributes"])
@@ -103,7 +104,7 @@ class DynamoDbCheckpointStore(CheckpointStore):
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as err:
-            if err.response["Error"]["Code"] != _CONDITION_FAILED:
+            if aws_error_code(err) != _CONDITION_FAILED:
                 raise
             old = err.response.get("Item") or {}
             raise LeaseLost(
@@ -123,7 +124,7 @@ class DynamoDbCheckpointStore(CheckpointStore):
                 ExpressionAttributeValues={":owner": {"S": owner}},
             )
         except ClientError as err:
-            if err.response["Error"]["Code"] != _CONDITION_FAILED:
+            if aws_error_code(err) != _CONDITION_FAILED:
                 raise  # a condition failure means someone else holds it now: nothing to give back
 
     @staticmethod

@@ -39,6 +39,7 @@ from edge_lambdas.log_ingest.settings import LogIngestSettings
 from edge_lambdas.shared.publisher import KinesisPublisher
 from edge_lambdas.shared.settings import load_settings
 from edge_lambdas.shared.telemetry import NAMESPACE, record_metrics
+from sluice.core.aws_errors import aws_error_code
 from sluice.core.contracts import Envelope, ErrorType, Source
 from sluice.core.deadletters import BatchResult, dead_letter
 from sluice.core.inputs import maybe_gunzip
@@ -113,7 +114,7 @@ def ingest_s3_object(record: S3EventRecord, run: _Run) -> None:
     try:
         response = s3.get_object(Bucket=bucket, Key=key, **version)
     except ClientError as err:
-        if err.response.get("Error", {}).get("Code") in _MISSING_OBJECT_CODES:
+        if aws_error_code(err) in _MISSING_OBJECT_CODES:
             # Deleted before we got to it: nothing to read and nothing a retry would find.
             logger.warning("log object is gone", extra={"object": origin})
             metrics.add_metric(name="objects_missing", unit=MetricUnit.Count, value=1)

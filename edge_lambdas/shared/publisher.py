@@ -29,6 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from edge_lambdas.shared.settings import EdgeSettings, load_settings
+from sluice.core.aws_errors import AwsError, aws_error
 from sluice.core.contracts import DeadLetter, Envelope
 from sluice.core.errors import SluiceError
 from sluice.core.retry import BackoffPolicy
@@ -249,11 +250,9 @@ class KinesisPublisher:
                 Records=[entry.request_entry() for entry in pending],
             )
         except ClientError as err:
-            error = err.response.get("Error", {})
-            code = str(error.get("Code") or "")
-            status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            reason = f"{code or status}: {error.get('Message') or err}"
-            if is_retryable_call_error(code, status):
+            error = aws_error(err) or AwsError("", str(err), 0)
+            reason = f"{error.code or error.status}: {error.message or err}"
+            if is_retryable_call_error(error.code, error.status):
                 return pending, reason
             # A missing stream or a denied call will not heal within the budget.
             result.undelivered.extend((entry, f"not retryable: {reason}") for entry in pending)

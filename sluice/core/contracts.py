@@ -46,6 +46,33 @@ class Source(StrEnum):
     FEED = "feed"
 
 
+class Stage(StrEnum):
+    """Where in the pipeline a record was handled: dead letters say it, counters are named by it."""
+
+    EDGE_IOT = "edge.iot"
+    """The IoT HTTP edge (request bodies)."""
+    EDGE_LOGS = "edge.logs"
+    """The access-log edge (S3 objects, CloudWatch Logs subscriptions)."""
+    EDGE_FEED = "edge.feed"
+    """The feed poller (polled JSON documents)."""
+    EDGE_PUBLISH = "edge.publish"
+    """Delivery to Kinesis (records the stream would not take)."""
+    READ = "read"
+    """The job's Kinesis source."""
+    DECODE = "decode"
+    """Wire envelopes decoded from Kinesis user records."""
+    PARSE = "parse"
+    """Raw input parsed and validated against the contracts."""
+    ENRICH = "enrich"
+    """GeoIP enrichment."""
+    FILTER = "filter"
+    """Filter rules (drops are counted, never dead-lettered)."""
+    WINDOW = "window"
+    """Event-time windows (too-late events)."""
+    WRITE = "write"
+    """The Iceberg writer."""
+
+
 def make_event_id(source: Source | str, *identity: object) -> str:
     """A stable, deterministic id: the same identity always yields the same id.
 
@@ -190,7 +217,9 @@ class DeadLetter(_Contract):
 
     dead_letter_id: str
     source: Source
-    stage: str = Field(description="Where it was rejected, e.g. 'parse', 'window', 'edge.iot'.")
+    stage: Stage = Field(
+        description="Where it was rejected (``Stage``: 'parse', 'window', 'edge.iot'...)."
+    )
     error_type: ErrorType
     message: str
     raw: str = Field(description="The original input, truncated to a bounded size.")

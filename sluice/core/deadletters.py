@@ -16,7 +16,7 @@ from typing import Generic, Literal, TypeVar
 from pydantic import ValidationError
 
 from sluice import __version__
-from sluice.core.contracts import DeadLetter, ErrorType, Source, make_event_id
+from sluice.core.contracts import DeadLetter, ErrorType, Source, Stage, make_event_id
 
 MAX_RAW_BYTES = 64 * 1024
 """Bytes of the original input kept in a dead letter; the rest is cut and ``raw_truncated`` set."""
@@ -57,7 +57,7 @@ def _bounded_raw(raw: bytes | str) -> tuple[str, Literal["utf-8", "base64"], int
 
 def dead_letter(
     source: Source,
-    stage: str,
+    stage: Stage,
     error_type: ErrorType,
     message: str,
     raw: bytes | str,

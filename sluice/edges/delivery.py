@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from sluice.core.contracts import DeadLetter, Envelope, ErrorType, Source, make_event_id
+from sluice.core.aws_errors import THROTTLING_CODES, TRANSIENT_CODES, retry_class
+from sluice.core.contracts import DeadLetter, Envelope, ErrorType, Source, Stage, make_event_id
 from sluice.core.deadletters import dead_letter
 from sluice.core.retry import BackoffPolicy
 from sluice.stream.envelopes import encode, wrap_dead_letter
@@ -38,27 +39,12 @@ from sluice.stream.kpl import (
 MAX_RECORDS_PER_REQUEST = 500
 MAX_BYTES_PER_REQUEST = 5 * 1024 * 1024
 """PutRecords limit for one call: data plus partition key bytes of every entry."""
-STAGE = "edge.publish"
+STAGE = Stage.EDGE_PUBLISH
 _MIN_RECORD_BYTES = 2 * MAX_PARTITION_KEY_BYTES
 
 RETRYABLE_ENTRY_ERRORS = frozenset({"ProvisionedThroughputExceededException", "InternalFailure"})
 """The per-entry error codes PutRecords documents; both are transient."""
-RETRYABLE_CALL_ERRORS = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "LimitExceededException",
-        "ThrottlingException",
-        "Throttling",
-        "RequestLimitExceeded",
-        "KMSThrottlingException",
-        "InternalFailure",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "RequestTimeout",
-        "RequestTimeoutException",
-    }
-)
+RETRYABLE_CALL_ERRORS = THROTTLING_CODES | TRANSIENT_CODES
 """Whole-call error codes worth retrying: throttling and server-side failures. Anything else
 (a missing stream, access denied, a KMS key disabled) will not heal within a retry budget."""
 
@@ -192,7 +178,7 @@ def plan_delivery(
     *,
     aggregated: bool,
     limits: PutLimits = DEFAULT_LIMITS,
-    stage: str = STAGE,
+    stage: Stage = STAGE,
     now: datetime | None = None,
 ) -> DeliveryPlan:
     """Everything to send, batched: too-large envelopes become dead-letter envelopes (sent instead)."""
@@ -264,14 +250,14 @@ def entries_to_retry(batch: Sequence[T], results: Sequence[Mapping[str, Any]]) -
 
 def is_retryable_call_error(code: str | None, http_status: int | None) -> bool:
     """Whether a failed PutRecords call (not an entry) is worth repeating."""
-    return code in RETRYABLE_CALL_ERRORS or (http_status is not None and http_status >= 500)
+    return retry_class(code, http_status) is not None
 
 
 def delivery_failed_letters(
     envelopes: Iterable[OutgoingEnvelope],
     reason: str,
     *,
-    stage: str = STAGE,
+    stage: Stage = STAGE,
     now: datetime | None = None,
 ) -> list[DeadLetter]:
     """``delivery_failed`` dead letters whose ``raw`` is each envelope's exact wire bytes.

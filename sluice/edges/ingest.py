@@ -39,15 +39,16 @@ from typing import IO, Any
 
 import orjson
 
-from sluice.core.contracts import DeadLetter, Envelope, ErrorType, Source, make_event_id
+from sluice.core.contracts import DeadLetter, Envelope, ErrorType, Source, Stage, make_event_id
 from sluice.core.deadletters import BatchResult, dead_letter
-from sluice.core.inputs import GZIP_MAGIC
+from sluice.core.errors import SluiceError
+from sluice.core.inputs import gunzip_bounded
 from sluice.parsing.iot import parse_iot_batch
 from sluice.parsing.weblog import MAX_LINE_BYTES, LogParser
 from sluice.stream.envelopes import wrap_access_log, wrap_dead_letter, wrap_reading
 
-IOT_STAGE = "edge.iot"
-LOG_STAGE = "edge.logs"
+IOT_STAGE = Stage.EDGE_IOT
+LOG_STAGE = Stage.EDGE_LOGS
 
 JSON_CONTENT_TYPES = frozenset(
     {
@@ -117,7 +118,7 @@ class IotIngestOutcome:
         return {"accepted": self.accepted, "rejected": self.rejected, "errors": self.errors}
 
 
-class BodyRejected(Exception):
+class BodyRejected(SluiceError):
     """The whole body is refused with this HTTP status and dead-letter reason."""
 
     def __init__(self, status: int, error_type: ErrorType, message: str, raw: bytes | str) -> None:
@@ -127,38 +128,6 @@ class BodyRejected(Exception):
 
 def _media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
-
-
-def gunzip_bounded(data: bytes, max_bytes: int) -> bytes:
-    """Decompress gzip (several members allowed), refusing output beyond ``max_bytes``.
-
-    Decompression is streamed in bounded steps, so a small body that inflates to gigabytes costs
-    ``max_bytes`` of memory before it is refused. Raises ``ValueError`` for invalid or truncated
-    data and ``OverflowError`` when the output would exceed ``max_bytes``.
-    """
-    out = bytearray()
-    pending = data
-    decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    while True:
-        try:
-            # max_length is never 0 here (0 would mean "unbounded"): out never exceeds max_bytes.
-            chunk = decompressor.decompress(pending, max_bytes + 1 - len(out))
-        except zlib.error as err:
-            raise ValueError(f"invalid gzip data: {err}") from None
-        out += chunk
-        if len(out) > max_bytes:
-            raise OverflowError(f"decompressed body exceeds {max_bytes} bytes")
-        if decompressor.eof:
-            rest = decompressor.unused_data
-            if not rest:
-                return bytes(out)
-            if not rest.startswith(GZIP_MAGIC):
-                raise ValueError("invalid gzip data: trailing bytes after the last member")
-            decompressor, pending = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS), rest
-            continue
-        pending = decompressor.unconsumed_tail
-        if not pending and not chunk:
-            raise ValueError("invalid gzip data: truncated")
 
 
 def decode_request_body(request: IotRequest, limits: BodyLimits = DEFAULT_BODY_LIMITS) -> bytes:
@@ -391,7 +360,7 @@ def log_lines_to_envelopes(
     origin: str,
     *,
     max_line_bytes: int = MAX_LINE_BYTES,
-    stage: str = LOG_STAGE,
+    stage: Stage = LOG_STAGE,
     now: datetime | None = None,
 ) -> BatchResult[Envelope]:
     """Parse lines into envelopes with ids from ``origin`` + position; blank lines are skipped."""
@@ -426,7 +395,7 @@ def read_log_stream(
     *,
     batch_lines: int = 5000,
     max_line_bytes: int = MAX_LINE_BYTES,
-    stage: str = LOG_STAGE,
+    stage: Stage = LOG_STAGE,
     now: datetime | None = None,
 ) -> Iterator[BatchResult[Envelope]]:
     """Batches of envelopes and dead letters for a log file, read as it streams.

@@ -77,12 +77,12 @@ from typing import Any, Literal, TypeVar
 import orjson
 
 from sluice import __version__
-from sluice.core.contracts import Envelope, FeedItem
+from sluice.core.contracts import Envelope, FeedItem, Stage
 from sluice.core.deadletters import BatchResult
 from sluice.core.errors import SluiceError
+from sluice.core.inputs import decode_json
 from sluice.core.retry import BackoffPolicy
 from sluice.parsing.feeds import MAX_DOCUMENT_BYTES, FeedSpec, get_path, parse_feed_document
-from sluice.parsing.iot import decode_json
 from sluice.stream.envelopes import wrap_dead_letter, wrap_feed_item
 
 __all__ = [
@@ -125,7 +125,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STAGE = "edge.feed"
+STAGE = Stage.EDGE_FEED
 """The ``stage`` of dead letters produced while polling."""
 
 DEFAULT_USER_AGENT = f"sluice-feed-poller/{__version__}"

@@ -20,12 +20,12 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sluice.core.contracts import ErrorType, FeedItem, FeedValue, Source
+from sluice.core.contracts import ErrorType, FeedItem, FeedValue, Source, Stage
 from sluice.core.deadletters import BatchResult, dead_letter, describe_validation_error
 from sluice.core.errors import ConfigError, RecordRejected
-from sluice.parsing.iot import decode_json
+from sluice.core.inputs import decode_json
 
-STAGE = "parse"
+STAGE = Stage.PARSE
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 TimeFormat = Literal["epoch_ms", "epoch_s", "iso8601"]
 
@@ -183,7 +183,7 @@ def feed_items(spec: FeedSpec, document: Any) -> list[Any]:
 
 
 def parse_feed_document(
-    spec: FeedSpec, document: bytes | str | Any, *, stage: str = STAGE
+    spec: FeedSpec, document: bytes | str | Any, *, stage: Stage = STAGE
 ) -> BatchResult[FeedItem]:
     """Parse one response document. Never raises for bad input."""
     result: BatchResult[FeedItem] = BatchResult()

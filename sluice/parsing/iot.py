@@ -28,11 +28,11 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from sluice.core.contracts import ErrorType, IotReading, Source
+from sluice.core.contracts import ErrorType, IotReading, Source, Stage
 from sluice.core.deadletters import BatchResult, dead_letter, describe_validation_error
 from sluice.core.errors import RecordRejected
+from sluice.core.inputs import decode_json
 
-MAX_RECORD_BYTES = 256 * 1024
 MAX_FIELDS = 512
 MAX_DEPTH = 8
 
@@ -55,7 +55,7 @@ _CANONICAL = frozenset(
     ("device_id", "event_time", "metrics", "attributes", "location", "message_id", "flags")
 )
 
-STAGE = "parse"
+STAGE = Stage.PARSE
 
 
 def _first(obj: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
@@ -161,17 +161,6 @@ def normalize_reading(obj: Any) -> dict[str, Any]:
     return normalized
 
 
-def decode_json(raw: bytes | str, max_bytes: int = MAX_RECORD_BYTES) -> Any:
-    """orjson decode with typed rejections (too large, not UTF-8, not JSON)."""
-    if len(raw) > max_bytes:
-        raise RecordRejected(ErrorType.TOO_LARGE, f"record of {len(raw)} bytes > {max_bytes}")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as err:
-        kind = ErrorType.INVALID_ENCODING if "UTF-8" in str(err) else ErrorType.INVALID_JSON
-        raise RecordRejected(kind, str(err)) from None
-
-
 def _flatten_arrays(decoded: Any) -> Iterator[Any]:
     """A record may be one reading or (nested) arrays of readings, as device bridges wrap them."""
     if not isinstance(decoded, list):
@@ -192,7 +181,7 @@ _END = object()
 
 
 def parse_iot_batch(
-    records: Iterable[bytes | str], *, stage: str = STAGE
+    records: Iterable[bytes | str], *, stage: Stage = STAGE
 ) -> BatchResult[IotReading]:
     """Parse a batch of raw device messages. Never raises for bad input."""
     result: BatchResult[IotReading] = BatchResult()

@@ -33,12 +33,12 @@ from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
-from sluice.core.contracts import ErrorType, Source, WebAccessLog
+from sluice.core.contracts import ErrorType, Source, Stage, WebAccessLog
 from sluice.core.deadletters import BatchResult, dead_letter, describe_validation_error
 from sluice.core.errors import LogFormatError, RecordRejected
 
 MAX_LINE_BYTES = 64 * 1024
-STAGE = "parse"
+STAGE = Stage.PARSE
 
 NAMED_FORMATS = {
     "combined": '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
@@ -474,7 +474,7 @@ class LogParser:
         return _validate(self._fields(match))
 
     def parse_batch(
-        self, lines: Iterable[bytes | str], *, stage: str = STAGE
+        self, lines: Iterable[bytes | str], *, stage: Stage = STAGE
     ) -> BatchResult[WebAccessLog]:
         """Parse a batch of lines. Never raises for bad input; blank lines are skipped, not rejected."""
         result: BatchResult[WebAccessLog] = BatchResult()
@@ -565,7 +565,7 @@ def _letter_raw(raw: bytes | str) -> bytes | str:
 
 
 def parse_weblog_batch(
-    lines: Iterable[bytes | str], log_format: str = "auto", *, stage: str = STAGE
+    lines: Iterable[bytes | str], log_format: str = "auto", *, stage: Stage = STAGE
 ) -> BatchResult[WebAccessLog]:
     """Convenience: compile ``log_format`` and parse ``lines`` (compile once yourself on hot paths)."""
     return LogParser(log_format).parse_batch(lines, stage=stage)

@@ -26,12 +26,13 @@ from sluice.core.contracts import (
     FeedItem,
     IotReading,
     Source,
+    Stage,
     WebAccessLog,
     make_event_id,
 )
 from sluice.core.deadletters import BatchResult, dead_letter, describe_validation_error
 from sluice.core.errors import RecordRejected
-from sluice.parsing.iot import decode_json
+from sluice.core.inputs import decode_json
 
 MAX_PARTITION_KEY = 256
 
@@ -105,7 +106,9 @@ def encode(envelope: Envelope) -> bytes:
     return envelope.model_dump_json().encode()
 
 
-def decode_envelopes(records: Iterable[bytes], *, stage: str = "decode") -> BatchResult[Envelope]:
+def decode_envelopes(
+    records: Iterable[bytes], *, stage: Stage = Stage.DECODE
+) -> BatchResult[Envelope]:
     """Decode user records (already de-aggregated). Never raises for bad input.
 
     A record that is not an envelope cannot be attributed to a source with certainty; it is

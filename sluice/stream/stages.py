@@ -40,11 +40,12 @@ from sluice.core.contracts import (
     FeedItem,
     IotReading,
     Source,
+    Stage,
     WebAccessLog,
 )
 from sluice.core.deadletters import dead_letter, describe_validation_error
 from sluice.core.errors import RecordRejected
-from sluice.parsing.iot import decode_json
+from sluice.core.inputs import decode_json
 from sluice.stream.envelopes import claimed_source
 from sluice.transform.aggregate import (
     IotKey,
@@ -126,7 +127,7 @@ def decode_batch(
     records: Sequence[InputRecord],
     *,
     previous_sequence: int | None = None,
-    stage: str = "parse",
+    stage: Stage = Stage.PARSE,
 ) -> JobBatch:
     """Decode envelopes and validate each payload against its source's contract."""
     batch = JobBatch(
@@ -216,7 +217,11 @@ def window_end(event_time: datetime, size_seconds: int) -> float:
 
 
 def window_batch(
-    batch: JobBatch, size_seconds: int, allowed_lateness_seconds: int, *, stage: str = "window"
+    batch: JobBatch,
+    size_seconds: int,
+    allowed_lateness_seconds: int,
+    *,
+    stage: Stage = Stage.WINDOW,
 ) -> JobBatch:
     """Divert events that arrived after their window closed, then pre-aggregate the rest per window.
 

@@ -36,6 +36,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.transforms import DayTransform, HourTransform
 
+from sluice.core.errors import SluiceError
 from sluice.tables.specs import TABLES
 from sluice.tables.warehouse import POSITIONS_PROPERTY
 
@@ -52,7 +53,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class MaintenanceError(Exception):
+class MaintenanceError(SluiceError):
     """A maintenance action cannot run on this table or with these settings."""
 
 

@@ -77,9 +77,10 @@ from sluice.core.contracts import (
     make_event_id,
 )
 from sluice.core.deadletters import raw_bytes
-from sluice.core.errors import RecordRejected
+from sluice.core.errors import RecordRejected, SluiceError
+from sluice.core.inputs import decode_json
 from sluice.parsing.feeds import FeedSpec, parse_feed_document, parse_feed_item
-from sluice.parsing.iot import decode_json, parse_iot_batch
+from sluice.parsing.iot import parse_iot_batch
 from sluice.parsing.weblog import LogParser
 from sluice.stream.envelopes import MAX_PARTITION_KEY, wrap_access_log
 from sluice.tables.warehouse import POSITIONS_PROPERTY, table_positions
@@ -380,5 +381,5 @@ def redrive(
     return report
 
 
-class RedriveError(Exception):
+class RedriveError(SluiceError):
     """A re-drive that published but could not finish; the letters stay for the next run."""

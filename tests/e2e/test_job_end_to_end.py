@@ -186,8 +186,8 @@ def test_the_job_fills_every_table_with_exactly_what_the_stream_holds(
     edge: dict[str, Sent] = {
         s.record.dead_letter_id: s for s in sent if s.error_type == ErrorType.UNPARSEABLE_LINE
     }
-    assert {r["dead_letter_id"]: (r["stage"], r["first_seen"]) for r in letters if r["stage"] == "edge.weblog"} == {
-        letter_id: ("edge.weblog", s.record.first_seen) for letter_id, s in edge.items()
+    assert {r["dead_letter_id"]: (r["stage"], r["first_seen"]) for r in letters if r["stage"] == "edge.logs"} == {
+        letter_id: ("edge.logs", s.record.first_seen) for letter_id, s in edge.items()
     }  # fmt: skip
     # AND a too-late event's dead letter says when it arrived (first_seen) and its event time
     arrivals = arrival_times(kinesis, stream)

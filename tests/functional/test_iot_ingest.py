@@ -23,7 +23,7 @@ from kinesis_reader import read_stream
 from edge_lambdas.shared.events import LocalContext, apigw_v2_event
 from sluice.core.contracts import DeadLetter, ErrorType, IotReading
 from sluice.core.errors import ConfigError
-from sluice.edges.ingest import gunzip_bounded
+from sluice.core.inputs import gunzip_bounded
 
 JSON = {"content-type": "application/json"}
 MIB = 1024 * 1024

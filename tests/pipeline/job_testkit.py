@@ -185,7 +185,7 @@ def edge_dead_letter(number: int, seen: datetime) -> Sent:
     """A dead letter an edge produced (an unparseable log line) travelling the stream to the job."""
     letter = dead_letter(
         Source.WEBLOG,
-        "edge.weblog",
+        "edge.logs",
         ErrorType.UNPARSEABLE_LINE,
         "line does not match the log format",
         f"garbage line {number} \x01",

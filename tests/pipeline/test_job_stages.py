@@ -218,7 +218,7 @@ def test_stages_turn_batches_into_events_dead_letters_and_window_partials(
         equal_to([
             ("invalid_json", "iot", "parse"), ("invalid_encoding", "iot", "parse"),
             ("missing_field", "iot", "parse"), ("invalid_timestamp", "iot", "parse"),
-            ("schema_violation", "weblog", "parse"), ("unparseable_line", "weblog", "edge.weblog"),
+            ("schema_violation", "weblog", "parse"), ("unparseable_line", "weblog", "edge.logs"),
             ("too_late", "iot", "window"),
         ]),
         label="CheckDeadLetters",

@@ -62,6 +62,7 @@ from beam_jobs.kinesis_source import (
     stream_watermark,
 )
 from beam_jobs.metrics import StageCounters, query_counters
+from sluice.core.contracts import Stage
 from sluice.core.errors import ConfigError
 from sluice.stream.kpl import UserRecord, aggregate
 
@@ -350,7 +351,7 @@ def test_build_batch_unpacks_kpl_aggregates_in_order() -> None:
 
 class _CountWords(beam.DoFn):
     def setup(self) -> None:
-        self.counters = StageCounters("parse")
+        self.counters = StageCounters(Stage.PARSE)
 
     def process(self, line: str) -> Iterator[str]:
         self.counters.received()
@@ -381,7 +382,7 @@ def test_stage_counters_share_one_naming_scheme() -> None:
     with pytest.raises(ValueError):
         StageCounters("Parse Stage")
     with pytest.raises(ValueError):
-        StageCounters("read").count("records per second")
+        StageCounters(Stage.READ).count("records per second")
 
 
 # Reader without Beam: a checkpoint in the middle of a round -------------------------------------

@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sluice.core.contracts import DeadLetter, Envelope, ErrorType, IotReading, Source, make_event_id
+from sluice.core.contracts import (
+    DeadLetter,
+    Envelope,
+    ErrorType,
+    IotReading,
+    Source,
+    Stage,
+    make_event_id,
+)
 from sluice.core.deadletters import MAX_RAW_BYTES, count_by_reason, dead_letter, raw_bytes
 
 
@@ -90,13 +98,28 @@ def test_any_raw_input_makes_a_valid_json_round_trippable_dead_letter(raw):
 
 def test_identity_keeps_equal_inputs_from_different_places_apart():
     first = dead_letter(
-        Source.WEBLOG, "edge", ErrorType.UNPARSEABLE_LINE, "m", b"bad", identity=("s3://b/k", 1)
+        Source.WEBLOG,
+        Stage.EDGE_LOGS,
+        ErrorType.UNPARSEABLE_LINE,
+        "m",
+        b"bad",
+        identity=("s3://b/k", 1),
     )
     second = dead_letter(
-        Source.WEBLOG, "edge", ErrorType.UNPARSEABLE_LINE, "m", b"bad", identity=("s3://b/k", 2)
+        Source.WEBLOG,
+        Stage.EDGE_LOGS,
+        ErrorType.UNPARSEABLE_LINE,
+        "m",
+        b"bad",
+        identity=("s3://b/k", 2),
     )
     again = dead_letter(
-        Source.WEBLOG, "edge", ErrorType.UNPARSEABLE_LINE, "m", b"bad", identity=("s3://b/k", 1)
+        Source.WEBLOG,
+        Stage.EDGE_LOGS,
+        ErrorType.UNPARSEABLE_LINE,
+        "m",
+        b"bad",
+        identity=("s3://b/k", 1),
     )
     assert first.dead_letter_id != second.dead_letter_id
     assert first.dead_letter_id == again.dead_letter_id

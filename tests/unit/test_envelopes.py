@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sluice.core.contracts import ErrorType, FeedItem, IotReading, Source, WebAccessLog
+from sluice.core.contracts import ErrorType, FeedItem, IotReading, Source, Stage, WebAccessLog
 from sluice.core.deadletters import dead_letter
 from sluice.stream.envelopes import (
     decode_envelopes,
@@ -59,7 +59,7 @@ def test_updated_feed_item_is_a_new_event():
         wrap_access_log(REQUEST, "f", 3, T0),
         wrap_feed_item(ITEM, T0),
         wrap_dead_letter(
-            dead_letter(Source.WEBLOG, "edge", ErrorType.UNPARSEABLE_LINE, "m", b"x"), T0
+            dead_letter(Source.WEBLOG, Stage.EDGE_LOGS, ErrorType.UNPARSEABLE_LINE, "m", b"x"), T0
         ),
     ],
     ids=["iot", "weblog", "feed", "dead-letter"],

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluice.core.contracts import ErrorType, IotReading
-from sluice.parsing.iot import MAX_RECORD_BYTES, parse_iot_batch
+from sluice.core.inputs import MAX_RECORD_BYTES
+from sluice.parsing.iot import parse_iot_batch
 
 T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 EPOCH = int(T0.timestamp())

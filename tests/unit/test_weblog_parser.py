@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from sluice.core.contracts import ErrorType, WebAccessLog
+from sluice.core.contracts import ErrorType, Stage, WebAccessLog
 from sluice.core.deadletters import raw_bytes
 from sluice.core.errors import LogFormatError, RecordRejected
 from sluice.parsing import weblog
@@ -414,9 +415,14 @@ def test_a_batch_keeps_going_after_bad_lines():
     ]
 
 
-def test_custom_stage_name_is_recorded():
-    [letter] = parse_weblog_batch(["x"], stage="replay").dead_letters
-    assert letter.stage == "replay"
+def test_the_callers_stage_is_recorded():
+    [letter] = parse_weblog_batch(["x"], stage=Stage.EDGE_LOGS).dead_letters
+    assert letter.stage is Stage.EDGE_LOGS
+
+
+def test_a_stage_outside_the_enum_is_refused():
+    with pytest.raises(ValidationError):
+        parse_weblog_batch(["x"], stage="replay")  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------
