@@ -29,7 +29,7 @@ import apache_beam as beam
 
 from beam_jobs.kinesis_source import ReadFromKinesis, SourceBatch, StartPosition
 from beam_jobs.metrics import StageCounters
-from beam_jobs.options import JobSettings
+from beam_jobs.settings import JobSettings
 from sluice.core.config import CoreSettings
 from sluice.core.contracts import Source, Stage
 from sluice.stream.stages import (
@@ -298,15 +298,6 @@ class WriteToIceberg(
         )
 
 
-def warehouse_settings(settings: JobSettings) -> WarehouseSettings:
-    return WarehouseSettings(
-        catalog=settings.catalog,
-        state_dir=settings.state_dir,
-        warehouse=settings.warehouse,
-        namespace=settings.namespace,
-    )
-
-
 def start_position(settings: JobSettings, now: float | None = None) -> StartPosition:
     """Where reading starts: after each table's committed positions, else where the job first started.
 
@@ -315,7 +306,7 @@ def start_position(settings: JobSettings, now: float | None = None) -> StartPosi
     the job's first start, recorded in the tables at the first run: LATEST means "when the job was
     first started", never "now", so nothing that arrived while the job was down is skipped.
     """
-    warehouse = warehouse_settings(settings)
+    warehouse = settings.warehouse_settings()
     tables = ensure_tables(open_catalog(warehouse), warehouse)
     if settings.start_position == "trim_horizon":
         resolved = "trim_horizon"
@@ -332,30 +323,23 @@ def start_position(settings: JobSettings, now: float | None = None) -> StartPosi
     )
 
 
-def build(
-    pipeline: beam.Pipeline, settings: JobSettings, core: CoreSettings
-) -> beam.pvalue.PCollection[JobBatch]:
-    """Apply the whole job to ``pipeline``; returns the commit reports."""
-    start = start_position(settings)
+def build(pipeline: beam.Pipeline, settings: JobSettings) -> beam.pvalue.PCollection[JobBatch]:
+    """Apply the whole job to ``pipeline``. Its result is the tables: the collection returned is
+    empty (``WriteToIceberg`` emits nothing) and only marks the end of the graph."""
     read = pipeline | "ReadFromKinesis" >> ReadFromKinesis(
-        stream_name=settings.stream_name,
-        start=start,
-        max_records_per_call=settings.max_records_per_call,
-        poll_interval_seconds=settings.poll_interval_seconds,
-        stop_when_idle_seconds=settings.stop_when_idle_seconds,
-        bundle_seconds=settings.commit_interval_seconds,
+        **settings.kinesis_read(start=start_position(settings))
     )
     if settings.archive:
         read = read | "ArchiveRawRecords" >> ArchiveRawRecords(
-            warehouse_settings(settings).resolved_warehouse()
+            settings.warehouse_settings().resolved_warehouse()
         )
-    return process(read, settings, core)
+    return process(read, settings)
 
 
 def process(
-    batches: beam.pvalue.PCollection[SourceBatch], settings: JobSettings, core: CoreSettings
+    batches: beam.pvalue.PCollection[SourceBatch], settings: JobSettings
 ) -> beam.pvalue.PCollection[JobBatch]:
-    """The stages after the source, shared by the stream job and ``sluice replay``."""
+    """The stages after the source, shared by the stream job and ``sluice replay`` (output: empty)."""
     return (
         batches
         | "ParseAndValidate" >> ParseAndValidate()
@@ -363,10 +347,10 @@ def process(
         >> EnrichWithGeoIp(
             str(settings.geoip_city_db) if settings.geoip_city_db else None,
             str(settings.geoip_asn_db) if settings.geoip_asn_db else None,
-            core.geoip_cache_size,
+            settings.geoip_cache_size,
         )
-        | "ApplyFilters" >> ApplyFilters(core)
+        | "ApplyFilters" >> ApplyFilters(settings)
         | "WindowAndAggregate"
         >> WindowAndAggregate(settings.window_seconds, settings.allowed_lateness_seconds)
-        | "WriteToIceberg" >> WriteToIceberg(warehouse_settings(settings), settings.window_seconds)
+        | "WriteToIceberg" >> WriteToIceberg(settings.warehouse_settings(), settings.window_seconds)
     )

@@ -26,10 +26,9 @@ from pathlib import Path
 import apache_beam as beam
 
 from beam_jobs.kinesis_source import SourceBatch, SourceRecord
-from beam_jobs.options import JobSettings
-from beam_jobs.pipeline import local_root, process, warehouse_settings
-from beam_jobs.run import pipeline_options, run_and_report
-from sluice.core.config import load_settings
+from beam_jobs.pipeline import local_root, process
+from beam_jobs.run import configure_logging, job_flags, pipeline_options, run_and_report
+from beam_jobs.settings import JobSettings, load_job_settings
 from sluice.core.errors import ConfigError
 from sluice.stream.stages import InputRecord, JobBatch
 from sluice.tables.archive import (
@@ -106,7 +105,7 @@ def build_replay(
 
     ``archive_root``: the folder holding ``raw/`` (default: the warehouse's own folder).
     """
-    root = archive_root or local_root(warehouse_settings(settings).resolved_warehouse())
+    root = archive_root or local_root(settings.warehouse_settings().resolved_warehouse())
     if root is None:
         raise ConfigError("replay reads a local archive only: give --archive_root")
     files = shard_files(Path(root), from_time, to_time)
@@ -115,35 +114,32 @@ def build_replay(
         | "ArchiveFilesPerShard" >> beam.Create(files)
         | "ReadArchive" >> beam.ParDo(_ReadShard(from_time, to_time, settings.max_records_per_call))
     )
-    return process(batches, settings, load_settings())
+    return process(batches, settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="sluice replay",
-        description="Re-process the raw archive of [--from, --to) through the stream job's stages.",
-        epilog="Other flags: the job's options (sluice job run --help), e.g. --state_dir.",
-        allow_abbrev=False,
+    flags = job_flags("sluice replay")
+    flags.parser.description = (
+        "Re-process the raw archive of [--from, --to) through the stream job's stages (batch mode)."
     )
-    parser.add_argument("--from", dest="from_time", type=_time, required=True, help="ISO-8601")
-    parser.add_argument("--to", dest="to_time", type=_time, required=True, help="ISO-8601")
-    parser.add_argument(
+    flags.add_argument("--from", dest="from_time", type=_time, required=True, help="ISO-8601 time")
+    flags.add_argument("--to", dest="to_time", type=_time, required=True, help="ISO-8601 time")
+    flags.add_argument(
         "--archive_root",
         "--archive-root",
         help="folder holding raw/ (default: the warehouse folder); a backfill reads another's",
     )
-    args, rest = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
-    if args.from_time >= args.to_time:
-        print("sluice replay: --from must be before --to", file=sys.stderr)
-        return 2
-    options = pipeline_options(rest, streaming=False)
     try:
-        settings = JobSettings.from_options(options)
-        pipeline = beam.Pipeline(options=options)
+        args, overrides = flags.parse(list(sys.argv[1:] if argv is None else argv))
+        if args.from_time >= args.to_time:
+            raise ConfigError("--from must be before --to")
+        settings = load_job_settings(overrides)
+        pipeline = beam.Pipeline(options=pipeline_options(settings, streaming=False))
         build_replay(pipeline, settings, args.from_time, args.to_time, args.archive_root)
     except ConfigError as err:
         print(f"sluice replay: {err}", file=sys.stderr)
         return 2
+    configure_logging()
     return run_and_report(pipeline)
 
 

@@ -1,8 +1,10 @@
-"""``sluice job run``: start the stream job (DirectRunner unless ``--runner`` says otherwise).
+"""``sluice job run``: check the settings and what they point at, then start the stream job.
 
-Flags are the job's options (``beam_jobs.options``) and Beam's own; dashes and underscores are both
-accepted (``--stop-when-idle 5`` is ``--stop_when_idle_seconds 5``). The job logs its counters every
-``--progress_seconds`` and prints them as JSON when it ends.
+In: the job's options (``beam_jobs.settings.JobSettings``: flags, else ``SLUICE_<OPTION>``, else the
+default; dashes and underscores both accepted, ``--stop-when-idle`` for ``--stop_when_idle_seconds``).
+Out: the job's tables; every Sluice counter printed as one JSON line when the job ends.
+Errors: an unknown option, a bad value, no region, an unreachable endpoint, a missing stream or an
+unusable catalog is one line on stderr and exit 2, before anything runs.
 """
 
 from __future__ import annotations
@@ -16,41 +18,36 @@ import orjson
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_jobs.metrics import query_counters
-from beam_jobs.options import OPTIONS, JobSettings
 from beam_jobs.pipeline import build
-from sluice.core.config import load_settings
+from beam_jobs.preflight import check_catalog, check_stream
+from beam_jobs.settings import JobSettings, load_job_settings
 from sluice.core.errors import ConfigError
+from sluice.core.flags import FlagParser
 from sluice.core.runtime import tune_gc
 
 ALIASES = {
-    "--stop-when-idle": "--stop_when_idle_seconds",
-    "--stop_when_idle": "--stop_when_idle_seconds",
+    "--stop-when-idle": "stop_when_idle_seconds",
+    "--stop_when_idle": "stop_when_idle_seconds",
 }
-KNOWN = {f"--{name}" for name, *_ in OPTIONS}
 
 
-def normalize_flags(argv: Sequence[str]) -> list[str]:
-    """Accept ``--some-option`` for ``--some_option`` and the short aliases of the CLI."""
-    out = []
-    for arg in argv:
-        flag, sep, value = arg.partition("=")
-        flag = ALIASES.get(flag, flag)
-        underscored = flag.replace("-", "_").replace("__", "--", 1)
-        if underscored in KNOWN or underscored in ALIASES.values():
-            flag = underscored
-        out.append(f"{flag}{sep}{value}")
-    return out
+def job_flags(prog: str = "sluice job run") -> FlagParser:
+    """The job's flags, made from ``JobSettings``."""
+    return FlagParser(
+        prog,
+        JobSettings,
+        description="Run the stream job: Kinesis -> parse and validate -> GeoIP -> filters -> "
+        "event-time windows -> Iceberg, exactly once. It resumes where the tables say it stopped.",
+        aliases=ALIASES,
+    )
 
 
-def pipeline_options(argv: Sequence[str], *, streaming: bool) -> PipelineOptions:
-    """Options from flags, with the local runner pinned unless ``--runner`` says otherwise."""
-    options = PipelineOptions(normalize_flags(argv))
+def pipeline_options(settings: JobSettings, *, streaming: bool) -> PipelineOptions:
+    """Beam's options for these settings: the runner, streaming or batch."""
+    options = PipelineOptions([])
     standard = options.view_as(StandardOptions)
     standard.streaming = streaming
-    if standard.runner is None:
-        # The DirectRunner would first try to download the Prism runner (failing offline, and
-        # running a different engine online); its in-process FnApiRunner is pinned instead.
-        standard.runner = "FnApiRunner"
+    standard.runner = settings.runner
     return options
 
 
@@ -64,23 +61,28 @@ def run_and_report(pipeline: beam.Pipeline) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def configure_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     sluice_log = logging.getLogger("sluice")
     sluice_log.addHandler(handler)
     sluice_log.setLevel(logging.INFO)
     sluice_log.propagate = False
-    tune_gc()
-    options = pipeline_options(list(sys.argv[1:] if argv is None else argv), streaming=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     try:
-        settings = JobSettings.from_options(options)
-        core = load_settings()
+        _, overrides = job_flags().parse(list(sys.argv[1:] if argv is None else argv))
+        settings = load_job_settings(overrides)
+        check_stream(settings)
+        check_catalog(settings)
     except ConfigError as err:
         print(f"sluice job: {err}", file=sys.stderr)
         return 2
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, settings, core)
+    configure_logging()
+    tune_gc()
+    pipeline = beam.Pipeline(options=pipeline_options(settings, streaming=True))
+    build(pipeline, settings)
     return run_and_report(pipeline)
 
 

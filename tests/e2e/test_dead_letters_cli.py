@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -193,11 +194,8 @@ def test_redriven_lines_land_once_in_the_tables_even_after_a_crash_before_the_de
     geoip_dbs: tuple[Path, Path],
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
+    run_job: Callable[[list[str]], dict[str, int]],
 ) -> None:
-    import gc
-    import logging
-
-    from beam_jobs.run import main as run_job_main
     from sluice.tables import redrive as redrive_module
 
     state, table = warehouse
@@ -221,27 +219,15 @@ def test_redriven_lines_land_once_in_the_tables_even_after_a_crash_before_the_de
     assert read_stream(client, name).event_ids == {redrive_event_id(d): 2 for d in fixed}
 
     # WHEN the job reads the stream (the lines are hours old: their windows closed long ago)
-    logger = logging.getLogger("sluice")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    thresholds = gc.get_threshold()
     city_db, asn_db = geoip_dbs
-    try:
-        code = run_job_main([
-            "--stream_name", name,
-            "--stop_when_idle_seconds", "2",
-            "--commit_interval_seconds", "1",
-            "--state_dir", str(state),
-            "--geoip_city_db", str(city_db),
-            "--geoip_asn_db", str(asn_db),
-        ])  # fmt: skip
-    finally:
-        logger.handlers[:] = saved[0]
-        logger.setLevel(saved[1])
-        logger.propagate = saved[2]
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)
-    capsys.readouterr()
-    assert code == 0
+    run_job([
+        "--stream_name", name,
+        "--stop_when_idle_seconds", "2",
+        "--commit_interval_seconds", "1",
+        "--state_dir", str(state),
+        "--geoip_city_db", str(city_db),
+        "--geoip_asn_db", str(asn_db),
+    ])  # fmt: skip
 
     # THEN each fixed line is one row of web_requests and counts once in its (old) window
     settings = WarehouseSettings(state_dir=state)

@@ -16,18 +16,13 @@ Runtime: about 6 s (job start-up, a few commits, 2 s of idle time before it stop
 
 from __future__ import annotations
 
-import gc
-import logging
 import random
-import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import boto3
-import orjson
 import pytest
 from job_testkit import (
     TABLE_NAMES,
@@ -42,52 +37,9 @@ from job_testkit import (
 )
 from kinesis_testkit import arrival_times, create_stream, put_aggregated, put_records
 
-from beam_jobs.run import main as run_job_main
 from sluice.core.contracts import ErrorType
 
 JobRunner = Callable[[list[str]], dict[str, int]]
-
-
-@pytest.fixture
-def run_job(capsysbinary: pytest.CaptureFixture[bytes]) -> Iterator[JobRunner]:
-    """``sluice job run`` in this process; returns its counters (the JSON it prints at the end).
-
-    The entry point changes process-wide state meant for a process of its own (a handler on the
-    ``sluice`` logger with propagation off, frozen and re-tuned garbage collection); both are put
-    back afterwards so later tests in this worker see a normal process. A job that does not stop
-    fails the test after a minute instead of hanging the suite.
-    """
-    logger = logging.getLogger("sluice")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    thresholds = gc.get_threshold()
-
-    def run(flags: list[str]) -> dict[str, int]:
-        outcome: dict[str, Any] = {}
-
-        def target() -> None:
-            try:
-                outcome["code"] = run_job_main(flags)
-            except BaseException as error:  # noqa: BLE001 - re-raised in the test thread below
-                outcome["error"] = error
-
-        thread = threading.Thread(target=target, name="sluice-job", daemon=True)
-        thread.start()
-        thread.join(60)
-        assert not thread.is_alive(), "the job was still running after 60 s"
-        if "error" in outcome:
-            raise outcome["error"]
-        assert outcome["code"] == 0
-        counters: dict[str, int] = orjson.loads(capsysbinary.readouterr().out.splitlines()[-1])
-        return counters
-
-    try:
-        yield run
-    finally:
-        logger.handlers[:] = saved[0]
-        logger.setLevel(saved[1])
-        logger.propagate = saved[2]
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)
 
 
 def test_the_job_fills_every_table_with_exactly_what_the_stream_holds(

@@ -11,50 +11,23 @@ Runtime: about 8 s (a stream run with 2 s of idle time, two replays).
 
 from __future__ import annotations
 
-import gc
 import gzip
-import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
-import orjson
-import pytest
 from job_testkit import TABLE_NAMES, committed_positions, mixed_input, read_tables, window_of
 from kinesis_testkit import create_stream, put_aggregated, put_records
 from test_job_kill_restart import assert_same_rows, assert_same_windows
 
-from sluice.cli.main import main as sluice_main
 from sluice.core.contracts import ErrorType
 from sluice.tables.archive import read_archive_file
 from sluice.tables.warehouse import WarehouseSettings, open_catalog
 
 WINDOW_TABLES = ("iot_metrics_1m", "web_traffic_1m")
 Cli = Callable[[list[str]], dict[str, int]]
-
-
-@pytest.fixture
-def sluice(capsysbinary: pytest.CaptureFixture[bytes]) -> Iterator[Cli]:
-    """``sluice ...`` in this process; returns the counters it prints. Process-wide state is restored."""
-    logger = logging.getLogger("sluice")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    thresholds = gc.get_threshold()
-
-    def run(argv: list[str]) -> dict[str, int]:
-        assert sluice_main(argv) == 0
-        counters: dict[str, int] = orjson.loads(capsysbinary.readouterr().out.splitlines()[-1])
-        return counters
-
-    try:
-        yield run
-    finally:
-        logger.handlers[:] = saved[0]
-        logger.setLevel(saved[1])
-        logger.propagate = saved[2]
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)
 
 
 def snapshot_ids(state_dir: Path) -> dict[str, int | None]:

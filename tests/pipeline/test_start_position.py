@@ -6,10 +6,10 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_jobs.options import JobSettings
-from beam_jobs.pipeline import start_position, warehouse_settings
+from beam_jobs.pipeline import start_position
+from beam_jobs.run import job_flags
+from beam_jobs.settings import JobSettings, load_job_settings
 from sluice.tables.warehouse import POSITIONS_PROPERTY, START_PROPERTY, ensure_tables, open_catalog
 
 T1 = 1_795_000_000.0
@@ -17,11 +17,12 @@ T2 = T1 + 3600
 
 
 def settings_for(tmp_path, *flags: str) -> JobSettings:
-    return JobSettings.from_options(PipelineOptions(["--state_dir", str(tmp_path), *flags]))
+    _, overrides = job_flags().parse(["--state_dir", str(tmp_path), *flags])
+    return load_job_settings(overrides)
 
 
 def tables_of(settings: JobSettings):
-    warehouse = warehouse_settings(settings)
+    warehouse = settings.warehouse_settings()
     return ensure_tables(open_catalog(warehouse), warehouse)
 
 

@@ -1,0 +1,73 @@
+"""What the commands share: rows written as a text table, CSV or JSON lines; the local catalog.
+
+In: column names and rows; a ``--state-dir`` (or ``SLUICE_STATE_DIR``, or ``.sluice``).
+Out: bytes on the given stream (CSV lines end with ``\\n``, as on every Unix tool); an open catalog.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import orjson
+
+from sluice.core.extras import require
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+
+    from sluice.tables.warehouse import WarehouseSettings
+
+__all__ = ["add_state_dir", "open_tables", "warehouse_settings", "write_rows"]
+
+FORMATS = ("table", "csv", "json")
+
+
+def write_rows(
+    out: IO[bytes], columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str
+) -> None:
+    """Rows as an aligned text table, CSV (with a header) or JSON lines."""
+    if fmt == "json":
+        for row in rows:
+            out.write(orjson.dumps(dict(zip(columns, row, strict=True)), default=str) + b"\n")
+    elif fmt == "csv":
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+        out.write(text.getvalue().encode())
+    else:
+        cells = [list(columns), *[["" if v is None else str(v) for v in row] for row in rows]]
+        widths = [max(len(str(row[i])) for row in cells) for i in range(len(columns))]
+        lines = [
+            "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells
+        ]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        out.write(("\n".join(lines) + f"\n({len(rows)} rows)\n").encode())
+
+
+def add_state_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="local catalog and warehouse folder (default: SLUICE_STATE_DIR or .sluice)",
+    )
+
+
+def warehouse_settings(args: argparse.Namespace) -> WarehouseSettings:
+    require("tables", "pyiceberg", "pyarrow")
+    from sluice.tables.warehouse import WarehouseSettings
+
+    return WarehouseSettings(**({"state_dir": args.state_dir} if args.state_dir else {}))
+
+
+def open_tables(args: argparse.Namespace) -> tuple[Catalog, str]:
+    """The catalog ``--state-dir`` names, and its namespace."""
+    from sluice.tables.warehouse import open_catalog
+
+    settings = warehouse_settings(args)
+    return open_catalog(settings), settings.namespace
