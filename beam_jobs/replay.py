@@ -25,12 +25,12 @@ from pathlib import Path
 
 import apache_beam as beam
 
-from beam_jobs.kinesis_source import SourceBatch, SourceRecord
 from beam_jobs.options import JobSettings
 from beam_jobs.pipeline import local_root, process, warehouse_settings
 from beam_jobs.run import pipeline_options, run_and_report
 from sluice.core.config import load_settings
 from sluice.core.errors import ConfigError
+from sluice.stream.kinesis.records import SourceBatch, SourceRecord
 from sluice.stream.stages import InputRecord, JobBatch
 from sluice.tables.archive import (
     iter_archive_files,
