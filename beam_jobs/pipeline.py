@@ -27,11 +27,13 @@ from urllib.parse import unquote, urlparse
 
 import apache_beam as beam
 
-from beam_jobs.kinesis_source import ReadFromKinesis, SourceBatch, StartPosition
 from beam_jobs.metrics import StageCounters
+from beam_jobs.read_kinesis import ReadFromKinesis
 from beam_jobs.settings import JobSettings
 from sluice.core.config import CoreSettings
 from sluice.core.contracts import Source, Stage
+from sluice.stream.kinesis.positions import StartPosition
+from sluice.stream.kinesis.records import SourceBatch
 from sluice.stream.stages import (
     InputRecord,
     JobBatch,

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import apache_beam as beam
 
-from beam_jobs.kinesis_source import SourceBatch, SourceRecord
 from beam_jobs.pipeline import local_root, process
 from beam_jobs.run import configure_logging, job_flags, pipeline_options, run_and_report
 from beam_jobs.settings import JobSettings, load_job_settings
 from sluice.core.errors import ConfigError
+from sluice.stream.kinesis.records import SourceBatch, SourceRecord
 from sluice.stream.stages import InputRecord, JobBatch
 from sluice.tables.archive import (
     iter_archive_files,

@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from beam_jobs.kinesis_source import SourceBatch, SourceRecord
 from devkit.geoip_build import DEMO_NETWORKS
 from sluice.core.contracts import (
     Envelope,
@@ -44,6 +43,7 @@ from sluice.stream.envelopes import (
     wrap_feed_item,
     wrap_reading,
 )
+from sluice.stream.kinesis.records import SourceBatch, SourceRecord
 from sluice.stream.kpl import UserRecord
 from sluice.tables.warehouse import POSITIONS_PROPERTY, WarehouseSettings, open_catalog
 

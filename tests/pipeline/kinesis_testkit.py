@@ -38,8 +38,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.kinesis.models import Record, Shard, Stream, kinesis_backends
 
-from beam_jobs.kinesis_source import ReadFromKinesis, SourceBatch, SourceRecord
 from beam_jobs.metrics import DistributionSummary, query_counters, query_distributions
+from beam_jobs.read_kinesis import ReadFromKinesis
+from sluice.stream.kinesis.records import SourceBatch, SourceRecord
 from sluice.stream.kpl import UserRecord, aggregate
 
 # The fault proxy lives with the functional tests (pytest puts that folder on sys.path only for

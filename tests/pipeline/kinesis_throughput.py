@@ -69,7 +69,7 @@ def main() -> None:
     import boto3
     from kinesis_testkit import create_stream, load_records, run_read
 
-    from beam_jobs.kinesis_source import StartPosition
+    from sluice.stream.kinesis.positions import StartPosition
     from sluice.stream.kpl import UserRecord, aggregate
 
     client = boto3.client("kinesis")

@@ -67,7 +67,6 @@ from job_testkit import (
 )
 from kinesis_testkit import TEST_RUNNER
 
-from beam_jobs.kinesis_source import SourceBatch
 from beam_jobs.metrics import query_counters
 from beam_jobs.pipeline import (
     ApplyFilters,
@@ -79,6 +78,7 @@ from beam_jobs.pipeline import (
 from devkit.geoip_build import build_demo_databases
 from sluice.core.config import load_settings
 from sluice.core.contracts import Source
+from sluice.stream.kinesis.records import SourceBatch
 from sluice.stream.stages import JobBatch
 from sluice.tables.warehouse import (
     ExactlyOnceWriter,

@@ -1,8 +1,9 @@
-"""ReadFromKinesis: unit tests of its rules, and pipeline tests against a moto server over HTTP.
+"""ReadFromKinesis: its restriction tracker and settings, and pipeline tests against a moto server over HTTP.
 
 The pipeline tests make real boto3 calls to the session's moto server (``aws_env``), run Beam's
 FnApiRunner in streaming mode (what Beam 2.77's DirectRunner runs when Prism cannot be downloaded)
-and end through ``stop_when_idle_seconds``. Helpers are in ``kinesis_testkit``.
+and end through ``stop_when_idle_seconds``. Helpers are in ``kinesis_testkit``. The engine-free
+rules, and the reader over a fake client, are tested in ``test_kinesis_reader``.
 """
 
 # Beam's Python API is only partly typed.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import pickle
-import random
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,9 +23,6 @@ import apache_beam as beam
 import boto3
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
-from botocore.exceptions import ClientError, EndpointConnectionError
-from hypothesis import given
-from hypothesis import strategies as st
 from kinesis_testkit import (
     TEST_RUNNER,
     ReadFaultProxy,
@@ -41,30 +38,21 @@ from kinesis_testkit import (
     split_shard_like_kinesis,
 )
 
-from beam_jobs.kinesis_source import (
-    STOP_READING,
-    Backoff,
-    KinesisReadError,
-    KinesisStreamReader,
-    ReadFromKinesis,
-    ShardClaim,
-    ShardInfo,
-    SourceBatch,
-    StartPosition,
-    StreamRestriction,
-    StreamRestrictionTracker,
-    _ReadStreamFn,
-    ancestors,
-    build_batch,
-    failure_kind,
-    iterator_request,
-    readable_shards,
-    stream_watermark,
-)
+from beam_jobs.kinesis_client import BOTOCORE_ERRORS
 from beam_jobs.metrics import StageCounters, query_counters
+from beam_jobs.read_kinesis import ReadFromKinesis, StreamRestrictionTracker
 from sluice.core.contracts import Stage
 from sluice.core.errors import ConfigError
-from sluice.stream.kpl import UserRecord, aggregate
+from sluice.stream.kinesis.failures import KinesisReadError
+from sluice.stream.kinesis.positions import (
+    STOP_READING,
+    ShardClaim,
+    StartPosition,
+    StreamRestriction,
+)
+from sluice.stream.kinesis.reader import KinesisStreamReader
+from sluice.stream.kinesis.records import SourceBatch
+from sluice.stream.kpl import UserRecord
 
 SHARD_0 = "shardId-000000000000"
 SHARD_1 = "shardId-000000000001"
@@ -176,7 +164,7 @@ def test_tracker_is_done_only_when_stopped() -> None:
 
 def test_restriction_survives_beams_restriction_coder() -> None:
     # GIVEN the coder Beam uses for the DoFn's restrictions (none registered: the default)
-    coder = _ReadStreamFn(ReadFromKinesis(stream_name="s").settings).restriction_coder()
+    coder = ReadFromKinesis(stream_name="s").restriction_coder()
     restriction = StreamRestriction(
         positions=((SHARD_0, "49590338271490256608559692538361571095921575989136588898"),),
         finished=frozenset({"shardId-000000000009"}),
@@ -188,75 +176,7 @@ def test_restriction_survives_beams_restriction_coder() -> None:
     assert pickle.loads(pickle.dumps(restriction)) == restriction
 
 
-# Unit: rules ---------------------------------------------------------------------------------------
-
-
-def _graph() -> dict[str, ShardInfo]:
-    # 0 split into 2 and 3; 3 merged with 1 into 4.
-    return {
-        "s0": ShardInfo("s0", (), closed=True),
-        "s1": ShardInfo("s1", (), closed=True),
-        "s2": ShardInfo("s2", ("s0",), closed=False),
-        "s3": ShardInfo("s3", ("s0",), closed=True),
-        "s4": ShardInfo("s4", ("s3", "s1"), closed=False),
-    }
-
-
-@pytest.mark.parametrize(
-    ("done", "readable"),
-    [
-        (set(), ["s0", "s1"]),
-        ({"s0"}, ["s1", "s2", "s3"]),
-        ({"s0", "s3"}, ["s1", "s2"]),  # s4 waits for its other parent
-        ({"s0", "s1", "s3"}, ["s2", "s4"]),
-    ],
-)
-def test_children_are_read_only_after_all_their_parents(
-    done: set[str], readable: list[str]
-) -> None:
-    assert readable_shards(_graph(), done) == readable
-
-
-def test_a_parent_gone_from_the_listing_counts_as_read() -> None:
-    # GIVEN a child whose parent aged out of the stream (retention)
-    shards = {"s2": ShardInfo("s2", ("s0",), closed=False)}
-    # THEN the child is readable
-    assert readable_shards(shards, set()) == ["s2"]
-
-
-def test_ancestors_follow_split_and_merge_parents() -> None:
-    assert ancestors(["s4"], _graph()) == {"s3", "s1", "s0"}
-    assert ancestors(["s2", "unknown"], _graph()) == {"s0"}
-
-
-@pytest.mark.parametrize(
-    ("position", "start", "after_saved", "expected"),
-    [
-        ("42", StartPosition(kind="LATEST"), False, ("AFTER_SEQUENCE_NUMBER", "42")),
-        (None, StartPosition(after_sequence={"s2": "7"}), False, ("AFTER_SEQUENCE_NUMBER", "7")),
-        ("9", StartPosition(after_sequence={"s2": "7"}), False, ("AFTER_SEQUENCE_NUMBER", "9")),
-        (None, StartPosition(kind="LATEST"), True, ("TRIM_HORIZON", None)),
-        (None, StartPosition(kind="TRIM_HORIZON"), False, ("TRIM_HORIZON", None)),
-    ],
-)
-def test_iterator_request(
-    position: str | None, start: StartPosition, after_saved: bool, expected: tuple[str, str | None]
-) -> None:
-    request = iterator_request("s2", position, start, start.start_timestamp(0.0), after_saved)
-    assert (request["ShardIteratorType"], request.get("StartingSequenceNumber")) == expected
-
-
-def test_latest_and_at_timestamp_read_from_a_pinned_time() -> None:
-    # GIVEN LATEST resolved when the restriction was made, and an explicit AT_TIMESTAMP
-    latest = StartPosition(kind="LATEST").start_timestamp(now=1_700_000_000.5)
-    at = StartPosition(kind="AT_TIMESTAMP", timestamp=datetime(2026, 1, 2)).start_timestamp(now=0)
-    # THEN both start shards without a position AT_TIMESTAMP (naive timestamps are UTC)
-    assert iterator_request("s", None, StartPosition(), latest, False) == {
-        "ShardIteratorType": "AT_TIMESTAMP",
-        "Timestamp": datetime.fromtimestamp(1_700_000_000.5, UTC),
-    }
-    assert at == datetime(2026, 1, 2, tzinfo=UTC).timestamp()
-    assert StartPosition().start_timestamp(now=5.0) is None
+# Unit: settings ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -274,76 +194,6 @@ def test_latest_and_at_timestamp_read_from_a_pinned_time() -> None:
 def test_invalid_settings_fail_at_construction(arguments: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="ReadFromKinesis"):
         ReadFromKinesis(**arguments)
-
-
-@given(st.lists(st.floats(min_value=0, max_value=4e9), min_size=1, max_size=8))
-def test_watermark_is_the_slowest_shard(progress: list[float]) -> None:
-    assert stream_watermark(progress) == min(progress)
-    assert stream_watermark([*progress, None]) is None
-    assert stream_watermark([]) is None
-
-
-@given(
-    attempt=st.integers(min_value=1, max_value=200),
-    base=st.floats(min_value=0.001, max_value=1),
-    cap=st.floats(min_value=0.001, max_value=30),
-    seed=st.integers(),
-)
-def test_backoff_stays_within_its_exponential_ceiling(
-    attempt: int, base: float, cap: float, seed: int
-) -> None:
-    delay = Backoff(base, cap).delay(attempt, random.Random(seed))
-    assert 0 <= delay <= min(cap, base * 2 ** (attempt - 1))
-
-
-def _client_error(code: str, status: int) -> ClientError:
-    return ClientError(
-        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
-        "GetRecords",
-    )
-
-
-@pytest.mark.parametrize(
-    ("error", "kind"),
-    [
-        (_client_error("ProvisionedThroughputExceededException", 400), "throttled"),
-        (_client_error("LimitExceededException", 400), "throttled"),
-        (_client_error("InternalFailure", 500), "transient"),
-        (_client_error("SomethingNew", 503), "transient"),
-        (EndpointConnectionError(endpoint_url="http://x"), "transient"),
-        (_client_error("ResourceNotFoundException", 400), None),
-        (_client_error("AccessDeniedException", 400), None),
-    ],
-)
-def test_failure_kind(error: Exception, kind: str | None) -> None:
-    assert failure_kind(error) == kind
-
-
-def test_build_batch_unpacks_kpl_aggregates_in_order() -> None:
-    # GIVEN a plain record and a KPL aggregate of three user records with their own keys
-    (aggregated,) = aggregate([UserRecord(f"user-{i}", b"u%d" % i) for i in range(3)])
-    arrival = datetime(2026, 5, 1, tzinfo=UTC)
-    response = [
-        {"SequenceNumber": "10", "PartitionKey": "p", "Data": b"plain", "ApproximateArrivalTimestamp": arrival},
-        {"SequenceNumber": "11", "PartitionKey": aggregated.partition_key, "Data": aggregated.data,
-         "ApproximateArrivalTimestamp": arrival},
-    ]  # fmt: skip
-    # WHEN it becomes a batch
-    batch = build_batch("s", SHARD_0, response, previous_sequence="9", millis_behind_latest=5)
-    # THEN every user record is there in order, with its key, Kinesis sequence and index
-    assert batch is not None
-    assert [
-        (r.sequence_number, r.sub_sequence, r.partition_key, r.data) for r in batch.records
-    ] == [
-        ("10", 0, "p", b"plain"),
-        ("11", 0, "user-0", b"u0"),
-        ("11", 1, "user-1", b"u1"),
-        ("11", 2, "user-2", b"u2"),
-    ]
-    assert (batch.first_sequence, batch.last_sequence, batch.previous_sequence) == ("10", "11", "9")
-    assert batch.max_arrival == arrival.timestamp()
-    # AND an empty response is no batch
-    assert build_batch("s", SHARD_0, [], None, 0) is None
 
 
 # Unit: metrics -------------------------------------------------------------------------------------
@@ -385,7 +235,7 @@ def test_stage_counters_share_one_naming_scheme() -> None:
         StageCounters(Stage.READ).count("records per second")
 
 
-# Reader without Beam: a checkpoint in the middle of a round -------------------------------------
+# The reader driven by the tracker: a checkpoint in the middle of a round --------------------------
 
 
 def test_a_batch_whose_claim_fails_is_read_again_after_the_checkpoint(
@@ -395,7 +245,7 @@ def test_a_batch_whose_claim_fails_is_read_again_after_the_checkpoint(
     entries = [(f"k{i}", b"r-%02d" % i) for i in range(40)]
     put_records(kinesis, stream, entries)
     settings = ReadFromKinesis(stream_name=stream, max_records_per_call=5, **FAST).settings
-    reader = KinesisStreamReader(kinesis, settings)
+    reader = KinesisStreamReader(kinesis, settings, errors=BOTOCORE_ERRORS)
     tracker = StreamRestrictionTracker(StreamRestriction())
     residual: list[StreamRestriction] = []
 
