@@ -5,17 +5,18 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install lint typecheck test test-realdata demo bench lock clean
+.PHONY: help install lint typecheck test test-core test-realdata demo bench lock clean
 
 help:
-	@echo "make test   - create .venv, install pinned dependencies, lint, type-check and run the tests"
+	@echo "make test   - create .venv, install pinned dependencies, lint (ruff, import contracts), type-check, run the tests"
+	@echo "make test-core - the core alone in a fresh venv with only its declared dependencies (part of make test)"
 	@echo "make demo   - run the pipeline locally on generated sample data"
 	@echo "make bench  - measure throughput of the core stages"
 	@echo "make lock   - re-resolve requirements.in into requirements.lock"
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=68"
+	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=77"
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-*
@@ -26,12 +27,28 @@ install: $(STAMP)
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+# The core installed as a user would (`pip install .`: its declared dependencies only, versions from
+# the lock) into a fresh venv, with the test tools, runs the core's unit tests; a command of a layer
+# whose extra is missing must end in one line, exit 2.
+CORE_VENV ?= .venv-core
+test-core:
+	rm -rf $(CORE_VENV) && $(PYTHON) -m venv $(CORE_VENV)
+	$(CORE_VENV)/bin/python -m pip install --quiet --upgrade pip "setuptools>=77" wheel -c requirements.lock
+	$(CORE_VENV)/bin/python -m pip install --quiet --no-build-isolation -c requirements.lock \
+	  . pytest pytest-xdist hypothesis mmdb-writer
+	rm -rf build sluice.egg-info
+	$(CORE_VENV)/bin/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) tests/unit
+	@out=$$($(CORE_VENV)/bin/sluice tables 2>&1); code=$$?; echo "$$out"; \
+	  test $$code -eq 2 && test $$(echo "$$out" | wc -l) -eq 1 && echo "$$out" | grep -q "sluice\[query\]"
 
 typecheck: install
 	$(BIN)/mypy
 
 test: lint typecheck
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
+	$(MAKE) --no-print-directory test-core
 
 # The optional suite over ../shared/realdata (skipped when that folder is absent); also part of `make test`.
 test-realdata: install
@@ -55,4 +72,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) $(CORE_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info

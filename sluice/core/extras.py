@@ -36,6 +36,6 @@ def require(extra: str, *modules: str) -> None:
     missing = [name for name in modules if importlib.util.find_spec(name) is None]
     if missing:
         raise MissingExtraError(
-            f"{EXTRAS.get(extra, extra)} needs the '{extra}' extra (missing: {', '.join(missing)}): "
-            f"pip install 'sluice[{extra}]'"
+            f"this needs the '{extra}' extra ({EXTRAS.get(extra, extra)}; missing: "
+            f"{', '.join(missing)}): pip install 'sluice[{extra}]'"
         )
