@@ -11,9 +11,10 @@ a replay or a restarted job writes exactly the rows an uninterrupted run writes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any, Literal
 
 import orjson
@@ -34,8 +35,8 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
-from sluice.core.contracts import DeadLetter, FeedItem, IotReading, WebAccessLog
-from sluice.transform.aggregate import MetricStats, WebTrafficStats
+from sluice.core.contracts import DeadLetter, FeedItem, IotReading, Source, WebAccessLog
+from sluice.transform.aggregate import MetricStats, WebTrafficStats, aggregate_iot, aggregate_web
 
 Granularity = Literal["day", "hour"]
 
@@ -389,3 +390,42 @@ def web_traffic_rows(
             }
         )
     return _table("web_traffic_1m", rows)
+
+
+@dataclass(frozen=True)
+class WindowTable:
+    """A table of windowed aggregates: where its partials come from and how its rows are made.
+
+    The writer merges a batch's partial aggregates into the stored rows of the same windows; this is
+    everything it needs to know about each such table, so no code tells them apart by name.
+    """
+
+    name: str
+    source: Source
+    """The events aggregated into it."""
+    group_columns: tuple[str, ...]
+    """The key columns before ``window_start``: a partial's key is ``(*group, window_start)``."""
+    accumulator: type[MetricStats] | type[WebTrafficStats]
+    """The mergeable state class stored (as bytes) in the ``state`` column."""
+    aggregate: Callable[[Sequence[Any], int], Mapping[Any, Any]]
+    """Partial aggregates of records: ``aggregate(records, window_seconds)``."""
+    rows: Callable[[Iterable[tuple[Any, Any]], int], pa.Table]
+    """Table rows of ``(key, state)`` pairs: ``rows(pairs, window_seconds)``."""
+    partials: Callable[[Any], Mapping[Any, Any]]
+    """The partial aggregates a job batch already carries for this table."""
+
+
+WINDOW_TABLES: dict[str, WindowTable] = {
+    w.name: w
+    for w in (
+        WindowTable(
+            "iot_metrics_1m", Source.IOT, ("device_id", "metric"), MetricStats, aggregate_iot,
+            iot_metric_rows, attrgetter("iot_windows"),
+        ),
+        WindowTable(
+            "web_traffic_1m", Source.WEBLOG, ("path", "status_class", "country_iso"),
+            WebTrafficStats, aggregate_web, web_traffic_rows, attrgetter("web_windows"),
+        ),
+    )
+}  # fmt: skip
+"""The window tables, in the order the writer commits them (after the event tables)."""

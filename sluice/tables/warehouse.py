@@ -50,23 +50,15 @@ from sluice.core.contracts import Source
 from sluice.stream.stages import Event, JobBatch
 from sluice.tables.specs import (
     TABLES,
+    WINDOW_TABLES,
     Stamped,
+    WindowTable,
     dead_letter_rows,
     feed_rows,
-    iot_metric_rows,
     iot_rows,
     web_rows,
-    web_traffic_rows,
 )
-from sluice.transform.aggregate import (
-    IotKey,
-    MetricStats,
-    WebKey,
-    WebTrafficStats,
-    aggregate_iot,
-    aggregate_web,
-    merge_maps,
-)
+from sluice.transform.aggregate import merge_maps
 
 POSITIONS_PROPERTY = "sluice.positions"
 START_PROPERTY = "sluice.start"
@@ -294,8 +286,8 @@ class ExactlyOnceWriter:
             )
         letters = self._fresh("dead_letters", batches, lambda b: b.dead_letters)
         self._append("dead_letters", dead_letter_rows(e.record for e in letters), batches, report)
-        self._merge_windows("iot_metrics_1m", batches, report, dropped.get(Source.IOT))
-        self._merge_windows("web_traffic_1m", batches, report, dropped.get(Source.WEBLOG))
+        for window in WINDOW_TABLES.values():
+            self._merge_windows(window, batches, report, dropped.get(window.source))
         return report
 
     def _landed_redrives(
@@ -365,13 +357,11 @@ class ExactlyOnceWriter:
         report.rows[name] = rows.num_rows
 
     def _partials(
-        self, name: str, batches: list[JobBatch], dropped: set[Position] | None = None
+        self, window: WindowTable, batches: list[JobBatch], dropped: set[Position] | None = None
     ) -> dict[Any, Any]:
         """Partial aggregates of records this table does not hold yet (``dropped`` left out)."""
         merged: dict[Any, Any] = {}
-        done = self.positions[name]
-        is_iot = name == "iot_metrics_1m"
-        source = Source.IOT if is_iot else Source.WEBLOG
+        done = self.positions[window.name]
         for batch in batches:
             position = done.get(batch.shard_id, -1)
             if batch.last_sequence <= position:
@@ -382,34 +372,31 @@ class ExactlyOnceWriter:
                 else set()
             )
             if batch.first_sequence > position and not skip:
-                partial: Mapping[Any, Any] = batch.iot_windows if is_iot else batch.web_windows
+                partial = window.partials(batch)
             else:  # straddles the position (only right after a restart) or lost a re-driven
                 # duplicate: recompute from its remaining records
                 records = [
                     e.record
-                    for e in batch.events.get(source, [])
+                    for e in batch.events.get(window.source, [])
                     if e.sequence > position and (e.sequence, e.sub_sequence) not in skip
                 ]
-                partial = (
-                    aggregate_iot(records, self.window_seconds)
-                    if is_iot
-                    else aggregate_web(records, self.window_seconds)
-                )
+                partial = window.aggregate(records, self.window_seconds)
             merge_maps(merged, partial)
         return merged
 
     def _merge_windows(
         self,
-        name: str,
+        window: WindowTable,
         batches: list[JobBatch],
         report: FlushReport,
         dropped: set[Position] | None = None,
     ) -> None:
+        name = window.name
         positions = self._new_positions(name, batches)
         if positions == self.positions[name]:
             return
         table = self.tables[name]
-        partials = self._partials(name, batches, dropped)
+        partials = self._partials(window, batches, dropped)
         starts = sorted({key[-1] for key in partials})
         properties = self._properties(positions)
         if not starts:
@@ -418,13 +405,9 @@ class ExactlyOnceWriter:
             return
         window_filter = In(term="window_start", literals=[s.isoformat() for s in starts])
         stored = table.scan(row_filter=window_filter).to_arrow()
-        merged = _stored_state(name, stored)
+        merged = _stored_state(window, stored)
         merge_maps(merged, partials, copy=False)
-        rows = (
-            iot_metric_rows(sorted(merged.items(), key=_sort_key), self.window_seconds)
-            if name == "iot_metrics_1m"
-            else web_traffic_rows(sorted(merged.items(), key=_sort_key), self.window_seconds)
-        )
+        rows = window.rows(sorted(merged.items(), key=_sort_key), self.window_seconds)
         with table.transaction() as tx:
             if stored.num_rows:
                 tx.delete(window_filter, snapshot_properties=properties)
@@ -451,21 +434,13 @@ def _sort_key(item: tuple[Any, Any]) -> tuple[Any, ...]:
     return (key[-1], *key[:-1])
 
 
-def _stored_state(name: str, stored: pa.Table) -> dict[Any, Any]:
+def _stored_state(window: WindowTable, stored: pa.Table) -> dict[Any, Any]:
     """The accumulators of stored window rows, keyed like the partial aggregates."""
-    state: dict[Any, Any] = {}
     columns = stored.to_pydict()
-    for i, start in enumerate(columns.get("window_start", [])):
-        window = start.astimezone(UTC)
-        if name == "iot_metrics_1m":
-            iot_key: IotKey = (columns["device_id"][i], columns["metric"][i], window)
-            state[iot_key] = MetricStats.from_bytes(columns["state"][i])
-        else:
-            web_key: WebKey = (
-                columns["path"][i],
-                columns["status_class"][i],
-                columns["country_iso"][i],
-                window,
-            )
-            state[web_key] = WebTrafficStats.from_bytes(columns["state"][i])
-    return state
+    groups = [columns[name] for name in window.group_columns]
+    return {
+        (*(group[i] for group in groups), start.astimezone(UTC)): window.accumulator.from_bytes(
+            columns["state"][i]
+        )
+        for i, start in enumerate(columns.get("window_start", []))
+    }
