@@ -23,31 +23,32 @@ from sluice.core.deadletters import BatchResult, dead_letter
 from sluice.edges.polling import (
     Checkpoint,
     CheckpointBounds,
-    CheckpointCorrupt,
-    FeedFetchError,
     FeedPoller,
     FeedPollSummary,
     HttpRequest,
     HttpResponse,
     InMemoryCheckpointStore,
     LeaseLost,
-    PageWalk,
     PollerConfig,
     RetryPolicy,
-    SeenSet,
     TransportError,
-    WalkState,
-    bound_checkpoint,
-    conditional_headers,
-    decide_retry,
     decode_seen_state,
     encode_seen_state,
-    fetch_with_retries,
-    next_page_url,
-    parse_retry_after,
-    seen_key,
     urllib_fetch,
+)
+from sluice.edges.polling.checkpoints import CheckpointCorrupt, SeenSet, bound_checkpoint, seen_key
+from sluice.edges.polling.pages import (
+    PageWalk,
+    WalkState,
+    conditional_headers,
+    next_page_url,
     with_query,
+)
+from sluice.edges.polling.retries import (
+    FeedFetchError,
+    decide_retry,
+    fetch_with_retries,
+    parse_retry_after,
 )
 from sluice.parsing.feeds import FeedSpec, PaginationSpec
 from sluice.stream.envelopes import feed_event_id
@@ -859,4 +860,42 @@ def test_a_later_page_failing_is_reported_after_the_checkpoint_write():
         "status": "failed", "pages_fetched": 1, "items_received": 2, "new_items": 2,
         "emitted": 2, "incomplete_reason": "a page could not be fetched", "checkpoint_version": 1,
         "error": f"GET {page_url(2)}: HTTP 404; HTTP 404 is not retryable",
+    }  # fmt: skip
+
+
+class FailingAfterFirstPage(ScriptedFetch):
+    """Serves the script for page 1; any other request raises what ``error`` says (a Fetch bug)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.url != page_url(1) and request.url != URL:
+            self.requests.append(request)
+            raise self.error
+        return super().__call__(request)
+
+
+@pytest.mark.parametrize(
+    ("style", "first_page", "error", "retries"),
+    [
+        pytest.param("next_link", {"results": [item(1), item(2)], "links": {"next": "http://[oops"}}, "ValueError: Invalid IPv6 URL", 0, id="unusable-next-link"),
+        pytest.param("page", {"results": [item(1), item(2)]}, "RuntimeError: fetch bug", 1, id="fetch-bug-on-page-2"),
+    ],
+)  # fmt: skip
+def test_an_unexpected_error_mid_walk_emits_nothing_and_the_summary_says_what_was_read(
+    style, first_page, error, retries
+):
+    # GIVEN a first page (answered after one 503 on the page walk) and then an unexpected error
+    clock, fetch = FakeClock(), FailingAfterFirstPage(RuntimeError("fetch bug"))
+    first_url = URL if style == "next_link" else page_url(1)
+    fetch.on(first_url, *([status(503)] if retries else []), ok(first_page))
+    poller, journal, emitted = journaled_poller(fetch, clock)
+    # WHEN polled THEN nothing is emitted, the lease is released, and the pages read are counted
+    summary = poller.poll(spec_with(style, limit=2))
+    assert journal == ["acquire", "release"] and emitted == []
+    assert facts(summary) == SUMMARY_DEFAULTS | {
+        "status": "failed", "pages_fetched": 1, "items_received": 2, "new_items": 2,
+        "http_retries": retries, "error": error,
     }  # fmt: skip

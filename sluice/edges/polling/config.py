@@ -1,0 +1,38 @@
+"""The feed poller's settings: ``PollerConfig``.
+
+In: values from the feed poller Lambda's settings (``edge_lambdas.feed_poller.settings``), or none
+(tests, local runs: the defaults).
+Out: a validated, immutable ``PollerConfig``.
+Dead letters: none.
+Why: poller-wide settings in one immutable value, validated once; the per-feed ones are in the
+``FeedSpec``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sluice import __version__
+from sluice.edges.polling.checkpoints import CheckpointBounds
+from sluice.edges.polling.retries import RetryPolicy
+
+__all__ = ["DEFAULT_USER_AGENT", "PollerConfig"]
+
+DEFAULT_USER_AGENT = f"sluice-feed-poller/{__version__}"
+
+
+@dataclass(frozen=True, slots=True)
+class PollerConfig:
+    """Poller-wide settings; per-feed ones (timeout, retries, pagination) are in the ``FeedSpec``."""
+
+    user_agent: str = DEFAULT_USER_AGENT
+    lease_seconds: float = 300.0
+    lease_margin_seconds: float = 20.0
+    """Part of the lease kept for emitting and the checkpoint write: no page is fetched once less
+    than this remains, and nothing is emitted once less than half of it remains."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    bounds: CheckpointBounds = field(default_factory=CheckpointBounds)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.lease_margin_seconds < self.lease_seconds:
+            raise ValueError("lease_margin_seconds must be >= 0 and below lease_seconds")
