@@ -41,6 +41,7 @@ from poller_helpers import (
 from devkit.samples import usgs_document
 from edge_lambdas.feed_poller import handler, local
 from edge_lambdas.feed_poller.checkpoints import DynamoDbCheckpointStore, create_checkpoint_table
+from edge_lambdas.feed_poller.settings import load_poller_settings
 from sluice.core.contracts import Envelope, FeedItem
 from sluice.core.errors import ConfigError
 from sluice.edges.polling import (
@@ -607,6 +608,13 @@ def test_lambda_handler_refuses_invalid_settings_and_unknown_feeds(poller_env, m
     with pytest.raises(ConfigError, match="lease_margin_seconds"):
         handler.lambda_handler({}, FakeLambdaContext())
     assert emitter.calls == 0
+
+
+def test_the_lease_margin_has_one_default_for_the_lambda_and_the_poller(poller_env):
+    # GIVEN the settings without SLUICE_LEASE_MARGIN_SECONDS THEN the Lambda's margin is the poller's
+    settings = load_poller_settings()
+    assert settings.lease_margin_seconds == PollerConfig().lease_margin_seconds == 30.0
+    assert settings.poller_config().lease_margin_seconds == 30.0
 
 
 def test_local_main_polls_once_and_prints_a_summary_per_feed(poller_env, tmp_path, capsys):

@@ -19,7 +19,7 @@ Why: one module per concern, each testable alone; this package exports only what
 - ``pages``: conditional headers, the page walk, ``read_page`` (a page's ``PageOutcome``);
 - ``checkpoints``: ``Checkpoint``, its bounds and seen-state codec, ``SeenSet``, the
   ``CheckpointStore`` contract and ``InMemoryCheckpointStore``;
-- ``config``: ``PollerConfig``;
+- ``config``: ``PollerConfig`` and the defaults it shares with the Lambda's settings;
 - ``poller``: ``FeedPoller``, with the steps of a poll and its delivery guarantee (leases, emit
   before checkpoint, re-emission with the same ids after a crash);
 - ``summary``: ``FeedPollSummary``.
@@ -37,6 +37,7 @@ from sluice.edges.polling.checkpoints import (
     encode_seen_state,
 )
 from sluice.edges.polling.config import (
+    DEFAULT_LEASE_MARGIN_SECONDS,
     DEFAULT_USER_AGENT,
     PollerConfig,
 )
@@ -52,6 +53,7 @@ from sluice.edges.polling.transport import (
 )
 
 __all__ = [
+    "DEFAULT_LEASE_MARGIN_SECONDS",
     "DEFAULT_USER_AGENT",
     "Checkpoint",
     "CheckpointBounds",
