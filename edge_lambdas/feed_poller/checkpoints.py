@@ -7,8 +7,8 @@ Table: partition key ``feed`` (string), no sort key, on-demand capacity. Item at
 - ``lease_owner`` (S) and ``lease_expires`` (N, epoch seconds): present while a poll holds the lease;
 - ``source_url``, ``etag``, ``last_modified`` (S): validators of the last complete poll;
 - ``seen_state`` (B): zlib-compressed JSON of the (item id, updated time) pairs and dead-letter ids
-  seen, with their last-seen times (``sluice.edges.polling.encode_seen_state``), bounded so the whole item
-  stays under DynamoDB's 400 KB limit;
+  seen, with their last-seen times (``encode_seen_state``, bounded by ``bound_checkpoint``, both in
+  ``sluice.edges.polling.checkpoints``), so the whole item stays under DynamoDB's 400 KB limit;
 - ``committed_at`` (N): epoch seconds of the last checkpoint write.
 
 Each method is a single ``UpdateItem`` with a condition expression, so it is atomic: taking the lease

@@ -5,10 +5,12 @@ In: a Scheduler event. Its input may name the feeds to poll, ``{"feeds": ["usgs_
 (``SLUICE_FEEDS``) is polled, one after the other.
 Out: ``Envelope``s of new feed items and of dead letters, written to the Kinesis stream; per feed a
 checkpoint in DynamoDB; per feed a summary (returned, logged) and EMF metrics in namespace ``Sluice``.
-Dead letters: see ``sluice.edges.polling`` (pages that are not JSON, items the contract refuses).
+Dead letters: see ``sluice.edges.polling`` (pages that are not JSON, items the contract refuses;
+``sluice.edges.polling.pages.read_page``).
 
 All the logic (conditional GETs, pages, retries, de-duplication, leases, the delivery guarantee) is
-in ``sluice.edges.polling``; this module only wires settings, DynamoDB, Kinesis and Powertools to it.
+in ``sluice.edges.polling`` (the poll itself and its guarantee in ``sluice.edges.polling.poller``);
+this module only wires settings, DynamoDB, Kinesis and Powertools to it.
 A feed that fails is logged and counted (``poll_failed``) but does not fail the invocation: a
 failed invocation would only be retried by Lambda, re-polling every feed, while the next scheduled
 poll retries the failed feed anyway.

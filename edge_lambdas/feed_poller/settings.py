@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 
 from sluice.core.config import CoreSettings, build_settings
 from sluice.edges.polling import (
+    DEFAULT_LEASE_MARGIN_SECONDS,
     DEFAULT_USER_AGENT,
     CheckpointBounds,
     PollerConfig,
@@ -48,10 +49,11 @@ class FeedPollerSettings(CoreSettings):
         "a lease only expires once its holder is dead.",
     )
     lease_margin_seconds: float = Field(
-        default=30.0,
+        default=DEFAULT_LEASE_MARGIN_SECONDS,  # the one default, shared with PollerConfig
         ge=0,
         description="Part of the lease kept for emitting and writing the checkpoint: no page is "
-        "fetched and nothing emitted once less than this remains.",
+        "fetched once less than this remains, and nothing emitted once less than half of it "
+        "remains.",
     )
     time_reserve_seconds: float = Field(
         default=5.0,

@@ -59,12 +59,14 @@ def iter_line_batches(stream: IO[bytes], batch_size: int = DEFAULT_BATCH) -> Ite
         yield batch
 
 
-def gunzip_bounded(data: bytes, max_bytes: int) -> bytes:
+def gunzip_bounded(data: bytes, max_bytes: int, *, truncate: bool = False) -> bytes:
     """Decompress gzip (several members allowed), refusing output beyond ``max_bytes``.
 
     Decompression is streamed in bounded steps, so a small body that inflates to gigabytes costs
     ``max_bytes`` of memory before it is refused. Raises ``ValueError`` for invalid or truncated
-    data and ``OverflowError`` when the output would exceed ``max_bytes``.
+    data and ``OverflowError`` when the output would exceed ``max_bytes``; with ``truncate``, such
+    output is cut to its first ``max_bytes`` bytes instead (for a caller whose own size check
+    downstream refuses it, keeping its beginning as evidence).
     """
     out = bytearray()
     pending = data
@@ -77,6 +79,9 @@ def gunzip_bounded(data: bytes, max_bytes: int) -> bytes:
             raise ValueError(f"invalid gzip data: {err}") from None
         out += chunk
         if len(out) > max_bytes:
+            if truncate:
+                del out[max_bytes:]
+                return bytes(out)
             raise OverflowError(f"decompressed body exceeds {max_bytes} bytes")
         if decompressor.eof:
             rest = decompressor.unused_data

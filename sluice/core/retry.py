@@ -5,8 +5,8 @@ every delay is reproducible).
 Out: the delay before the next attempt, or ``None`` to give up.
 
 Every retry loop uses it: the edges' PutRecords retries (``sluice.edges.delivery``), the feed poller's
-HTTP retries (``sluice.edges.polling``, which adds its HTTP rules on top: which statuses retry, and
-``Retry-After`` as a floor) and the Kinesis reader's GetRecords retries
+HTTP retries (``sluice.edges.polling.retries``, which adds its HTTP rules on top: which statuses
+retry, and ``Retry-After`` as a floor) and the Kinesis reader's GetRecords retries
 (``sluice.stream.kinesis.reader``). What makes an error worth retrying stays with each caller.
 
 Why full jitter: the delay before retry ``n`` is drawn uniformly from ``[0, min(cap, base * 2**n)]``.

@@ -41,6 +41,7 @@ from poller_helpers import (
 from devkit.samples import usgs_document
 from edge_lambdas.feed_poller import handler, local
 from edge_lambdas.feed_poller.checkpoints import DynamoDbCheckpointStore, create_checkpoint_table
+from edge_lambdas.feed_poller.settings import load_poller_settings
 from sluice.core.contracts import Envelope, FeedItem
 from sluice.core.errors import ConfigError
 from sluice.edges.polling import (
@@ -48,11 +49,19 @@ from sluice.edges.polling import (
     Emit,
     FeedPoller,
     FeedPollSummary,
+    HttpRequest,
     PollerConfig,
     RetryPolicy,
+    TransportError,
     urllib_fetch,
 )
-from sluice.parsing.feeds import USGS_EARTHQUAKES, FeedSpec, PaginationSpec, parse_feed_document
+from sluice.parsing.feeds import (
+    MAX_DOCUMENT_BYTES,
+    USGS_EARTHQUAKES,
+    FeedSpec,
+    PaginationSpec,
+    parse_feed_document,
+)
 from sluice.stream.envelopes import decode_envelopes, feed_event_id
 
 FAST_RETRY = RetryPolicy(base_delay=0.01, max_delay=0.05, max_retry_after=3.0)
@@ -308,6 +317,55 @@ def test_gzip_bodies_are_decoded_and_redirects_off_http_are_refused(server, stor
     assert len(server.requests_to("/evil")) == 1 and len(records(emitter.take())) == 6
 
 
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        pytest.param("identity", b"[" + b"1," * 2_000 + b"1]", id="plain"),
+        pytest.param("gzip", b"[" + b"1," * 2_000 + b"1]", id="gzip-inflating-over-the-limit"),
+    ],
+)
+def test_a_body_over_the_limit_is_read_one_byte_over_never_more(server, encoding, body):
+    # GIVEN a 4 KB body, plain or gzip-compressed (to far less than the limit)
+    server.route(
+        "/big",
+        lambda request: Reply(
+            200,
+            gzip.compress(body) if encoding == "gzip" else body,
+            {"Content-Encoding": "gzip"} if encoding == "gzip" else {},
+        ),
+    )
+    # WHEN fetched with a 1,000-byte limit
+    response = urllib_fetch(HttpRequest(server.url("/big"), {}, 2.0), max_bytes=1_000)
+    # THEN one byte over the limit is kept (the feed parser refuses it as too large) and no more
+    assert response.status == 200 and response.body == body[:1_001]
+
+
+def test_an_invalid_gzip_body_is_a_transport_error(server):
+    server.route(
+        "/bad-gzip", lambda request: Reply(200, b"not gzip at all", {"Content-Encoding": "gzip"})
+    )
+    with pytest.raises(TransportError, match="invalid gzip body"):
+        urllib_fetch(HttpRequest(server.url("/bad-gzip"), {}, 2.0))
+
+
+def test_a_gzip_document_inflating_past_the_document_limit_is_a_too_large_dead_letter(
+    server, store
+):
+    # GIVEN a small gzip body that inflates to one byte more than a feed document may have
+    document = b'{"features": [' + b" " * (MAX_DOCUMENT_BYTES - 15) + b"]}"
+    assert len(document) == MAX_DOCUMENT_BYTES + 1
+    zipped = gzip.compress(document)
+    server.route("/huge", lambda request: Reply(200, zipped, {"Content-Encoding": "gzip"}))
+    emitter = ListEmitter()
+    # WHEN polled
+    summary = make_poller(store, emitter).poll(usgs_spec(server.url("/huge"), name="huge"))
+    # THEN the parser refused the document as too large: one dead letter, holding its beginning
+    (letter,) = dead_letters(emitter.take())
+    assert summary.status == "ok" and summary.dead_letters_by_reason == {"too_large": 1}
+    assert letter.payload["raw_size"] == MAX_DOCUMENT_BYTES + 1
+    assert letter.payload["raw"].startswith('{"features": [   ')
+
+
 # --- concurrency and crashes ---------------------------------------------------------------------
 
 
@@ -550,6 +608,13 @@ def test_lambda_handler_refuses_invalid_settings_and_unknown_feeds(poller_env, m
     with pytest.raises(ConfigError, match="lease_margin_seconds"):
         handler.lambda_handler({}, FakeLambdaContext())
     assert emitter.calls == 0
+
+
+def test_the_lease_margin_has_one_default_for_the_lambda_and_the_poller(poller_env):
+    # GIVEN the settings without SLUICE_LEASE_MARGIN_SECONDS THEN the Lambda's margin is the poller's
+    settings = load_poller_settings()
+    assert settings.lease_margin_seconds == PollerConfig().lease_margin_seconds == 30.0
+    assert settings.poller_config().lease_margin_seconds == 30.0
 
 
 def test_local_main_polls_once_and_prints_a_summary_per_feed(poller_env, tmp_path, capsys):

@@ -243,6 +243,21 @@ def test_gzip_bomb_decompression_stops_at_the_limit() -> None:
     assert peak < 12 * MIB
 
 
+def test_gzip_bomb_can_be_cut_at_the_limit_instead_of_refused() -> None:
+    # GIVEN the same bomb WHEN decompressed with truncate THEN its first 5 MiB come back, in bounded
+    # memory (the feed poller hands them on to the parser, which refuses the document as too large)
+    tracemalloc.start()
+    try:
+        head = gunzip_bounded(BOMB, 5 * MIB, truncate=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert head == b"0" * (5 * MIB) and peak < 20 * MIB  # a few copies of 5 MiB, never 256
+    small = gzip.compress(b"abc")
+    assert gunzip_bounded(small, 3, truncate=True) == b"abc" == gunzip_bounded(small, 3)
+    assert gunzip_bounded(small, 2, truncate=True) == b"ab"
+
+
 def test_the_same_request_twice_yields_the_same_event_ids(
     iot_handler: ModuleType, kinesis: Any, stream: str
 ) -> None:

@@ -23,30 +23,32 @@ from sluice.core.deadletters import BatchResult, dead_letter
 from sluice.edges.polling import (
     Checkpoint,
     CheckpointBounds,
-    CheckpointCorrupt,
-    FeedFetchError,
     FeedPoller,
+    FeedPollSummary,
     HttpRequest,
     HttpResponse,
     InMemoryCheckpointStore,
     LeaseLost,
-    PageWalk,
     PollerConfig,
     RetryPolicy,
-    SeenSet,
     TransportError,
-    WalkState,
-    bound_checkpoint,
-    conditional_headers,
-    decide_retry,
     decode_seen_state,
     encode_seen_state,
-    fetch_with_retries,
-    next_page_url,
-    parse_retry_after,
-    seen_key,
     urllib_fetch,
+)
+from sluice.edges.polling.checkpoints import CheckpointCorrupt, SeenSet, bound_checkpoint, seen_key
+from sluice.edges.polling.pages import (
+    PageWalk,
+    WalkState,
+    conditional_headers,
+    next_page_url,
     with_query,
+)
+from sluice.edges.polling.retries import (
+    FeedFetchError,
+    decide_retry,
+    fetch_with_retries,
+    parse_retry_after,
 )
 from sluice.parsing.feeds import FeedSpec, PaginationSpec
 from sluice.stream.envelopes import feed_event_id
@@ -665,3 +667,235 @@ def test_no_content_is_an_empty_page_and_a_busy_lease_emits_nothing():
     store.acquire("things", "someone-else", now=EPOCH_NOW, lease_seconds=600)
     busy = poller.poll(spec_with())
     assert busy.status == "lease_busy" and len(fetch.requests) == 1
+
+
+# --- how a poll ends: every path, its summary and the order of its side effects ------------------
+
+
+def facts(summary: FeedPollSummary) -> dict[str, Any]:
+    """The summary without its (real-time) duration."""
+    return {k: v for k, v in summary.as_dict().items() if k != "duration_seconds"}
+
+
+class RecordingStore(InMemoryCheckpointStore):
+    """An in-memory store that logs its calls into a shared journal, optionally slow or stolen."""
+
+    def __init__(
+        self,
+        journal: list[str],
+        clock: FakeClock,
+        *,
+        acquire_takes: float = 0.0,
+        steal: bool = False,
+    ) -> None:
+        super().__init__()
+        self.journal, self.clock = journal, clock
+        self.acquire_takes, self.steal = acquire_takes, steal
+
+    def acquire(self, feed: str, owner: str, now: float, lease_seconds: float) -> Checkpoint | None:
+        self.journal.append("acquire")
+        self.clock.t += self.acquire_takes
+        return super().acquire(feed, owner, now, lease_seconds)
+
+    def commit(self, checkpoint: Checkpoint, owner: str, expected_version: int) -> None:
+        self.journal.append("commit")
+        if self.steal:
+            raise LeaseLost("taken over by another invocation")
+        super().commit(checkpoint, owner, expected_version)
+
+    def release(self, feed: str, owner: str) -> None:
+        self.journal.append("release")
+        super().release(feed, owner)
+
+
+def journaled_poller(
+    fetch: ScriptedFetch,
+    clock: FakeClock,
+    *,
+    store_options: dict[str, Any] | None = None,
+    **config: Any,
+) -> tuple[FeedPoller, list[str], list[Envelope]]:
+    journal: list[str] = []
+    emitted: list[Envelope] = []
+
+    def emit(envelopes: list[Envelope]) -> None:
+        journal.append(f"emit {len(envelopes)}")
+        emitted.extend(envelopes)
+
+    poller, _, _ = make_poller(fetch, clock, **config)
+    poller.store = RecordingStore(journal, clock, **(store_options or {}))
+    poller.emit = emit
+    return poller, journal, emitted
+
+
+SUMMARY_DEFAULTS: dict[str, Any] = {
+    "feed": "things", "status": "ok", "pages_fetched": 0, "items_received": 0, "new_items": 0,
+    "duplicates_skipped": 0, "dead_letters": 0, "dead_letters_by_reason": {}, "emitted": 0,
+    "not_modified": False, "http_retries": 0, "complete": False, "incomplete_reason": None,
+    "checkpoint_evicted": 0, "checkpoint_version": None, "error": None,
+}  # fmt: skip
+
+
+def test_a_complete_poll_emits_before_it_checkpoints_and_a_304_only_releases():
+    clock, fetch = FakeClock(), ScriptedFetch()
+    fetch.on(URL, ok({"results": [item(1), item(2), {"id": "no-time"}]}, etag='"v1"'), status(304))
+    poller, journal, _ = journaled_poller(fetch, clock)
+    first, second = poller.poll(spec_with()), poller.poll(spec_with())
+    assert journal == ["acquire", "emit 3", "commit", "acquire", "release"]
+    assert facts(first) == SUMMARY_DEFAULTS | {
+        "pages_fetched": 1, "items_received": 3, "new_items": 2, "dead_letters": 1,
+        "dead_letters_by_reason": {"missing_field": 1}, "emitted": 3, "complete": True,
+        "checkpoint_version": 1,
+    }  # fmt: skip
+    assert facts(second) == SUMMARY_DEFAULTS | {
+        "status": "not_modified", "not_modified": True, "pages_fetched": 1, "complete": True,
+        "checkpoint_version": 1,
+    }  # fmt: skip
+
+
+def test_an_unusable_page_marks_the_poll_incomplete_and_a_page_walk_goes_on():
+    clock, fetch = FakeClock(), ScriptedFetch()
+    fetch.on(page_url(1), ok({"results": [item(1), item(2)]}, etag='"p1"'))
+    fetch.on(page_url(2), HttpResponse(200, {}, b"<html>oops", page_url(2)))
+    fetch.on(page_url(3), ok({"results": [item(5)]}))
+    poller, journal, _ = journaled_poller(fetch, clock)
+    summary = poller.poll(spec_with("page", limit=2))
+    assert journal == ["acquire", "emit 4", "commit"]
+    assert facts(summary) == SUMMARY_DEFAULTS | {
+        "pages_fetched": 3, "items_received": 4, "new_items": 3, "dead_letters": 1,
+        "dead_letters_by_reason": {"invalid_json": 1}, "emitted": 4,
+        "incomplete_reason": "a page was not a usable document", "checkpoint_version": 1,
+    }  # fmt: skip
+    # AND an incomplete walk stores no validators, so the next poll is not conditional
+    poller.poll(spec_with("page", limit=2))
+    assert "If-None-Match" not in fetch.requests[3].headers
+
+
+def test_an_unexpected_304_for_a_later_page_ends_the_walk_incomplete():
+    clock, fetch = FakeClock(), ScriptedFetch()
+    fetch.on(page_url(1), ok({"results": [item(1), item(2)]}))
+    fetch.on(page_url(2), status(304))
+    poller, journal, _ = journaled_poller(fetch, clock)
+    summary = poller.poll(spec_with("page", limit=2))
+    assert journal == ["acquire", "emit 2", "commit"]
+    assert facts(summary) == SUMMARY_DEFAULTS | {
+        "pages_fetched": 2, "items_received": 2, "new_items": 2, "emitted": 2,
+        "incomplete_reason": "unexpected 304 for a later page", "checkpoint_version": 1,
+    }  # fmt: skip
+
+
+def test_a_first_page_failing_for_good_emits_nothing_and_releases_the_lease():
+    clock, fetch = FakeClock(), ScriptedFetch()
+    fetch.on(URL, status(500))
+    poller, journal, emitted = journaled_poller(fetch, clock)
+    summary = poller.poll(spec_with())
+    assert journal == ["acquire", "release"] and emitted == []
+    assert facts(summary) == SUMMARY_DEFAULTS | {
+        "status": "failed", "http_retries": 2,
+        "error": f"GET {URL}: HTTP 500; gave up after 3 attempts",
+    }  # fmt: skip
+
+
+def test_no_time_left_for_the_first_request_emits_nothing_and_releases_the_lease():
+    # GIVEN a store so slow that the poll's deadline has passed once the lease is taken
+    clock, fetch = FakeClock(), ScriptedFetch()
+    poller, journal, _ = journaled_poller(fetch, clock, store_options={"acquire_takes": 11.0})
+    summary = poller.poll(spec_with(), deadline=10.0)
+    assert journal == ["acquire", "release"] and fetch.requests == []
+    assert facts(summary) == SUMMARY_DEFAULTS | {
+        "status": "failed", "incomplete_reason": "time or lease ran out",
+        "error": f"no time left to fetch {URL}",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("latency", "emits"),
+    [
+        pytest.param(12.0, True, id="walk-ends-within-half-the-margin"),
+        pytest.param(13.0, False, id="walk-ends-past-half-the-margin"),
+    ],
+)
+def test_the_lease_margin_stops_the_walk_then_emission(latency, emits):
+    # GIVEN a 30 s lease with a 10 s margin (no page fetched after 20 s, nothing emitted after 25 s)
+    # and pages that take `latency` seconds each
+    clock = FakeClock()
+    fetch = ScriptedFetch(clock, latency=latency)
+    for n in (1, 2, 3):
+        fetch.on(page_url(n), ok({"results": [item(2 * n), item(2 * n + 1)]}))
+    poller, journal, _ = journaled_poller(fetch, clock, lease_seconds=30, lease_margin_seconds=10)
+    # WHEN polled THEN the third page is never fetched, and the two read are emitted only when the
+    # second ended before 25 s
+    summary = poller.poll(spec_with("page", limit=2))
+    assert len(fetch.requests) == 2
+    if emits:
+        assert journal == ["acquire", "emit 4", "commit"]
+        assert summary.status == "ok" and summary.incomplete_reason == "time or lease ran out"
+    else:
+        assert journal == ["acquire", "release"]
+        assert summary.status == "failed" and summary.emitted == 0
+        assert summary.error == "the lease was about to expire before emitting; nothing emitted"
+    assert summary.pages_fetched == 2 and summary.new_items == 4 and not summary.complete
+
+
+def test_a_lost_lease_at_the_checkpoint_write_fails_the_poll_after_emitting():
+    clock, fetch = FakeClock(), ScriptedFetch()
+    fetch.on(URL, ok({"results": [item(1)]}))
+    poller, journal, emitted = journaled_poller(fetch, clock, store_options={"steal": True})
+    summary = poller.poll(spec_with())
+    assert journal == ["acquire", "emit 1", "commit", "release"] and len(emitted) == 1
+    assert facts(summary) == SUMMARY_DEFAULTS | {
+        "status": "failed", "pages_fetched": 1, "items_received": 1, "new_items": 1,
+        "emitted": 1, "complete": True, "error": "taken over by another invocation",
+    }  # fmt: skip
+
+
+def test_a_later_page_failing_is_reported_after_the_checkpoint_write():
+    clock, fetch = FakeClock(), ScriptedFetch()
+    fetch.on(page_url(1), ok({"results": [item(1), item(2)]}))
+    fetch.on(page_url(2), status(404))
+    poller, journal, _ = journaled_poller(fetch, clock)
+    summary = poller.poll(spec_with("page", limit=2))
+    assert journal == ["acquire", "emit 2", "commit"]
+    assert facts(summary) == SUMMARY_DEFAULTS | {
+        "status": "failed", "pages_fetched": 1, "items_received": 2, "new_items": 2,
+        "emitted": 2, "incomplete_reason": "a page could not be fetched", "checkpoint_version": 1,
+        "error": f"GET {page_url(2)}: HTTP 404; HTTP 404 is not retryable",
+    }  # fmt: skip
+
+
+class FailingAfterFirstPage(ScriptedFetch):
+    """Serves the script for page 1; any other request raises what ``error`` says (a Fetch bug)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.url != page_url(1) and request.url != URL:
+            self.requests.append(request)
+            raise self.error
+        return super().__call__(request)
+
+
+@pytest.mark.parametrize(
+    ("style", "first_page", "error", "retries"),
+    [
+        pytest.param("next_link", {"results": [item(1), item(2)], "links": {"next": "http://[oops"}}, "ValueError: Invalid IPv6 URL", 0, id="unusable-next-link"),
+        pytest.param("page", {"results": [item(1), item(2)]}, "RuntimeError: fetch bug", 1, id="fetch-bug-on-page-2"),
+    ],
+)  # fmt: skip
+def test_an_unexpected_error_mid_walk_emits_nothing_and_the_summary_says_what_was_read(
+    style, first_page, error, retries
+):
+    # GIVEN a first page (answered after one 503 on the page walk) and then an unexpected error
+    clock, fetch = FakeClock(), FailingAfterFirstPage(RuntimeError("fetch bug"))
+    first_url = URL if style == "next_link" else page_url(1)
+    fetch.on(first_url, *([status(503)] if retries else []), ok(first_page))
+    poller, journal, emitted = journaled_poller(fetch, clock)
+    # WHEN polled THEN nothing is emitted, the lease is released, and the pages read are counted
+    summary = poller.poll(spec_with(style, limit=2))
+    assert journal == ["acquire", "release"] and emitted == []
+    assert facts(summary) == SUMMARY_DEFAULTS | {
+        "status": "failed", "pages_fetched": 1, "items_received": 2, "new_items": 2,
+        "http_retries": retries, "error": error,
+    }  # fmt: skip
