@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from sluice.core.contracts import make_event_id
 from sluice.parsing.feeds import USGS_EARTHQUAKES, parse_feed_document
 from sluice.parsing.iot import parse_iot_batch
+from sluice.stream.envelopes import iot_event_id
 
 REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
 if not REALDATA.is_dir():
@@ -30,15 +30,13 @@ def test_mqtt_lab_capture_every_message_is_a_reading_and_duplicates_share_ids():
     assert result.dead_letters == []
     assert len(result.valid) == len(capture)
     assert all(r.device_id and r.metrics for r in result.valid)
-    # AND re-delivered messages (same _msgid) map to the same event identity, so they can be de-duplicated
-    ids = [
-        make_event_id("iot", r.device_id, r.message_id or r.event_time.isoformat())
-        for r in result.valid
-    ]
+    # AND re-delivered messages (same _msgid) get the same event id from production's own rule
+    # (``iot_event_id``, what the edge puts in the envelope), so they can be de-duplicated
+    ids = [iot_event_id(r) for r in result.valid]
     with_msgid = [r for r in result.valid if r.message_id]
     assert len(set(ids)) < len(ids)
     assert len({r.message_id for r in with_msgid}) < len(with_msgid)
-    ids_with_msgid = {make_event_id("iot", r.device_id, r.message_id) for r in with_msgid}
+    ids_with_msgid = {iot_event_id(r) for r in with_msgid}
     assert len(ids_with_msgid) == len({(r.device_id, r.message_id) for r in with_msgid})
 
 

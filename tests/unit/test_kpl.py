@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import subprocess
-import sys
 
 import pytest
 from hypothesis import given, settings
@@ -146,11 +144,3 @@ def test_aggregates_of_the_aws_library_are_read_by_us() -> None:
 
     # WHEN / THEN sluice.stream.kpl de-aggregates them
     assert deaggregate(data, partition_key) == records
-
-
-def test_importing_the_module_leaves_sys_path_alone() -> None:
-    # The library prepends its own folder and site-packages to sys.path on import.
-    code = (
-        "import sys; before = list(sys.path); import sluice.stream.kpl; assert sys.path == before"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
