@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from sluice.analysts.athena import all_ddl
-from sluice.analysts.query import extract_bounds
+from sluice.analysts.query import extract_bounds, tables_named_in
 from sluice.core.contracts import IotReading
 from sluice.stream.envelopes import encode, wrap_reading
 from sluice.stream.stages import InputRecord, decode_batch, window_batch
@@ -71,7 +71,10 @@ def at(text: str) -> datetime:
         ("SELECT * FROM web_requests WHERE event_time >= 'yesterday'", {}),  # unreadable literal
         (f"SELECT * FROM web_requests WHERE event_time >= {TS} OR status = 500", {}),
         (f"SELECT * FROM web_requests WHERE NOT (event_time >= {TS})", {}),
-        (f"SELECT * FROM web_requests WHERE (event_time >= {TS} AND status = 1)", {}),
+        (  # parentheses around an AND change nothing: the term still filters every row
+            f"SELECT * FROM web_requests WHERE (event_time >= {TS} AND status = 1)",
+            {"web_requests": [(">=", "2026-11-26 12:00")]},
+        ),
         (f"SELECT count_if(event_time >= {TS}) FROM web_requests", {}),
         (f"SELECT CASE WHEN event_time >= {TS} THEN 1 END FROM web_requests", {}),
         (f"SELECT * FROM web_requests a, web_requests b WHERE a.event_time >= {TS}", {}),
@@ -93,6 +96,69 @@ def at(text: str) -> datetime:
             f"SELECT * FROM web_requests WHERE path IS NOT NULL AND event_time >= {TS}",
             {"web_requests": [(">=", "2026-11-26 12:00")]},
         ),
+        # Regression: DuckDB drops a UTC offset in a TIMESTAMP literal (a TIMESTAMP has no zone) and
+        # applies it in a TIMESTAMPTZ literal or a plain string (cast to the column's TIMESTAMPTZ).
+        (
+            "SELECT * FROM web_requests WHERE event_time >= TIMESTAMP '2026-12-01 03:00:00-06:00'",
+            {"web_requests": [(">=", "2026-12-01 03:00")]},
+        ),
+        (
+            "SELECT * FROM web_requests WHERE event_time >= TIMESTAMPTZ '2026-12-01 03:00:00-06:00'",
+            {"web_requests": [(">=", "2026-12-01 09:00")]},
+        ),
+        (
+            "SELECT * FROM web_requests WHERE event_time < '2026-12-01 03:00:00+05:30'",
+            {"web_requests": [("<", "2026-11-30 21:30")]},
+        ),
+        (
+            "SELECT * FROM web_requests WHERE event_time >= TIMESTAMPTZ '2026-12-01 03:00 America/Chicago'",
+            {"web_requests": [(">=", "2026-12-01 09:00")]},
+        ),
+        # Regression: a dollar-quoted string is one string to DuckDB, quotes and dashes included.
+        (  # DuckDB reads (event_time >= TS AND path <> ' ') OR status = 200, then a comment
+            f"SELECT * FROM web_requests WHERE event_time >= {TS} AND path <> $$ ' $$ "
+            "OR status = 200 --'",
+            {},
+        ),
+        (
+            f"SELECT * FROM web_requests WHERE path <> $q$it's -- $q$ AND event_time >= {TS}",
+            {"web_requests": [(">=", "2026-11-26 12:00")]},
+        ),
+        (
+            "SELECT * FROM dead_letters WHERE first_seen >= $$2026-11-26 12:00:00+01$$",
+            {"dead_letters": [(">=", "2026-11-26 11:00")]},
+        ),
+        (  # the literal is written reversed: the bound is the same
+            f"SELECT * FROM web_requests WHERE {TS} > event_time",
+            {"web_requests": [("<", "2026-11-26 12:00")]},
+        ),
+        (  # NOT elsewhere does not make this AND term any less certain
+            f"SELECT * FROM web_requests WHERE NOT status = 500 AND event_time >= {TS}",
+            {"web_requests": [(">=", "2026-11-26 12:00")]},
+        ),
+        (  # a CTE named like a table hides it
+            f"WITH web_requests AS (SELECT * FROM dead_letters) "
+            f"SELECT * FROM web_requests WHERE event_time >= {TS}",
+            {},
+        ),
+        (  # a table read through a string is a read this module cannot see
+            f"SELECT * FROM web_requests WHERE event_time >= {TS} "
+            "UNION ALL SELECT * FROM query_table('web_requests')",
+            {},
+        ),
+        (  # rows pair by position: fewer rows on one side change the others
+            f"SELECT * FROM web_requests w POSITIONAL JOIN dead_letters d WHERE w.event_time >= {TS}",
+            {},
+        ),
+        (  # current_timestamp is a column name to DuckDB: here it is the select alias
+            "SELECT event_time AS current_timestamp FROM web_requests "
+            "WHERE event_time >= current_timestamp - INTERVAL 1 DAY",
+            {},
+        ),
+        (f"SELECT * FROM web_requests WHERE event_time >= {TS}; SELECT 1", {}),
+        ("SELECT * FROM web_requests WHERE event_time >= TIMESTAMP_NS '2026-11-26'", {}),
+        ("SELECT * FROM web_requests WHERE event_time >= 'infinity'", {}),
+        ("SELECT * FROM web_requests WHERE event_time >= ", {}),  # a syntax error
     ],
 )
 def test_extract_bounds(sql: str, expected: dict[str, list[tuple[str, str]]]) -> None:
@@ -103,6 +169,31 @@ def test_extract_bounds(sql: str, expected: dict[str, list[tuple[str, str]]]) ->
     } == expected
     for bounds in found.values():
         assert all(b.value.tzinfo is not None for b in bounds)
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        (
+            "SELECT * FROM web_requests w JOIN DEAD_LETTERS USING (event_id)",
+            ["web_requests", "dead_letters"],
+        ),
+        # names in strings, comments, dollar quotes and aliases are not table references
+        (
+            "SELECT 'iot_readings', $$feed_items$$ AS web_traffic_1m /* iot_metrics_1m */ "
+            "FROM dead_letters -- web_requests",
+            ["dead_letters"],
+        ),
+        ("SELECT * FROM (SELECT 1) x, LATERAL (SELECT * FROM feed_items) y", ["feed_items"]),
+        ("SUMMARIZE iot_readings", ["iot_readings"]),
+        # what DuckDB cannot serialize to JSON falls back to a word match of the text
+        ("EXPLAIN SELECT * FROM iot_readings", ["iot_readings"]),
+        ("PIVOT web_traffic_1m ON path USING sum(requests)", ["web_traffic_1m"]),
+        ("SELECT * FROM iot_readings WHERE", ["iot_readings"]),
+    ],
+)
+def test_tables_named_in(sql: str, expected: list[str]) -> None:
+    assert sorted(tables_named_in(sql)) == sorted(expected)
 
 
 def _readings_over_days(days: int, per_day: int) -> list[InputRecord]:
