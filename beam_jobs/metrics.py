@@ -26,13 +26,7 @@ from apache_beam.runners.runner import PipelineResult
 
 from sluice.core.contracts import Stage
 
-__all__ = [
-    "NAMESPACE",
-    "DistributionSummary",
-    "StageCounters",
-    "query_counters",
-    "query_distributions",
-]
+__all__ = ["DistributionSummary", "StageCounters", "query_counters", "query_distributions"]
 
 NAMESPACE: Final = "sluice"
 """Beam metrics namespace of every Sluice counter."""

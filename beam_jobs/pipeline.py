@@ -52,6 +52,18 @@ from sluice.tables.warehouse import (
 )
 from sluice.transform.filters import RecordFilter
 
+__all__ = [
+    "ApplyFilters",
+    "EnrichWithGeoIp",
+    "ParseAndValidate",
+    "WindowAndAggregate",
+    "WriteToIceberg",
+    "build",
+    "local_root",
+    "process",
+    "start_position",
+]
+
 LOG = logging.getLogger("sluice.job")
 
 

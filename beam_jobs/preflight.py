@@ -29,7 +29,7 @@ from sluice.core.aws_errors import aws_error
 from sluice.core.errors import ConfigError
 from sluice.tables.warehouse import open_catalog
 
-__all__ = ["check_catalog", "check_stream", "region_of"]
+__all__ = ["check_catalog", "check_stream"]
 
 _QUICK = Config(connect_timeout=3, read_timeout=5, retries={"total_max_attempts": 2})
 

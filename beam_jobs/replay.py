@@ -38,6 +38,8 @@ from sluice.tables.archive import (
     split_at_sequences,
 )
 
+__all__ = ["main", "shard_batches"]
+
 REPLAY_STREAM = "archive"
 
 

@@ -25,6 +25,8 @@ from sluice.core.errors import ConfigError
 from sluice.core.flags import FlagParser
 from sluice.core.runtime import tune_gc
 
+__all__ = ["configure_logging", "job_flags", "main", "pipeline_options", "run_and_report"]
+
 ALIASES = {
     "--stop-when-idle": "stop_when_idle_seconds",
     "--stop_when_idle": "stop_when_idle_seconds",

@@ -22,7 +22,7 @@ from pydantic_settings import SettingsConfigDict
 from sluice.core.config import CoreSettings, build_settings
 from sluice.tables.warehouse import WarehouseSettings
 
-__all__ = ["RUNNERS", "JobSettings", "load_job_settings"]
+__all__ = ["JobSettings", "load_job_settings"]
 
 RUNNERS = ("FnApiRunner", "FlinkRunner")
 """``FnApiRunner``: Beam's in-process runner (the engine of the DirectRunner, pinned because the

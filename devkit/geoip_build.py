@@ -29,6 +29,8 @@ from typing import Any, NamedTuple, NotRequired, TypedDict
 
 from sluice.core.errors import ConfigError
 
+__all__ = ["DEMO_NETWORKS", "DemoNetwork", "build_asn_db", "build_city_db", "build_demo_databases"]
+
 CITY_DATABASE_TYPE = "GeoLite2-City"
 COUNTRY_DATABASE_TYPE = "GeoLite2-Country"
 ASN_DATABASE_TYPE = "GeoLite2-ASN"

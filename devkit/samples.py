@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
+__all__ = ["access_log_lines", "iot_messages", "usgs_document"]
+
 START = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 DEVICE_SENSORS = ("temperature", "humidity", "battery", "co2")
 PATHS = (

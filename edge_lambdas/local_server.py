@@ -34,6 +34,8 @@ from edge_lambdas.shared.events import LocalContext, apigw_v2_event, cloudwatch_
 from sluice.core.errors import ConfigError
 from sluice.core.inputs import gunzip_bounded
 
+__all__ = ["LocalEdgeServer", "create_server", "main"]
+
 Handler = Callable[[dict[str, Any], Any], Any]
 
 MAX_REQUEST_BYTES = 10 * 1024 * 1024

@@ -5,4 +5,6 @@ batches; the Lambda edges, the Beam job and the Flink application are thin adapt
 This package never imports apache_beam, pyflink or boto3.
 """
 
+__all__ = ["__version__"]
+
 __version__ = "0.1.0"

@@ -32,6 +32,8 @@ from sluice.edges.polling import (
     encode_seen_state,
 )
 
+__all__ = ["DynamoDbCheckpointStore", "create_checkpoint_table"]
+
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 

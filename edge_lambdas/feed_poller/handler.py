@@ -43,6 +43,8 @@ from sluice.edges.polling import (
 )
 from sluice.parsing.feeds import FeedSpec
 
+__all__ = ["build_emitter", "build_poller", "lambda_handler", "select_feeds"]
+
 SERVICE = "feed_poller"
 NAMESPACE = "Sluice"
 

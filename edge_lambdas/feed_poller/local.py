@@ -27,6 +27,8 @@ from sluice.core.errors import ConfigError
 from sluice.edges.polling import CheckpointStore, Emit, InMemoryCheckpointStore
 from sluice.stream.envelopes import encode
 
+__all__ = ["main"]
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 

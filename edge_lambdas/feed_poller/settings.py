@@ -24,6 +24,8 @@ from sluice.edges.polling import (
     RetryPolicy,
 )
 
+__all__ = ["FeedPollerSettings", "load_poller_settings"]
+
 DYNAMODB_ITEM_LIMIT = 400 * 1024
 
 

@@ -37,6 +37,8 @@ from sluice.edges.ingest import (
     service_unavailable_body,
 )
 
+__all__ = ["lambda_handler"]
+
 SERVICE = "iot_ingest"
 
 # Cold start: invalid settings fail the init here, with the variable named, before any traffic.

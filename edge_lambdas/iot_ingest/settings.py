@@ -10,6 +10,8 @@ from pydantic import Field
 from edge_lambdas.shared.settings import EdgeSettings
 from sluice.edges.ingest import BodyLimits
 
+__all__ = ["IotIngestSettings"]
+
 MIB = 1024 * 1024
 
 

@@ -53,6 +53,8 @@ from sluice.edges.ingest import (
 )
 from sluice.parsing.weblog import LogParser
 
+__all__ = ["lambda_handler"]
+
 SERVICE = "log_ingest"
 _MISSING_OBJECT_CODES = frozenset({"NoSuchKey", "NoSuchVersion", "404"})
 

@@ -11,6 +11,8 @@ from pydantic import Field
 from edge_lambdas.shared.settings import EdgeSettings
 from sluice.parsing.weblog import MAX_LINE_BYTES
 
+__all__ = ["LogIngestSettings"]
+
 
 class LogIngestSettings(EdgeSettings):
     """``EdgeSettings`` plus streaming bounds for log files."""

@@ -22,6 +22,14 @@ from urllib.parse import quote_plus
 
 import orjson
 
+__all__ = [
+    "LocalContext",
+    "apigw_v2_event",
+    "cloudwatch_logs_event",
+    "log_event_id",
+    "s3_object_created_event",
+]
+
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
 _TEXT_TYPES = ("text/", "application/json", "application/x-ndjson", "application/x-www-form")

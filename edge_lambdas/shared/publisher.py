@@ -48,15 +48,7 @@ from sluice.edges.delivery import (
     sqs_message_batches,
 )
 
-__all__ = [
-    "DeadLetterDeliveryError",
-    "DeadLetterSink",
-    "KinesisPublisher",
-    "PublishReport",
-    "S3DeadLetterSink",
-    "SqsDeadLetterSink",
-    "dead_letter_sink_from_settings",
-]
+__all__ = ["DeadLetterDeliveryError", "KinesisPublisher", "S3DeadLetterSink", "SqsDeadLetterSink"]
 
 tracer = Tracer()
 _SQS_MAX_BATCH_BYTES = 1024 * 1024

@@ -20,6 +20,8 @@ from sluice.core.retry import BackoffPolicy
 from sluice.edges.delivery import MAX_BYTES_PER_REQUEST, MAX_RECORDS_PER_REQUEST, PutLimits
 from sluice.stream.kpl import MAX_KINESIS_RECORD_BYTES
 
+__all__ = ["EdgeSettings", "load_settings"]
+
 ENV_PREFIX = "SLUICE_"
 
 

@@ -14,6 +14,8 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from sluice.edges.delivery import PublishReport
 from sluice.edges.ingest import IngestCounts
 
+__all__ = ["NAMESPACE", "record_metrics"]
+
 NAMESPACE = "Sluice"
 
 

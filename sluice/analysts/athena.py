@@ -26,6 +26,8 @@ from pyiceberg.types import (
 
 from sluice.tables.specs import TABLES
 
+__all__ = ["all_ddl"]
+
 DEFAULT_DATABASE = "sluice"
 DEFAULT_WAREHOUSE = "s3://sluice-warehouse/warehouse"
 

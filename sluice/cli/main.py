@@ -18,6 +18,8 @@ from sluice.core.errors import SluiceError
 from sluice.core.flags import ErrorParser, unknown_option
 from sluice.core.runtime import tune_gc
 
+__all__ = ["main"]
+
 EXIT_USAGE = 2
 DESCRIPTION = (
     "Sluice is a real-time analytics pipeline: Lambda edges write IoT readings, nginx access logs "

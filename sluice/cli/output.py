@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from sluice.tables.warehouse import WarehouseSettings
 
-__all__ = ["add_state_dir", "open_tables", "warehouse_settings", "write_rows"]
+__all__ = ["FORMATS", "add_state_dir", "open_tables", "warehouse_settings", "write_rows"]
 
 FORMATS = ("table", "csv", "json")
 

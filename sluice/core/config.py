@@ -20,6 +20,8 @@ from sluice.parsing.feeds import USGS_EARTHQUAKES, FeedSpec
 from sluice.parsing.weblog import LogParser
 from sluice.transform.filters import DEFAULT_RULES, FilterRule
 
+__all__ = ["CoreSettings", "build_settings", "config_error", "load_settings"]
+
 
 class CoreSettings(BaseSettings):
     """Settings shared by every deployable (edges, stream job, CLI)."""

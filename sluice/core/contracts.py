@@ -24,6 +24,21 @@ from pydantic import (
     model_serializer,
 )
 
+__all__ = [
+    "DeadLetter",
+    "Envelope",
+    "ErrorType",
+    "FeedItem",
+    "FeedValue",
+    "GeoInfo",
+    "GeoPoint",
+    "IotReading",
+    "Source",
+    "Stage",
+    "WebAccessLog",
+    "make_event_id",
+]
+
 SCHEMA_VERSION = 1
 """Version of every contract below; bumped on any incompatible change."""
 

@@ -18,6 +18,15 @@ from pydantic import ValidationError
 from sluice import __version__
 from sluice.core.contracts import DeadLetter, ErrorType, Source, Stage, make_event_id
 
+__all__ = [
+    "MAX_RAW_BYTES",
+    "BatchResult",
+    "count_by_reason",
+    "dead_letter",
+    "describe_validation_error",
+    "raw_bytes",
+]
+
 MAX_RAW_BYTES = 64 * 1024
 """Bytes of the original input kept in a dead letter; the rest is cut and ``raw_truncated`` set."""
 

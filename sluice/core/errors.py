@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from sluice.core.contracts import ErrorType
 
+__all__ = ["ConfigError", "GeoIpDatabaseError", "LogFormatError", "RecordRejected", "SluiceError"]
+
 
 class SluiceError(Exception):
     """Base of every error Sluice raises on purpose."""

@@ -16,7 +16,7 @@ import importlib.util
 
 from sluice.core.errors import ConfigError
 
-__all__ = ["EXTRAS", "MissingExtraError", "require"]
+__all__ = ["require"]
 
 EXTRAS: dict[str, str] = {
     "tables": "Iceberg tables (pyiceberg, pyarrow): the writer, maintenance, replay, re-drive",

@@ -23,6 +23,15 @@ import orjson
 from sluice.core.contracts import ErrorType
 from sluice.core.errors import ConfigError, RecordRejected
 
+__all__ = [
+    "MAX_RECORD_BYTES",
+    "decode_json",
+    "gunzip_bounded",
+    "iter_line_batches",
+    "maybe_gunzip",
+    "open_input",
+]
+
 GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_BATCH = 10_000
 MAX_RECORD_BYTES = 256 * 1024

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 
+__all__ = ["tune_gc"]
+
 GC_THRESHOLDS = (100_000, 20, 100)
 
 

@@ -26,7 +26,6 @@ from typing import Any, Generic, TypeVar
 from sluice.core.aws_errors import THROTTLING_CODES, TRANSIENT_CODES, retry_class
 from sluice.core.contracts import DeadLetter, Envelope, ErrorType, Source, Stage, make_event_id
 from sluice.core.deadletters import dead_letter
-from sluice.core.retry import BackoffPolicy
 from sluice.stream.envelopes import encode, wrap_dead_letter
 from sluice.stream.kpl import (
     MAX_KINESIS_RECORD_BYTES,
@@ -35,6 +34,25 @@ from sluice.stream.kpl import (
     aggregate,
     aggregated_size,
 )
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "MAX_BYTES_PER_REQUEST",
+    "MAX_RECORDS_PER_REQUEST",
+    "KinesisEntry",
+    "OutgoingEnvelope",
+    "PublishReport",
+    "PutLimits",
+    "classify_results",
+    "dead_letter_object_key",
+    "dead_letters_ndjson",
+    "delivery_failed_letters",
+    "is_retryable_call_error",
+    "plan_batches",
+    "plan_delivery",
+    "sqs_message_batches",
+    "with_dead_letters",
+]
 
 MAX_RECORDS_PER_REQUEST = 500
 MAX_BYTES_PER_REQUEST = 5 * 1024 * 1024
@@ -47,9 +65,6 @@ RETRYABLE_ENTRY_ERRORS = frozenset({"ProvisionedThroughputExceededException", "I
 RETRYABLE_CALL_ERRORS = THROTTLING_CODES | TRANSIENT_CODES
 """Whole-call error codes worth retrying: throttling and server-side failures. Anything else
 (a missing stream, access denied, a KMS key disabled) will not heal within a retry budget."""
-
-RetryPolicy = BackoffPolicy
-"""PutRecords retries use the project's one backoff (``sluice.core.retry``); this name stays importable."""
 
 T = TypeVar("T")
 
@@ -241,11 +256,6 @@ def classify_results(batch: Sequence[T], results: Sequence[Mapping[str, Any]]) -
         failure = EntryFailure(entry, str(code), str(result.get("ErrorMessage") or ""))
         (outcome.retry if code in RETRYABLE_ENTRY_ERRORS else outcome.rejected).append(failure)
     return outcome
-
-
-def entries_to_retry(batch: Sequence[T], results: Sequence[Mapping[str, Any]]) -> list[T]:
-    """The entries of ``batch`` a PutRecords response says to send again, in their original order."""
-    return [failure.entry for failure in classify_results(batch, results).retry]
 
 
 def is_retryable_call_error(code: str | None, http_status: int | None) -> bool:

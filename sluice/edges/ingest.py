@@ -47,6 +47,19 @@ from sluice.parsing.iot import parse_iot_batch
 from sluice.parsing.weblog import MAX_LINE_BYTES, LogParser
 from sluice.stream.envelopes import wrap_access_log, wrap_dead_letter, wrap_reading
 
+__all__ = [
+    "LOG_STAGE",
+    "BodyLimits",
+    "IngestCounts",
+    "IotRequest",
+    "LogLine",
+    "ingest_iot_request",
+    "iter_bounded_lines",
+    "log_lines_to_envelopes",
+    "read_log_stream",
+    "service_unavailable_body",
+]
+
 IOT_STAGE = Stage.EDGE_IOT
 LOG_STAGE = Stage.EDGE_LOGS
 

@@ -25,6 +25,17 @@ from sluice.core.deadletters import BatchResult, dead_letter, describe_validatio
 from sluice.core.errors import ConfigError, RecordRejected
 from sluice.core.inputs import decode_json
 
+__all__ = [
+    "MAX_DOCUMENT_BYTES",
+    "USGS_EARTHQUAKES",
+    "FeedSpec",
+    "PaginationSpec",
+    "builtin_feed",
+    "get_path",
+    "parse_feed_document",
+    "parse_feed_item",
+]
+
 STAGE = Stage.PARSE
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 TimeFormat = Literal["epoch_ms", "epoch_s", "iso8601"]

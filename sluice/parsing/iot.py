@@ -33,6 +33,8 @@ from sluice.core.deadletters import BatchResult, dead_letter, describe_validatio
 from sluice.core.errors import RecordRejected
 from sluice.core.inputs import decode_json
 
+__all__ = ["parse_iot_batch"]
+
 MAX_FIELDS = 512
 MAX_DEPTH = 8
 

@@ -37,6 +37,15 @@ from sluice.core.contracts import ErrorType, Source, Stage, WebAccessLog
 from sluice.core.deadletters import BatchResult, dead_letter, describe_validation_error
 from sluice.core.errors import LogFormatError, RecordRejected
 
+__all__ = [
+    "FIELD_OF_VARIABLE",
+    "MAX_LINE_BYTES",
+    "NAMED_FORMATS",
+    "LogParser",
+    "parse_clf_time",
+    "parse_weblog_batch",
+]
+
 MAX_LINE_BYTES = 64 * 1024
 STAGE = Stage.PARSE
 

@@ -34,6 +34,19 @@ from sluice.core.deadletters import BatchResult, dead_letter, describe_validatio
 from sluice.core.errors import RecordRejected
 from sluice.core.inputs import decode_json
 
+__all__ = [
+    "MAX_PARTITION_KEY",
+    "claimed_source",
+    "decode_envelopes",
+    "encode",
+    "feed_event_id",
+    "weblog_event_id",
+    "wrap_access_log",
+    "wrap_dead_letter",
+    "wrap_feed_item",
+    "wrap_reading",
+]
+
 MAX_PARTITION_KEY = 256
 
 

@@ -28,6 +28,18 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+__all__ = [
+    "DEFAULT_AGGREGATE_BYTES",
+    "MAGIC",
+    "MAX_KINESIS_RECORD_BYTES",
+    "MAX_PARTITION_KEY_BYTES",
+    "UserRecord",
+    "aggregate",
+    "aggregated_size",
+    "deaggregate",
+    "is_aggregated",
+]
+
 # aws_kinesis_agg's modules insert their own folder and site-packages at the front of sys.path when
 # imported, which could shadow the project's modules; the path is restored right after.
 _SAVED_PATH = list(sys.path)

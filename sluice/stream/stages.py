@@ -57,6 +57,16 @@ from sluice.transform.aggregate import (
 )
 from sluice.transform.filters import RecordFilter
 
+__all__ = [
+    "Event",
+    "InputRecord",
+    "JobBatch",
+    "decode_batch",
+    "enrich_batch",
+    "filter_batch",
+    "window_batch",
+]
+
 CONTRACTS: dict[Source, type[BaseModel]] = {
     Source.IOT: IotReading,
     Source.WEBLOG: WebAccessLog,

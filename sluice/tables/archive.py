@@ -40,6 +40,14 @@ from pathlib import Path
 
 from sluice.stream.stages import InputRecord
 
+__all__ = [
+    "encode_batch",
+    "iter_archive_files",
+    "read_archive_file",
+    "records_in_range",
+    "split_at_sequences",
+]
+
 ARCHIVE_PREFIX = "raw"
 
 

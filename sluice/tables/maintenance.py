@@ -40,6 +40,17 @@ from sluice.core.errors import SluiceError
 from sluice.tables.specs import TABLES
 from sluice.tables.warehouse import POSITIONS_PROPERTY
 
+__all__ = [
+    "GLUE_NOTE",
+    "MaintenanceOptions",
+    "athena_statements",
+    "compact_closed_partitions",
+    "expire_snapshots",
+    "maintain",
+    "parse_duration",
+    "remove_orphans",
+]
+
 DEFAULT_KEEP_LAST = 5
 DEFAULT_LATENESS = timedelta(seconds=600)
 """The job's default allowed lateness (``allowed_lateness_seconds``)."""

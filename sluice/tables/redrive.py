@@ -85,6 +85,17 @@ from sluice.parsing.weblog import LogParser
 from sluice.stream.envelopes import MAX_PARTITION_KEY, wrap_access_log
 from sluice.tables.warehouse import POSITIONS_PROPERTY, table_positions
 
+__all__ = [
+    "REDRIVE_PROPERTY",
+    "RedriveError",
+    "plan_letter",
+    "plan_redrive",
+    "read_letters",
+    "redrive",
+    "redrive_event_id",
+    "remove_letters",
+]
+
 REDRIVE_ORIGIN = "redrive"
 REDRIVE_PROPERTY = "sluice.redrive"
 """Snapshot summary property of a re-drive's delete commit: when, how many, and a digest of the ids."""

@@ -38,6 +38,17 @@ from pyiceberg.types import (
 from sluice.core.contracts import DeadLetter, FeedItem, IotReading, Source, WebAccessLog
 from sluice.transform.aggregate import MetricStats, WebTrafficStats, aggregate_iot, aggregate_web
 
+__all__ = [
+    "TABLES",
+    "WINDOW_TABLES",
+    "Stamped",
+    "WindowTable",
+    "dead_letter_rows",
+    "feed_rows",
+    "iot_rows",
+    "web_rows",
+]
+
 Granularity = Literal["day", "hour"]
 
 

@@ -60,6 +60,17 @@ from sluice.tables.specs import (
 )
 from sluice.transform.aggregate import merge_maps
 
+__all__ = [
+    "POSITIONS_PROPERTY",
+    "START_PROPERTY",
+    "ExactlyOnceWriter",
+    "WarehouseSettings",
+    "ensure_tables",
+    "first_start",
+    "open_catalog",
+    "table_positions",
+]
+
 POSITIONS_PROPERTY = "sluice.positions"
 START_PROPERTY = "sluice.start"
 """Table property: where the job first started reading (a timestamp, or trim_horizon), kept so that a

@@ -34,6 +34,21 @@ from datasketches import hll_sketch, hll_union, kll_doubles_sketch, tgt_hll_type
 
 from sluice.core.contracts import IotReading, WebAccessLog
 
+__all__ = [
+    "FORMAT_VERSION",
+    "DistinctCounter",
+    "IotKey",
+    "MetricStats",
+    "WebKey",
+    "WebTrafficStats",
+    "aggregate_iot",
+    "aggregate_web",
+    "merge_maps",
+    "status_class",
+    "window_start",
+    "window_starts_epoch",
+]
+
 DEFAULT_WINDOW_SECONDS = 60
 DEFAULT_KLL_K = 200
 """KLL accuracy parameter: about 1.3 % normalized rank error (99 % confidence) at k=200."""

@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sluice.core.errors import ConfigError
 
+__all__ = ["DEFAULT_RULES", "FilterRule", "RecordFilter"]
+
 R = TypeVar("R", bound=BaseModel)
 
 

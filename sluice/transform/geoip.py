@@ -42,6 +42,15 @@ from pydantic import ValidationError
 from sluice.core.contracts import GeoInfo
 from sluice.core.errors import GeoIpDatabaseError
 
+__all__ = [
+    "CacheInfo",
+    "GeoIpEnricher",
+    "address_scope",
+    "choose_client_ip",
+    "is_public_ip",
+    "parse_ip",
+]
+
 logger = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

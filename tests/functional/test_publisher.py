@@ -25,7 +25,7 @@ from edge_lambdas.shared.publisher import (
     SqsDeadLetterSink,
 )
 from sluice.core.contracts import DeadLetter, Envelope, ErrorType, IotReading
-from sluice.edges.delivery import RetryPolicy
+from sluice.core.retry import BackoffPolicy
 from sluice.stream.envelopes import encode, wrap_reading
 
 T0 = datetime(2026, 11, 26, 12, tzinfo=UTC)
@@ -61,7 +61,7 @@ def publisher(
         stream,
         sink,
         aggregation=aggregation,
-        retry=RetryPolicy(
+        retry=BackoffPolicy(
             base_seconds=0.01, cap_seconds=0.05, max_attempts=6, max_elapsed_seconds=budget
         ),
         read_timeout=read_timeout,

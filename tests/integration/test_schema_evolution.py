@@ -12,8 +12,8 @@ from pyiceberg.table import Table
 from pyiceberg.types import StringType
 
 from sluice.analysts.query import run
-from sluice.core.contracts import FeedItem, IotReading, Source
-from sluice.stream.envelopes import Envelope, encode, wrap_feed_item, wrap_reading
+from sluice.core.contracts import Envelope, FeedItem, IotReading, Source
+from sluice.stream.envelopes import encode, wrap_feed_item, wrap_reading
 from sluice.stream.stages import InputRecord, JobBatch, decode_batch, filter_batch, window_batch
 from sluice.tables.warehouse import (
     ExactlyOnceWriter,

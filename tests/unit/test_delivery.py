@@ -11,16 +11,15 @@ from hypothesis import strategies as st
 
 from sluice.core.contracts import DeadLetter, Envelope, ErrorType, IotReading, Source
 from sluice.core.deadletters import MAX_RAW_BYTES
+from sluice.core.retry import BackoffPolicy
 from sluice.edges.delivery import (
     MAX_BYTES_PER_REQUEST,
     KinesisEntry,
     OutgoingEnvelope,
     PutLimits,
-    RetryPolicy,
     classify_results,
     dead_letter_object_key,
     delivery_failed_letters,
-    entries_to_retry,
     is_retryable_call_error,
     plan_batches,
     plan_delivery,
@@ -167,7 +166,6 @@ def test_only_failed_entries_are_retried_in_their_original_order(
 ) -> None:
     batch = ["a", "b", "c", "d"]
     outcome = classify_results(batch, results)
-    assert entries_to_retry(batch, results) == retry
     assert [f.entry for f in outcome.retry] == retry
     assert [f.entry for f in outcome.rejected] == rejected
     assert outcome.delivered == delivered
@@ -197,7 +195,7 @@ def test_whole_call_errors_are_retried_only_when_transient(
 
 
 def test_backoff_is_full_jitter_under_an_exponential_ceiling() -> None:
-    policy = RetryPolicy(base_seconds=0.1, cap_seconds=1.0)
+    policy = BackoffPolicy(base_seconds=0.1, cap_seconds=1.0)
     rng = random.Random(1)
     for retry in range(12):
         ceiling = min(1.0, 0.1 * 2**retry)
@@ -208,7 +206,7 @@ def test_backoff_is_full_jitter_under_an_exponential_ceiling() -> None:
 
 
 def test_backoff_is_deterministic_with_a_seeded_random() -> None:
-    policy = RetryPolicy()
+    policy = BackoffPolicy()
     first = [policy.backoff(n, random.Random(42)) for n in range(8)]
     again = [policy.backoff(n, random.Random(42)) for n in range(8)]
     assert first == again
@@ -216,7 +214,7 @@ def test_backoff_is_deterministic_with_a_seeded_random() -> None:
 
 
 def test_retries_stop_at_the_attempt_limit_and_at_the_time_budget() -> None:
-    policy = RetryPolicy(base_seconds=1, cap_seconds=1, max_attempts=3, max_elapsed_seconds=10)
+    policy = BackoffPolicy(base_seconds=1, cap_seconds=1, max_attempts=3, max_elapsed_seconds=10)
     rng = random.Random(0)
     assert policy.next_delay(1, 0.0, rng) is not None
     assert policy.next_delay(2, 0.0, rng) is not None
@@ -228,9 +226,9 @@ def test_retries_stop_at_the_attempt_limit_and_at_the_time_budget() -> None:
 
 def test_a_policy_that_cannot_work_is_refused() -> None:
     with pytest.raises(ValueError):
-        RetryPolicy(base_seconds=2, cap_seconds=1)
+        BackoffPolicy(base_seconds=2, cap_seconds=1)
     with pytest.raises(ValueError):
-        RetryPolicy(max_attempts=0)
+        BackoffPolicy(max_attempts=0)
 
 
 # Dead letters of undelivered envelopes ----------------------------------------------------------

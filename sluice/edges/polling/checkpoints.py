@@ -34,7 +34,6 @@ __all__ = [
     "CheckpointStore",
     "InMemoryCheckpointStore",
     "LeaseLost",
-    "SeenKey",
     "SeenSet",
     "bound_checkpoint",
     "decode_seen_state",

@@ -26,12 +26,10 @@ from sluice.edges.polling.transport import HttpResponse
 from sluice.parsing.feeds import MAX_DOCUMENT_BYTES, FeedSpec, get_path, parse_feed_document
 
 __all__ = [
-    "STAGE",
     "PageOutcome",
     "PageWalk",
     "WalkState",
     "conditional_headers",
-    "first_page_url",
     "next_page_url",
     "read_page",
     "with_query",

@@ -30,7 +30,6 @@ __all__ = [
     "RetryPolicy",
     "decide_retry",
     "fetch_with_retries",
-    "is_retryable_status",
     "parse_retry_after",
 ]
 

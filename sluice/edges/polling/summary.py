@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["FeedPollSummary", "PollStatus"]
+__all__ = ["FeedPollSummary"]
 
 PollStatus = Literal["ok", "not_modified", "lease_busy", "failed", "skipped"]
 

@@ -47,13 +47,7 @@ from sluice.stream.kinesis.shards import (
     stream_watermark,
 )
 
-__all__ = [
-    "MIN_CALL_INTERVAL_SECONDS",
-    "Claim",
-    "Counters",
-    "KinesisClient",
-    "KinesisStreamReader",
-]
+__all__ = ["KinesisClient", "KinesisStreamReader"]
 
 _LOG = logging.getLogger(__name__)
 
