@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -33,7 +34,8 @@ def write_rows(
     """Rows as an aligned text table, CSV (with a header) or JSON lines."""
     if fmt == "json":
         for row in rows:
-            out.write(orjson.dumps(dict(zip(columns, row, strict=True)), default=str) + b"\n")
+            record = {c: _json_value(v) for c, v in zip(columns, row, strict=True)}
+            out.write(orjson.dumps(record, default=str) + b"\n")
     elif fmt == "csv":
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
@@ -48,6 +50,13 @@ def write_rows(
         ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         out.write(("\n".join(lines) + f"\n({len(rows)} rows)\n").encode())
+
+
+def _json_value(value: Any) -> Any:
+    """JSON has no infinities or NaN (orjson writes them as null): they are written as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "inf", "-inf", "nan"
+    return value
 
 
 def add_state_dir(parser: argparse.ArgumentParser) -> None:

@@ -102,3 +102,20 @@ def test_csv_lines_end_with_a_newline_only(tmp_path: Path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == b"a,b\n1,x\n"
+
+
+def test_a_failure_is_one_line_and_debug_adds_the_traceback(tmp_path: Path):
+    query = ["query", "--state-dir", str(tmp_path), "SELECT * FROM no_such_table"]
+    plain = sluice(*query)
+    assert plain.returncode == 2 and len(plain.stderr.strip().splitlines()) == 1
+    assert "unknown table 'no_such_table'" in plain.stderr
+    debug = sluice("--debug", *query)
+    assert debug.returncode == 2 and "Traceback" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip()
+
+
+def test_json_output_keeps_infinities(tmp_path: Path):
+    sql = "SELECT 'inf'::DOUBLE AS a, '-inf'::DOUBLE AS b, 'nan'::DOUBLE AS c, 2.5::DOUBLE AS d"
+    proc = sluice("query", "--state-dir", str(tmp_path), "--format", "json", sql)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == '{"a":"inf","b":"-inf","c":"nan","d":2.5}\n'
