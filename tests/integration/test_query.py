@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from sluice.analysts.athena import all_ddl
-from sluice.analysts.query import extract_bounds, tables_named_in
+from sluice.analysts.pruning import extract_bounds, tables_named_in
 from sluice.core.contracts import IotReading
 from sluice.stream.envelopes import encode, wrap_reading
 from sluice.stream.stages import InputRecord, decode_batch, window_batch
