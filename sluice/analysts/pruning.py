@@ -168,8 +168,12 @@ def _conjuncts(node: Node | None) -> list[Node]:
     return [node]
 
 
-def _micros(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
+def _micros(value: int) -> datetime | None:
+    """The instant ``value`` microseconds after the epoch; None past Python's years 1 to 9999."""
+    try:
+        return _EPOCH + timedelta(microseconds=value)
+    except OverflowError:  # DuckDB's timestamps reach years 290309 BC to 294247
+        return None
 
 
 def _comparison_bounds(
@@ -205,7 +209,8 @@ def _comparison_bounds(
         "<": at is False,
         "=": at is True and below is False and above is False,
     }[pushed]
-    return [Bound(column, pushed, _micros(micros))] if certain else []
+    value = _micros(micros)
+    return [Bound(column, pushed, value)] if certain and value is not None else []
 
 
 def _between_bounds(evaluator: Evaluator, column: str, node: Node, high_clock: bool) -> list[Bound]:
@@ -233,10 +238,11 @@ def _between_bounds(evaluator: Evaluator, column: str, node: Node, high_clock: b
     # The timestamps passing form one interval: each end is where a pass meets a fail. A clock
     # in the high end moves it up by the time the query runs: only the low end is certain then.
     bounds = []
-    if at_low is True and below is False:
-        bounds.append(Bound(column, ">=", _micros(low_us)))
-    if at_high is True and above is False and not high_clock:
-        bounds.append(Bound(column, "<=", _micros(high_us)))
+    low_value, high_value = _micros(low_us), _micros(high_us)
+    if at_low is True and below is False and low_value is not None:
+        bounds.append(Bound(column, ">=", low_value))
+    if at_high is True and above is False and not high_clock and high_value is not None:
+        bounds.append(Bound(column, "<=", high_value))
     return bounds
 
 

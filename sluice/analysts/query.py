@@ -17,20 +17,43 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.exceptions import NoSuchTableError, ResolveError, ValidationError
 from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression
 from pyiceberg.table import Table
 
 from sluice.analysts.pruning import Bound, extract_bounds, tables_named_in
 from sluice.analysts.sql_tree import session
+from sluice.core.errors import SluiceError
 from sluice.tables.specs import TABLES
 
 __all__ = ["QueryError", "TableInfo", "TablePlan", "connect", "run", "table_infos"]
 
 
-class QueryError(Exception):
-    """A query that cannot run, with a message fit for the user (unknown table, SQL error)."""
+class QueryError(SluiceError):
+    """A query that cannot run, in one line fit for the user (unknown table, SQL error, a table
+    whose files cannot be read)."""
+
+
+# What reading a table raises when its files are missing, unreadable or damaged: OSError (a missing
+# or unreadable file, local or S3), EOFError and ValueError (a truncated or corrupt Avro manifest, a
+# corrupt Parquet file: pyarrow's ArrowInvalid is a ValueError), any other Arrow error, pyiceberg's
+# errors for metadata it cannot parse or a schema it cannot resolve, and DuckDB refusing the view.
+_READ_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    pa.ArrowException,
+    ValidationError,
+    ResolveError,
+    duckdb.Error,
+)
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's message (its type when it has none)."""
+    return next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
 
 
 @dataclass(slots=True)
@@ -83,21 +106,23 @@ def connect(
     """A DuckDB connection (UTC) with the tables ``sql`` names (all when None) registered.
 
     With ``sql`` (and ``prune``), time-column predicates found in it prune the scans; ``plans``
-    receives one ``TablePlan`` per table read.
+    receives one ``TablePlan`` per table read. Raises ``QueryError`` for a table that does not exist
+    or whose metadata or data files cannot be read.
     """
     con = session()
     try:
         bounds = extract_bounds(sql, con=con) if sql is not None and prune else {}
         for name in tables_named_in(sql, con) if sql is not None else list(TABLES):
+            plan = TablePlan(name, bounds.get(name, []))
             try:
-                table = catalog.load_table(f"{namespace}.{name}")
+                con.register(name, _read(catalog.load_table(f"{namespace}.{name}"), plan))
             except NoSuchTableError:
                 raise QueryError(
                     f"table {name} does not exist in namespace {namespace!r} yet (the stream job "
                     "creates the tables on its first run)"
                 ) from None
-            plan = TablePlan(name, bounds.get(name, []))
-            con.register(name, _read(table, plan))
+            except _READ_ERRORS as err:
+                raise QueryError(f"cannot read table {name}: {_first_line(err)}") from None
             if plans is not None:
                 plans.append(plan)
     except BaseException:
@@ -119,7 +144,8 @@ def run(
     """Column names and rows of ``sql`` over the tables; ``plans`` receives how each table was read.
 
     ``prune=False`` reads every table whole (the same answer, for checking pruning). Raises
-    ``QueryError`` for unknown tables and SQL errors.
+    ``QueryError`` (one line) for unknown tables, SQL errors (every DuckDB error) and tables that
+    cannot be read (see ``connect``).
     """
     con = connect(catalog, namespace, sql, plans, prune)
     try:
@@ -133,9 +159,9 @@ def run(
             raise QueryError(
                 f"unknown table {missing.group(1)!r}; the tables are: {', '.join(TABLES)}"
             ) from None
-        raise QueryError(str(err).splitlines()[0]) from None
+        raise QueryError(_first_line(err)) from None
     except duckdb.Error as err:
-        raise QueryError(str(err).splitlines()[0]) from None
+        raise QueryError(_first_line(err)) from None
     finally:
         con.close()
 

@@ -332,7 +332,7 @@ class Evaluator:
             row = _one(
                 self.con, "SELECT json_deserialize_sql(?::JSON)", [orjson.dumps(tree).decode()]
             )
-        except duckdb.Error:
+        except (duckdb.Error, orjson.JSONEncodeError):  # JSON nested too deep for orjson, too
             return None
         sql = str(row[0]) if row else ""
         if not sql.startswith("SELECT "):
