@@ -62,8 +62,6 @@ def run_query(args: argparse.Namespace) -> int:
         columns, rows = run(catalog, namespace, args.sql, plans)
     except QueryError as err:
         raise ConfigError(f"query failed: {err}") from None
-    except Exception as err:  # noqa: BLE001 - pyiceberg raises many kinds; the user needs the text
-        raise ConfigError(f"query failed: {err}") from None
     if args.explain:
         for plan in plans:
             sys.stderr.buffer.write(orjson.dumps({"explain": plan.as_dict()}) + b"\n")

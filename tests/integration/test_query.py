@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from sluice.analysts.athena import all_ddl
-from sluice.analysts.query import extract_bounds, tables_named_in
+from sluice.analysts.pruning import extract_bounds, tables_named_in
 from sluice.core.contracts import IotReading
 from sluice.stream.envelopes import encode, wrap_reading
 from sluice.stream.stages import InputRecord, decode_batch, window_batch
@@ -159,6 +159,17 @@ def at(text: str) -> datetime:
         ("SELECT * FROM web_requests WHERE event_time >= TIMESTAMP_NS '2026-11-26'", {}),
         ("SELECT * FROM web_requests WHERE event_time >= 'infinity'", {}),
         ("SELECT * FROM web_requests WHERE event_time >= ", {}),  # a syntax error
+        # Regression: a bound past Python's year 9999 (DuckDB's reach 294247) is not pushed down,
+        # and a constant nested deeper than orjson writes is not valued: no bound, no error.
+        ("SELECT * FROM web_requests WHERE event_time < '10000-01-01'", {}),
+        (
+            "SELECT * FROM web_requests WHERE event_time BETWEEN '2026-11-26' AND '10000-01-01'",
+            {"web_requests": [(">=", "2026-11-26 00:00")]},
+        ),
+        (
+            "SELECT * FROM web_requests WHERE event_time >= now()" + " - INTERVAL 1 SECOND" * 100,
+            {},
+        ),
     ],
 )
 def test_extract_bounds(sql: str, expected: dict[str, list[tuple[str, str]]]) -> None:
@@ -313,6 +324,34 @@ def test_bad_queries_exit_2_with_a_clear_message(state_dir: Path, sql: str, mess
     proc = sluice("query", sql, "--state-dir", str(state_dir))
     assert proc.returncode == 2
     assert message in proc.stderr.decode() and proc.stdout == b""
+
+
+def test_a_bound_beyond_python_datetimes_reads_the_whole_table(state_dir: Path) -> None:
+    sql = "SELECT count(*) AS n FROM iot_readings WHERE event_time < '10000-01-01'"
+    proc = sluice("query", sql, "--format", "csv", "--explain", "--state-dir", str(state_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert list(csv.reader(io.StringIO(proc.stdout.decode()))) == [["n"], ["9"]]
+    assert explain(proc)["iot_readings"]["files_planned"] == 3
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_a_table_with_a_damaged_data_file_is_a_one_line_error(tmp_path: Path, damage: str) -> None:
+    state = tmp_path / "state"
+    settings = WarehouseSettings(state_dir=state)
+    writer = ExactlyOnceWriter(ensure_tables(open_catalog(settings), settings), 60)
+    writer.add(window_batch(decode_batch("s", _readings_over_days(2, 1)), 60, 600))
+    writer.flush()
+    data_file = sorted((state / "warehouse").rglob("iot_readings/data/**/*.parquet"))[0]
+    if damage == "deleted":
+        data_file.unlink()
+    else:
+        data_file.write_bytes(data_file.read_bytes()[:100])
+    proc = sluice("query", "SELECT count(*) FROM iot_readings", "--state-dir", str(state))
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 2 and proc.stdout == b"", stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith("sluice: query failed: cannot read table iot_readings: "), stderr
+    assert (data_file.name in stderr) if damage == "deleted" else ("Parquet" in stderr)
 
 
 def test_tables_lists_metadata(state_dir: Path) -> None:
