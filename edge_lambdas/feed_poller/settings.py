@@ -4,6 +4,9 @@ Every field can be set by an environment variable ``SLUICE_<FIELD>`` (the feeds 
 ``SLUICE_FEEDS``, inherited from ``CoreSettings``). An invalid value stops the cold start with a
 ``ConfigError`` naming the setting, instead of failing feed by feed.
 
+The defaults shared with the poller (lease, HTTP retries, seen-state bounds) are the core's
+(``sluice.edges.polling``'s ``DEFAULT_*``), never repeated here.
+
 HTTP retry settings are named ``http_retry_*``: the edges' shared ``EdgeSettings`` already uses
 ``SLUICE_RETRY_*`` for Kinesis PutRecords retries, and both are read in this Lambda's environment.
 """
@@ -17,7 +20,15 @@ from pydantic import Field, model_validator
 
 from sluice.core.config import CoreSettings, build_settings
 from sluice.edges.polling import (
+    DEFAULT_CHECKPOINT_MAX_BYTES,
     DEFAULT_LEASE_MARGIN_SECONDS,
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_RETRY_AFTER,
+    DEFAULT_RETRY_BASE_DELAY,
+    DEFAULT_RETRY_MAX_DELAY,
+    DEFAULT_SEEN_MAX_AGE_SECONDS,
+    DEFAULT_SEEN_MAX_DEAD_LETTERS,
+    DEFAULT_SEEN_MAX_ITEMS,
     DEFAULT_USER_AGENT,
     CheckpointBounds,
     PollerConfig,
@@ -44,14 +55,14 @@ class FeedPollerSettings(CoreSettings):
         description="DynamoDB table of feed checkpoints and leases (partition key 'feed', string).",
     )
     lease_seconds: float = Field(
-        default=300.0,
+        default=DEFAULT_LEASE_SECONDS,
         ge=5,
         le=3_600,
         description="How long one poll may hold a feed's lease. Must exceed the Lambda timeout, so "
         "a lease only expires once its holder is dead.",
     )
     lease_margin_seconds: float = Field(
-        default=DEFAULT_LEASE_MARGIN_SECONDS,  # the one default, shared with PollerConfig
+        default=DEFAULT_LEASE_MARGIN_SECONDS,
         ge=0,
         description="Part of the lease kept for emitting and writing the checkpoint: no page is "
         "fetched once less than this remains, and nothing emitted once less than half of it "
@@ -69,35 +80,37 @@ class FeedPollerSettings(CoreSettings):
         description="User-Agent of every request; API operators ask for one that identifies you.",
     )
     http_retry_base_seconds: float = Field(
-        default=0.5,
+        default=DEFAULT_RETRY_BASE_DELAY,
         gt=0,
         description="First HTTP retry delay; doubles on each retry (with jitter).",
     )
     http_retry_max_seconds: float = Field(
-        default=20.0, gt=0, description="Upper bound of one HTTP retry delay."
+        default=DEFAULT_RETRY_MAX_DELAY, gt=0, description="Upper bound of one HTTP retry delay."
     )
     http_retry_after_max_seconds: float = Field(
-        default=60.0,
+        default=DEFAULT_MAX_RETRY_AFTER,
         ge=0,
         description="Longest Retry-After honoured; a longer one fails the poll (the next scheduled "
         "poll tries again) rather than sleeping through the Lambda's time.",
     )
     seen_max_items: int = Field(
-        default=20_000,
+        default=DEFAULT_SEEN_MAX_ITEMS,
         ge=100,
         description="Most (item id, updated time) pairs kept per feed for de-duplication. Must "
         "exceed the number of item versions the feed shows at once, or evicted ones are re-emitted.",
     )
     seen_max_dead_letters: int = Field(
-        default=1_000, ge=0, description="Most dead-letter ids kept per feed for de-duplication."
+        default=DEFAULT_SEEN_MAX_DEAD_LETTERS,
+        ge=0,
+        description="Most dead-letter ids kept per feed for de-duplication.",
     )
     seen_max_age_seconds: int = Field(
-        default=7 * 86_400,
+        default=DEFAULT_SEEN_MAX_AGE_SECONDS,
         ge=60,
         description="A seen entry not observed in the feed for this long is dropped.",
     )
     checkpoint_max_bytes: int = Field(
-        default=300_000,
+        default=DEFAULT_CHECKPOINT_MAX_BYTES,
         ge=10_000,
         le=DYNAMODB_ITEM_LIMIT - 20 * 1024,
         description="Largest compressed seen-state per checkpoint item (DynamoDB items are at "

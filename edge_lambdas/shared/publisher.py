@@ -28,7 +28,12 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from edge_lambdas.shared.settings import EdgeSettings, load_settings
+from edge_lambdas.shared.settings import (
+    DEFAULT_CONNECT_TIMEOUT_SECONDS,
+    DEFAULT_READ_TIMEOUT_SECONDS,
+    EdgeSettings,
+    load_settings,
+)
 from sluice.core.aws_errors import AwsError, aws_error
 from sluice.core.contracts import DeadLetter, Envelope
 from sluice.core.errors import SluiceError
@@ -148,8 +153,8 @@ class KinesisPublisher:
         aggregation: bool = True,
         limits: PutLimits = DEFAULT_LIMITS,
         retry: BackoffPolicy | None = None,
-        connect_timeout: float = 2.0,
-        read_timeout: float = 5.0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
+        read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS,
         client: Any | None = None,
         logger: Logger | None = None,
         rng: random.Random | None = None,

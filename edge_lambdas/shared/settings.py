@@ -20,9 +20,18 @@ from sluice.core.retry import BackoffPolicy
 from sluice.edges.delivery import MAX_BYTES_PER_REQUEST, MAX_RECORDS_PER_REQUEST, PutLimits
 from sluice.stream.kpl import MAX_KINESIS_RECORD_BYTES
 
-__all__ = ["EdgeSettings", "load_settings"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT_SECONDS",
+    "DEFAULT_READ_TIMEOUT_SECONDS",
+    "EdgeSettings",
+    "load_settings",
+]
 
 ENV_PREFIX = "SLUICE_"
+
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 2.0
+DEFAULT_READ_TIMEOUT_SECONDS = 5.0
+"""Kinesis client timeouts of one call: the settings' defaults and ``KinesisPublisher``'s."""
 
 
 class EdgeSettings(CoreSettings):
@@ -68,10 +77,16 @@ class EdgeSettings(CoreSettings):
         "destination. Keep it well below the function timeout (and API Gateway's 30 s).",
     )
     connect_timeout_seconds: float = Field(
-        default=2.0, gt=0, le=60, description="Kinesis connect timeout of one call."
+        default=DEFAULT_CONNECT_TIMEOUT_SECONDS,
+        gt=0,
+        le=60,
+        description="Kinesis connect timeout of one call.",
     )
     read_timeout_seconds: float = Field(
-        default=5.0, gt=0, le=300, description="Kinesis read timeout of one call."
+        default=DEFAULT_READ_TIMEOUT_SECONDS,
+        gt=0,
+        le=300,
+        description="Kinesis read timeout of one call.",
     )
     dead_letter_bucket: str | None = Field(
         default=None,

@@ -48,6 +48,9 @@ from sluice.parsing.weblog import MAX_LINE_BYTES, LogParser
 from sluice.stream.envelopes import wrap_access_log, wrap_dead_letter, wrap_reading
 
 __all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_DECOMPRESSED_BYTES",
+    "DEFAULT_MAX_ERRORS_REPORTED",
     "LOG_STAGE",
     "BodyLimits",
     "IngestCounts",
@@ -81,15 +84,22 @@ IDENTITY_ENCODINGS = frozenset({"", "identity"})
 MAX_MESSAGE_CHARS_IN_RESPONSE = 300
 
 
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_MAX_DECOMPRESSED_BYTES = 5 * 1024 * 1024
+DEFAULT_MAX_ERRORS_REPORTED = 10
+"""The defaults of ``BodyLimits``, which the IoT Lambda's settings (``SLUICE_MAX_BODY_BYTES``, ...)
+share."""
+
+
 @dataclass(frozen=True, slots=True)
 class BodyLimits:
     """Bounds on one IoT request body."""
 
-    max_body_bytes: int = 1024 * 1024
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     """Bytes as received (after base64 decoding, before decompression)."""
-    max_decompressed_bytes: int = 5 * 1024 * 1024
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
     """Bytes after decompression; decompression stops as soon as this is exceeded."""
-    max_errors_reported: int = 10
+    max_errors_reported: int = DEFAULT_MAX_ERRORS_REPORTED
     """Rejections described in the response; every one is dead-lettered regardless."""
 
     def __post_init__(self) -> None:

@@ -47,14 +47,8 @@ from sluice.core.deadletters import dead_letter, describe_validation_error
 from sluice.core.errors import RecordRejected
 from sluice.core.inputs import decode_json
 from sluice.stream.envelopes import claimed_source
-from sluice.transform.aggregate import (
-    IotKey,
-    MetricStats,
-    WebKey,
-    WebTrafficStats,
-    aggregate_iot,
-    aggregate_web,
-)
+from sluice.transform.accumulators import MetricStats, WebTrafficStats
+from sluice.transform.aggregate import IotKey, WebKey, aggregate_iot, aggregate_web
 from sluice.transform.filters import RecordFilter
 
 __all__ = [

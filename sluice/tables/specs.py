@@ -36,7 +36,8 @@ from pyiceberg.types import (
 )
 
 from sluice.core.contracts import DeadLetter, FeedItem, IotReading, Source, WebAccessLog
-from sluice.transform.aggregate import MetricStats, WebTrafficStats, aggregate_iot, aggregate_web
+from sluice.transform.accumulators import MetricStats, WebTrafficStats
+from sluice.transform.aggregate import aggregate_iot, aggregate_web
 
 __all__ = [
     "TABLES",

@@ -7,7 +7,8 @@ Out: one ``sluice.core.contracts.GeoInfo`` per address. A lookup never raises fo
 ``status`` says why fields are empty (``invalid``, ``private``, ``reserved``, ``not_found``,
 ``lookup_error``) or is ``found`` with country, city, coordinates and autonomous system.
 Errors: an unusable database (missing, unreadable, not a MaxMind DB, wrong type, corrupt) is a
-``GeoIpDatabaseError`` naming the file, raised when the enricher is opened, never per record.
+``GeoIpDatabaseError`` naming the file, raised when the enricher is opened, never per record
+(the checks are ``sluice.transform.geoip_databases``'s).
 
 Private, loopback, link-local, reserved, multicast and documentation addresses are classified
 from the address alone (stdlib ``ipaddress``) before the database is consulted. Results are
@@ -24,23 +25,24 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
-from itertools import islice
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, Self
 
-import geoip2.database
-import geoip2.errors
-import maxminddb
 from pydantic import ValidationError
 
 from sluice.core.contracts import GeoInfo
 from sluice.core.errors import GeoIpDatabaseError
+from sluice.transform.geoip_databases import (
+    DATABASE_ERRORS,
+    Database,
+    DatabaseInfo,
+    open_asn_database,
+    open_city_database,
+)
 
 __all__ = [
     "CacheInfo",
@@ -60,46 +62,6 @@ DEFAULT_CACHE_SIZE = 65_536
 
 _MAX_ADDRESS_TEXT = 256
 """Longer input is ``invalid`` without parsing (and is never cached)."""
-
-_METADATA_MARKER = b"\xab\xcd\xefMaxMind.com"
-_METADATA_SEARCH_BYTES = 128 * 1024
-"""The MaxMind DB metadata section sits in the last 128 KiB of the file (MaxMind DB spec)."""
-
-_PROBE_NETWORKS = 2048
-"""Networks decoded at open time, walking the search tree from its start."""
-
-_PROBE_ADDRESSES = (
-    "1.1.1.1",
-    "1.1.1.32",
-    "8.8.8.8",
-    "81.2.69.142",
-    "89.160.20.128",
-    "128.0.0.1",
-    "175.16.199.0",
-    "216.160.83.56",
-    "223.255.255.254",
-    "255.255.255.255",
-    "2001:218::1",
-    "2001:4860:4860::8888",
-    "2a02:cf40::1",
-    "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe",
-)
-"""Addresses looked up at open time. Some corruption (a bad pointer, a bad double, a broken
-search-tree node) only shows when a lookup reaches it, so a spread of addresses is tried."""
-
-_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
-    maxminddb.InvalidDatabaseError,  # a RuntimeError
-    RuntimeError,
-    ValueError,  # includes UnicodeDecodeError
-    TypeError,
-    LookupError,
-    AttributeError,
-    ArithmeticError,
-    struct.error,
-    ValidationError,
-)
-"""What a damaged database or an unexpected record layout can raise from a read."""
-_OPEN_ERRORS: tuple[type[BaseException], ...] = (*_DATABASE_ERRORS, OSError)
 
 
 def _networks_by_version(
@@ -140,18 +102,6 @@ class CacheInfo(NamedTuple):
     misses: int
     size: int
     maxsize: int
-
-
-class DatabaseInfo(NamedTuple):
-    """What an open database says about itself (worth a log line at start-up)."""
-
-    path: str
-    database_type: str
-    build_epoch: int
-    built: str
-    """``build_epoch`` as an ISO 8601 UTC time."""
-    ip_version: int
-    node_count: int
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,177 +212,6 @@ def choose_client_ip(client_ip: str | None, forwarded_for: Sequence[str]) -> str
 
 
 # ---------------------------------------------------------------------------------------------
-# Databases
-
-
-_CITY_KINDS = (("Enterprise", "enterprise"), ("City", "city"), ("Country", "country"))
-_ASN_KINDS = (("GeoLite2-ASN", "asn"), ("GeoIP2-ISP", "isp"))
-_EXPECTED = {
-    "city": "a GeoIP2/GeoLite2 City, Country or Enterprise database",
-    "ASN": "a GeoLite2-ASN or GeoIP2-ISP database",
-}
-
-
-class _Database:
-    """One open database: the geoip2 reader, the bound lookup method and the metadata."""
-
-    __slots__ = ("info", "ipv4_only", "lookup", "path", "reader", "role")
-
-    def __init__(
-        self,
-        path: str,
-        role: str,
-        reader: geoip2.database.Reader,
-        lookup: Callable[[str], Any],
-        info: DatabaseInfo,
-    ) -> None:
-        self.path = path
-        self.role = role
-        self.reader = reader
-        self.lookup = lookup
-        self.info = info
-        self.ipv4_only = info.ip_version == 4
-
-
-def _fail(role: str, path: str, reason: str) -> GeoIpDatabaseError:
-    return GeoIpDatabaseError(f"GeoIP {role} database '{path}': {reason}")
-
-
-def _check_file(role: str, path: str) -> None:
-    """Reasons a file cannot be a database, found before any MaxMind reader sees it."""
-    try:
-        stat = os.stat(path)
-    except FileNotFoundError:
-        raise _fail(role, path, "no such file") from None
-    except OSError as err:
-        raise _fail(role, path, f"cannot access the file: {err.strerror or err}") from None
-    if not Path(path).is_file():
-        raise _fail(role, path, "not a regular file (a directory?)")
-    if stat.st_size == 0:
-        raise _fail(role, path, "the file is empty")
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(4)
-            handle.seek(max(0, stat.st_size - _METADATA_SEARCH_BYTES))
-            tail = handle.read()
-    except OSError as err:
-        raise _fail(role, path, f"the file is unreadable: {err.strerror or err}") from None
-    if _METADATA_MARKER not in tail:
-        if head.startswith(b"\x1f\x8b"):
-            reason = (
-                "gzip-compressed, not a MaxMind DB file: extract the .mmdb from the download first"
-            )
-        else:
-            reason = "not a MaxMind DB file (no MaxMind DB metadata section found)"
-        raise _fail(role, path, reason)
-
-
-def _open_reason(path: str, err: BaseException) -> str:
-    """Why a file with a metadata marker does not open. The C extension only says "Is this a
-    valid MaxMind DB file?", so the pure-Python reader is asked for a precise reason."""
-    try:
-        maxminddb.open_database(path, maxminddb.MODE_MMAP).close()
-    except _OPEN_ERRORS as precise:
-        return f"corrupt or not a MaxMind DB file ({precise})"
-    return f"corrupt or not a MaxMind DB file ({err})"
-
-
-def _probe_raw(role: str, path: str, ipv4_only: bool) -> None:
-    """Decode the first networks of the search tree and a spread of addresses."""
-    try:
-        raw = maxminddb.open_database(path)
-    except _OPEN_ERRORS as err:
-        raise _fail(role, path, _open_reason(path, err)) from None
-    try:
-        for _ in islice(raw, _PROBE_NETWORKS):
-            pass
-        for probe in _PROBE_ADDRESSES:
-            if ipv4_only and ":" in probe:
-                continue
-            raw.get(probe)
-    except _DATABASE_ERRORS as err:
-        raise _fail(role, path, f"the database is corrupt: {err}") from None
-    finally:
-        raw.close()
-
-
-def _open_database(role: str, path: str, kinds: tuple[tuple[str, str], ...]) -> _Database:
-    _check_file(role, path)
-    try:
-        reader = geoip2.database.Reader(path)
-    except _OPEN_ERRORS as err:
-        raise _fail(role, path, _open_reason(path, err)) from None
-    try:
-        metadata = reader.metadata()
-        # Corruption first: a damaged file is worth reporting even when it is also the wrong type.
-        _probe_raw(role, path, int(metadata.ip_version) == 4)
-        database_type = str(metadata.database_type)
-        method = next((name for marker, name in kinds if marker in database_type), None)
-        if method is None:
-            raise _fail(
-                role,
-                path,
-                f"database type '{database_type}' cannot be used as the {role} database "
-                f"(expected {_EXPECTED[role]})",
-            )
-        build_epoch = int(metadata.build_epoch)
-        info = DatabaseInfo(
-            path=path,
-            database_type=database_type,
-            build_epoch=build_epoch,
-            built=datetime.fromtimestamp(build_epoch, UTC).isoformat(),
-            ip_version=int(metadata.ip_version),
-            node_count=int(metadata.node_count),
-        )
-        lookup: Callable[[str], Any] = getattr(reader, method)
-        extract = _geo_fields if role == "city" else _asn_fields
-        for probe in _PROBE_ADDRESSES:
-            if info.ip_version == 4 and ":" in probe:
-                continue
-            try:
-                fields = extract(lookup(probe))
-                if role == "city":
-                    GeoInfo(status="found", **fields)  # values of the expected types
-            except geoip2.errors.AddressNotFoundError:
-                continue
-            except _DATABASE_ERRORS as err:
-                raise _fail(
-                    role, path, f"records are corrupt or not in the {database_type} layout: {err}"
-                ) from None
-    except BaseException:
-        reader.close()
-        raise
-    return _Database(path, role, reader, lookup, info)
-
-
-def _english(record: Any) -> str | None:
-    names = getattr(record, "names", None)
-    name = names.get("en") if isinstance(names, dict) else None
-    return name if isinstance(name, str) else None
-
-
-def _geo_fields(model: Any) -> dict[str, Any]:
-    """Country, city and position of a City/Country/Enterprise model (Country has no city)."""
-    country = model.country
-    fields: dict[str, Any] = {"country_iso": country.iso_code, "country_name": _english(country)}
-    city = getattr(model, "city", None)
-    if city is not None:
-        fields["city"] = _english(city)
-    location = getattr(model, "location", None)
-    if location is not None:
-        fields["lat"] = location.latitude
-        fields["lon"] = location.longitude
-    return fields
-
-
-def _asn_fields(model: Any) -> dict[str, Any]:
-    return {
-        "asn": model.autonomous_system_number,
-        "as_org": model.autonomous_system_organization,
-    }
-
-
-# ---------------------------------------------------------------------------------------------
 # The enricher
 
 
@@ -470,13 +249,13 @@ class GeoIpEnricher:
         self._hits = 0
         self._misses = 0
         self._lookup_errors = 0
-        self._city = _open_database("city", self._city_path, _CITY_KINDS)
-        self._asn: _Database | None = None
+        self._city = open_city_database(self._city_path)
+        self._asn: Database | None = None
         if self._asn_path is not None:
             try:
-                self._asn = _open_database("ASN", self._asn_path, _ASN_KINDS)
+                self._asn = open_asn_database(self._asn_path)
             except BaseException:
-                self._city.reader.close()
+                self._city.close()
                 raise
         self._closed = False
         logger.info("GeoIP databases opened: %s", self.database_info)
@@ -541,10 +320,8 @@ class GeoIpEnricher:
         geo: dict[str, Any] | None = None
         if not (city.ipv4_only and address.version == 6):
             try:
-                geo = _geo_fields(city.lookup(text))
-            except geoip2.errors.AddressNotFoundError:
-                geo = None
-            except _DATABASE_ERRORS as err:
+                geo = city.read(text)
+            except DATABASE_ERRORS as err:
                 self._lookup_failed(city, text, err)
                 return _LOOKUP_ERROR
         asn = self._asn_of(text, address.version)
@@ -561,11 +338,11 @@ class GeoIpEnricher:
         if db is None or (db.ipv4_only and version == 6):
             return {}
         try:
-            fields = _asn_fields(db.lookup(text))
-        except geoip2.errors.AddressNotFoundError:
-            return {}
-        except _DATABASE_ERRORS as err:
+            fields = db.read(text)
+        except DATABASE_ERRORS as err:
             self._lookup_failed(db, text, err)
+            return {}
+        if fields is None:
             return {}
         asn, org = fields["asn"], fields["as_org"]
         return {
@@ -573,7 +350,7 @@ class GeoIpEnricher:
             "as_org": org if isinstance(org, str) else None,
         }
 
-    def _lookup_failed(self, db: _Database, text: str, err: BaseException) -> None:
+    def _lookup_failed(self, db: Database, text: str, err: BaseException) -> None:
         self._lookup_errors += 1
         level = logging.WARNING if self._lookup_errors == 1 else logging.DEBUG
         logger.log(
@@ -623,9 +400,9 @@ class GeoIpEnricher:
         if self._closed:
             return
         self._closed = True
-        self._city.reader.close()
+        self._city.close()
         if self._asn is not None:
-            self._asn.reader.close()
+            self._asn.close()
         with self._lock:
             self._cache.clear()
 

@@ -65,7 +65,7 @@ from kinesis_testkit import Put, put_aggregated, put_records
 
 from infra.local.stack import LocalAws, client
 from sluice.core.contracts import ErrorType
-from sluice.transform.aggregate import MetricStats, WebTrafficStats
+from sluice.transform.accumulators import MetricStats, WebTrafficStats
 
 SEED = 20260302
 STREAM = "sluice-kill-test"

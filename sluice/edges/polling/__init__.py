@@ -19,7 +19,8 @@ Why: one module per concern, each testable alone; this package exports only what
 - ``pages``: conditional headers, the page walk, ``read_page`` (a page's ``PageOutcome``);
 - ``checkpoints``: ``Checkpoint``, its bounds and seen-state codec, ``SeenSet``, the
   ``CheckpointStore`` contract and ``InMemoryCheckpointStore``;
-- ``config``: ``PollerConfig`` and the defaults it shares with the Lambda's settings;
+- ``config``: ``PollerConfig``; it and ``retries`` and ``checkpoints`` define, once, the defaults
+  the Lambda's settings share (``DEFAULT_*``);
 - ``poller``: ``FeedPoller``, with the steps of a poll and its delivery guarantee (leases, emit
   before checkpoint, re-emission with the same ids after a crash);
 - ``summary``: ``FeedPollSummary``.
@@ -28,6 +29,10 @@ Why: one module per concern, each testable alone; this package exports only what
 from __future__ import annotations
 
 from sluice.edges.polling.checkpoints import (
+    DEFAULT_CHECKPOINT_MAX_BYTES,
+    DEFAULT_SEEN_MAX_AGE_SECONDS,
+    DEFAULT_SEEN_MAX_DEAD_LETTERS,
+    DEFAULT_SEEN_MAX_ITEMS,
     Checkpoint,
     CheckpointBounds,
     CheckpointStore,
@@ -38,11 +43,17 @@ from sluice.edges.polling.checkpoints import (
 )
 from sluice.edges.polling.config import (
     DEFAULT_LEASE_MARGIN_SECONDS,
+    DEFAULT_LEASE_SECONDS,
     DEFAULT_USER_AGENT,
     PollerConfig,
 )
 from sluice.edges.polling.poller import Emit, FeedPoller
-from sluice.edges.polling.retries import RetryPolicy
+from sluice.edges.polling.retries import (
+    DEFAULT_MAX_RETRY_AFTER,
+    DEFAULT_RETRY_BASE_DELAY,
+    DEFAULT_RETRY_MAX_DELAY,
+    RetryPolicy,
+)
 from sluice.edges.polling.summary import FeedPollSummary
 from sluice.edges.polling.transport import (
     Fetch,
@@ -53,7 +64,15 @@ from sluice.edges.polling.transport import (
 )
 
 __all__ = [
+    "DEFAULT_CHECKPOINT_MAX_BYTES",
     "DEFAULT_LEASE_MARGIN_SECONDS",
+    "DEFAULT_LEASE_SECONDS",
+    "DEFAULT_MAX_RETRY_AFTER",
+    "DEFAULT_RETRY_BASE_DELAY",
+    "DEFAULT_RETRY_MAX_DELAY",
+    "DEFAULT_SEEN_MAX_AGE_SECONDS",
+    "DEFAULT_SEEN_MAX_DEAD_LETTERS",
+    "DEFAULT_SEEN_MAX_ITEMS",
     "DEFAULT_USER_AGENT",
     "Checkpoint",
     "CheckpointBounds",

@@ -28,6 +28,10 @@ from sluice.core.deadletters import BatchResult
 from sluice.core.errors import SluiceError
 
 __all__ = [
+    "DEFAULT_CHECKPOINT_MAX_BYTES",
+    "DEFAULT_SEEN_MAX_AGE_SECONDS",
+    "DEFAULT_SEEN_MAX_DEAD_LETTERS",
+    "DEFAULT_SEEN_MAX_ITEMS",
     "Checkpoint",
     "CheckpointBounds",
     "CheckpointCorrupt",
@@ -77,14 +81,22 @@ class Checkpoint:
     committed_at: float | None = None
 
 
+DEFAULT_SEEN_MAX_ITEMS = 20_000
+DEFAULT_SEEN_MAX_DEAD_LETTERS = 1_000
+DEFAULT_SEEN_MAX_AGE_SECONDS = 7 * 86_400
+DEFAULT_CHECKPOINT_MAX_BYTES = 300_000
+"""The defaults of ``CheckpointBounds``, which the feed poller Lambda's ``seen_max_*`` and
+``checkpoint_max_bytes`` settings share."""
+
+
 @dataclass(frozen=True, slots=True)
 class CheckpointBounds:
     """Keeps a checkpoint well under DynamoDB's 400 KB item limit."""
 
-    max_items: int = 20_000
-    max_dead_letters: int = 1_000
-    max_age_seconds: int = 7 * 86_400
-    max_bytes: int = 300_000
+    max_items: int = DEFAULT_SEEN_MAX_ITEMS
+    max_dead_letters: int = DEFAULT_SEEN_MAX_DEAD_LETTERS
+    max_age_seconds: int = DEFAULT_SEEN_MAX_AGE_SECONDS
+    max_bytes: int = DEFAULT_CHECKPOINT_MAX_BYTES
 
 
 _STATE_FORMAT = 1

@@ -4,8 +4,11 @@ In: values from the feed poller Lambda's settings (``edge_lambdas.feed_poller.se
 (tests, local runs: the defaults).
 Out: a validated, immutable ``PollerConfig``.
 Dead letters: none.
-Why: the lease margin's default is defined once, here (``DEFAULT_LEASE_MARGIN_SECONDS``), and the
-settings' field takes it from here, so the documented setting and the poller cannot drift apart.
+Why: every default the Lambda's settings also declare is defined once, in the core, and the
+settings' fields take it from there, so the documented setting and the poller cannot drift apart:
+the lease and its margin here (``DEFAULT_LEASE_SECONDS``, ``DEFAULT_LEASE_MARGIN_SECONDS``), the HTTP
+retries with ``RetryPolicy`` (``retries``), the seen-state bounds with ``CheckpointBounds``
+(``checkpoints``).
 """
 
 from __future__ import annotations
@@ -16,9 +19,17 @@ from sluice import __version__
 from sluice.edges.polling.checkpoints import CheckpointBounds
 from sluice.edges.polling.retries import RetryPolicy
 
-__all__ = ["DEFAULT_LEASE_MARGIN_SECONDS", "DEFAULT_USER_AGENT", "PollerConfig"]
+__all__ = [
+    "DEFAULT_LEASE_MARGIN_SECONDS",
+    "DEFAULT_LEASE_SECONDS",
+    "DEFAULT_USER_AGENT",
+    "PollerConfig",
+]
 
 DEFAULT_USER_AGENT = f"sluice-feed-poller/{__version__}"
+
+DEFAULT_LEASE_SECONDS = 300.0
+"""How long one poll may hold a feed's lease, unless configured (``SLUICE_LEASE_SECONDS``)."""
 
 DEFAULT_LEASE_MARGIN_SECONDS = 30.0
 """The one default of the lease margin: ``PollerConfig`` and the feed poller Lambda's settings
@@ -30,7 +41,7 @@ class PollerConfig:
     """Poller-wide settings; per-feed ones (timeout, retries, pagination) are in the ``FeedSpec``."""
 
     user_agent: str = DEFAULT_USER_AGENT
-    lease_seconds: float = 300.0
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
     lease_margin_seconds: float = DEFAULT_LEASE_MARGIN_SECONDS
     """Part of the lease kept for emitting and the checkpoint write: no page is fetched once less
     than this remains, and nothing is emitted once less than half of it remains."""

@@ -25,6 +25,9 @@ from sluice.core.retry import BackoffPolicy
 from sluice.edges.polling.transport import Fetch, HttpRequest, HttpResponse, TransportError
 
 __all__ = [
+    "DEFAULT_MAX_RETRY_AFTER",
+    "DEFAULT_RETRY_BASE_DELAY",
+    "DEFAULT_RETRY_MAX_DELAY",
     "FeedFetchError",
     "RetryDecision",
     "RetryPolicy",
@@ -34,6 +37,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+DEFAULT_RETRY_BASE_DELAY = 0.5
+DEFAULT_RETRY_MAX_DELAY = 20.0
+DEFAULT_MAX_RETRY_AFTER = 60.0
+"""The defaults of ``RetryPolicy``, which the feed poller Lambda's ``http_retry_*`` settings share."""
 
 
 class FeedFetchError(SluiceError):
@@ -55,9 +63,9 @@ class RetryPolicy:
     """
 
     max_retries: int = 3
-    base_delay: float = 0.5
-    max_delay: float = 20.0
-    max_retry_after: float = 60.0
+    base_delay: float = DEFAULT_RETRY_BASE_DELAY
+    max_delay: float = DEFAULT_RETRY_MAX_DELAY
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER
     """A ``Retry-After`` longer than this is not waited for: the poll fails and the next one retries."""
     backoff: BackoffPolicy = field(init=False, repr=False, compare=False)
 
