@@ -1,4 +1,4 @@
-"""Mergeable window accumulators and their versioned binary form (used by Beam CombineFns and PyFlink).
+"""Mergeable window accumulators and their versioned binary form (window rows keep them in their state column).
 
 In: plain numbers and strings, or ``WebAccessLog`` records.
 Out: accumulators that merge in place (``a.merge(b)`` returns ``a``), serialize to a compact,

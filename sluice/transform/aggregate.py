@@ -1,4 +1,4 @@
-"""Window keys and batch pre-aggregation, engine-neutral (used by Beam CombineFns and PyFlink).
+"""Window keys and batch pre-aggregation, engine-neutral (the job's window stage and the writer call them).
 
 In: normalized records (``IotReading``, ``WebAccessLog``) and a window size in seconds (tumbling
 event-time windows aligned to the Unix epoch, UTC).
