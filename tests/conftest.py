@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,3 +37,23 @@ def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return moto_endpoint
+
+
+@pytest.fixture(scope="session")
+def geoip_dbs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The SYNTHETIC demo City and ASN databases (made-up networks, see ``devkit.geoip_build``)."""
+    from devkit.geoip_build import build_demo_databases
+
+    return build_demo_databases(tmp_path_factory.mktemp("geoip"))
+
+
+@pytest.fixture
+def local_aws(tmp_path: Path) -> Iterator[Any]:
+    """moto in a process of its own (``infra.local.stack.LocalAws``), stopped when the test ends."""
+    from infra.local.stack import LocalAws
+
+    aws = LocalAws(tmp_path / "aws").start()
+    try:
+        yield aws
+    finally:
+        aws.stop()

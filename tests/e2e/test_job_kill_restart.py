@@ -35,204 +35,37 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import pytest
 from job_testkit import (
+    COMMIT_ORDER,
     TABLE_NAMES,
-    Sent,
+    Job,
+    assert_same_rows,
+    assert_same_windows,
     chunks,
     committed_positions,
     expect,
     iot_window_values,
+    kill_during_a_commit,
     mixed_input,
+    produce,
     read_tables,
+    wait_until,
     web_window_values,
     window_of,
 )
-from kinesis_testkit import Put, put_aggregated, put_records
+from kinesis_testkit import Put
 
 from infra.local.stack import LocalAws, client
 from sluice.core.contracts import ErrorType
-from sluice.transform.accumulators import MetricStats, WebTrafficStats
 
 SEED = 20260302
 STREAM = "sluice-kill-test"
-COMMIT_ORDER = ("iot_readings", "web_requests", "feed_items", "dead_letters")
-"""The first tables ``ExactlyOnceWriter.flush`` commits, in order (window tables come last)."""
-
-
-@pytest.fixture
-def local_aws(tmp_path: Path) -> Iterator[LocalAws]:
-    """moto in a process of its own, stopped when the test ends (whatever happened)."""
-    aws = LocalAws(tmp_path / "aws").start()
-    try:
-        yield aws
-    finally:
-        aws.stop()
-
-
-@dataclass
-class Job:
-    """One ``python -m sluice job run`` process; its stderr goes to a file the test reads."""
-
-    env: dict[str, str]
-    state_dir: Path
-    log: Path
-    flags: list[str] = field(default_factory=list)
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Job:
-        command = [
-            sys.executable, "-m", "sluice", "job", "run",
-            "--stream_name", STREAM,
-            "--stop_when_idle_seconds", "3",
-            "--commit_interval_seconds", "0.5",
-            "--state_dir", str(self.state_dir),
-            *self.flags,
-        ]  # fmt: skip
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, env=self.env, stdout=subprocess.DEVNULL, stderr=log
-            )
-        return self
-
-    def commits_logged(self) -> int:
-        return self.log.read_text(errors="replace").count(" committed ")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        assert self.process.poll() is None, f"the job ended before it was killed; see {self.log}"
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def wait(self, timeout: float) -> None:
-        assert self.process is not None
-        try:
-            code = self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise AssertionError(
-                f"the job did not stop within {timeout} s; see {self.log}"
-            ) from None
-        assert code == 0, f"the job failed ({code}); see {self.log}"
-
-
-def metadata_locations(state_dir: Path) -> dict[str, str]:
-    """Each table's current metadata file, read straight from the SQLite catalog (cheap to poll)."""
-    path = state_dir / "catalog.db"
-    if not path.exists():
-        return {}
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as connection:
-            rows = connection.execute(
-                "SELECT table_name, metadata_location FROM iceberg_tables"
-            ).fetchall()
-    except sqlite3.OperationalError:  # the catalog's tables are not created yet
-        return {}
-    return dict(rows)
-
-
-def wait_until(condition: Any, timeout: float, what: str, poll: float = 0.002) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(poll)
-
-
-def kill_during_a_commit(job: Job, commits_to_skip: int) -> None:
-    """Kill the job right after the first table of a commit changed, before the others are written."""
-    seen: list[str] = []
-
-    def first_table_committed() -> bool:
-        location = metadata_locations(job.state_dir).get(COMMIT_ORDER[0])
-        if location is not None and (not seen or seen[-1] != location):
-            seen.append(location)
-        # the first location seen is where the table stood when polling began
-        return len(seen) >= 2 + commits_to_skip
-
-    wait_until(first_table_committed, 30, "a commit")
-    job.kill()
-
-
-def produce(env: dict[str, str], waves: list[list[Sent]], pause: float, landed: list[Put]) -> None:
-    """Put each wave (KPL-aggregated, about 100 user records per Kinesis record; invalid and too-late
-    records as plain records), pausing between waves so the job is mid-stream when it is killed."""
-    kinesis = client("kinesis", env)
-    for wave in waves:
-        plain = [s for s in wave if s.lands_in == "dead_letters"]
-        rest = [s for s in wave if s.lands_in != "dead_letters"]
-        landed += put_aggregated(kinesis, STREAM, [s.user_record() for s in rest], 100)
-        landed += put_records(kinesis, STREAM, [(s.partition_key, s.data) for s in plain])
-        time.sleep(pause)
-
-
-def frozen(value: Any) -> Any:
-    """A row value as something hashable (lists and maps become tuples), to compare rows as multisets."""
-    if isinstance(value, list):
-        return tuple(frozen(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, frozen(v)) for k, v in value.items()))
-    return value
-
-
-def assert_same_rows(
-    name: str, rows: list[dict[str, Any]], reference: list[dict[str, Any]]
-) -> None:
-    """The same multiset of rows, every column compared."""
-    mine = Counter(tuple((k, frozen(v)) for k, v in sorted(row.items())) for row in rows)
-    theirs = Counter(tuple((k, frozen(v)) for k, v in sorted(row.items())) for row in reference)
-    missing, extra = theirs - mine, mine - theirs
-    assert not missing and not extra, (
-        f"{name}: {missing.total()} rows missing, {extra.total()} extra, "
-        f"e.g. {next(iter(missing or extra))}"
-    )
-
-
-EXACT_WINDOW_COLUMNS = {
-    "iot_metrics_1m": ("count", "sum", "min", "max", "mean", "p50", "p95", "p99"),
-    "web_traffic_1m": ("requests", "bytes", "request_time_p50", "request_time_p95",
-                       "request_time_p99", "unique_clients"),
-}  # fmt: skip
-WINDOW_KEYS = {
-    "iot_metrics_1m": ("window_start", "window_end", "device_id", "metric"),
-    "web_traffic_1m": ("window_start", "window_end", "path", "status_class", "country_iso"),
-}
-
-
-def window_rows(name: str, rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], tuple[Any, ...]]:
-    """Window rows by key: every column but ``state``, and what ``state`` decodes to."""
-    decode = MetricStats.from_bytes if name == "iot_metrics_1m" else WebTrafficStats.from_bytes
-    out: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-    for row in rows:
-        key = tuple(row[c] for c in WINDOW_KEYS[name])
-        assert key not in out, f"{name}: window {key} is stored twice"
-        out[key] = (*(row[c] for c in EXACT_WINDOW_COLUMNS[name]), decode(row["state"]).summary())
-    return out
-
-
-def assert_same_windows(
-    name: str, rows: list[dict[str, Any]], reference: list[dict[str, Any]]
-) -> None:
-    mine, theirs = window_rows(name, rows), window_rows(name, reference)
-    assert mine.keys() == theirs.keys(), f"{name}: windows differ: {mine.keys() ^ theirs.keys()}"
-    different = [key for key in mine if mine[key] != theirs[key]]
-    assert not different, (
-        f"{name}: {len(different)} windows differ, e.g. {different[0]}: "
-        f"{mine[different[0]]} != {theirs[different[0]]}"
-    )
 
 
 def test_killing_the_job_at_any_moment_loses_and_repeats_nothing(
@@ -264,7 +97,7 @@ def test_killing_the_job_at_any_moment_loses_and_repeats_nothing(
     waves = list(chunks(sent, len(sent) // 10 + 1))
     landed: list[Put] = []
     producer = threading.Thread(
-        target=produce, args=(local_aws.env, waves, 0.6, landed), daemon=True
+        target=produce, args=(local_aws.env, STREAM, waves, 0.6, landed), daemon=True
     )
     city_db, asn_db = geoip_dbs
     geo = ["--geoip_city_db", str(city_db), "--geoip_asn_db", str(asn_db)]
@@ -276,7 +109,8 @@ def test_killing_the_job_at_any_moment_loses_and_repeats_nothing(
         # commits; a different size in each run moves the batch boundaries, so a restarted run's
         # batches straddle the positions the killed run committed.
         log = tmp_path / f"killed-{next(runs)}.log"
-        return Job(env, state_dir, log, [*geo, "--max_records_per_call", str(rng.randint(3, 6))])
+        flags = [*geo, "--max_records_per_call", str(rng.randint(3, 6))]
+        return Job(env, state_dir, log, flags, stream=STREAM)
 
     # WHEN the job is killed (SIGKILL) and restarted: first right after the first table of its
     # second or third commit was written, so the tables disagree on their positions (tried again
@@ -304,7 +138,7 @@ def test_killing_the_job_at_any_moment_loses_and_repeats_nothing(
     job().start().wait(90)
     # AND a reference job reads the same stream from TRIM_HORIZON, uninterrupted, into other tables
     reference_dir = tmp_path / "reference"
-    Job(env, reference_dir, tmp_path / "reference.log", geo).start().wait(90)
+    Job(env, reference_dir, tmp_path / "reference.log", geo, stream=STREAM).start().wait(90)
 
     # THEN every table holds exactly what the uninterrupted run holds: the same rows (no duplicate
     # ids) in the event tables and dead_letters, the same windows and values in the window tables

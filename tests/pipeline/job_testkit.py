@@ -18,6 +18,11 @@ import ipaddress
 import json
 import math
 import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +30,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from kinesis_testkit import Put, put_aggregated, put_records
+
 from devkit.geoip_build import DEMO_NETWORKS
+from infra.local.stack import client
 from sluice.core.contracts import (
     Envelope,
     ErrorType,
@@ -46,6 +54,7 @@ from sluice.stream.envelopes import (
 from sluice.stream.kinesis.records import SourceBatch, SourceRecord
 from sluice.stream.kpl import UserRecord
 from sluice.tables.warehouse import POSITIONS_PROPERTY, WarehouseSettings, open_catalog
+from sluice.transform.aggregate import MetricStats, WebTrafficStats
 
 WINDOW_SECONDS = 60
 LATENESS_SECONDS = 600
@@ -462,3 +471,167 @@ def web_window_values(
 def chunks(items: Sequence[Sent], size: int) -> Iterator[list[Sent]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
+
+
+# Job processes and comparing runs ------------------------------------------------------------------
+# Used by the kill test (tests/e2e) and the reliability suite (tests/reliability).
+
+COMMIT_ORDER = ("iot_readings", "web_requests", "feed_items", "dead_letters")
+"""The first tables ``ExactlyOnceWriter.flush`` commits, in order (window tables come last)."""
+
+
+@dataclass
+class Job:
+    """One ``python -m sluice job run`` process; its stderr goes to a file the test reads."""
+
+    env: dict[str, str]
+    state_dir: Path
+    log: Path
+    flags: list[str] = field(default_factory=list)
+    stream: str = "sluice-events"
+    stop_when_idle_seconds: float = 3
+    commit_interval_seconds: float = 0.5
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Job:
+        command = [
+            sys.executable, "-m", "sluice", "job", "run",
+            "--stream_name", self.stream,
+            "--stop_when_idle_seconds", str(self.stop_when_idle_seconds),
+            "--commit_interval_seconds", str(self.commit_interval_seconds),
+            "--state_dir", str(self.state_dir),
+            *self.flags,
+        ]  # fmt: skip
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, env=self.env, stdout=subprocess.DEVNULL, stderr=log
+            )
+        return self
+
+    def commits_logged(self) -> int:
+        return self.log.read_text(errors="replace").count(" committed ")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        assert self.process.poll() is None, f"the job ended before it was killed; see {self.log}"
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def wait(self, timeout: float) -> None:
+        assert self.process is not None
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise AssertionError(
+                f"the job did not stop within {timeout} s; see {self.log}"
+            ) from None
+        assert code == 0, f"the job failed ({code}); see {self.log}"
+
+
+def metadata_locations(state_dir: Path) -> dict[str, str]:
+    """Each table's current metadata file, read straight from the SQLite catalog (cheap to poll)."""
+    path = state_dir / "catalog.db"
+    if not path.exists():
+        return {}
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as connection:
+            rows = connection.execute(
+                "SELECT table_name, metadata_location FROM iceberg_tables"
+            ).fetchall()
+    except sqlite3.OperationalError:  # the catalog's tables are not created yet
+        return {}
+    return dict(rows)
+
+
+def wait_until(condition: Any, timeout: float, what: str, poll: float = 0.002) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(poll)
+
+
+def kill_during_a_commit(job: Job, commits_to_skip: int) -> None:
+    """Kill the job right after the first table of a commit changed, before the others are written."""
+    seen: list[str] = []
+
+    def first_table_committed() -> bool:
+        location = metadata_locations(job.state_dir).get(COMMIT_ORDER[0])
+        if location is not None and (not seen or seen[-1] != location):
+            seen.append(location)
+        # the first location seen is where the table stood when polling began
+        return len(seen) >= 2 + commits_to_skip
+
+    wait_until(first_table_committed, 30, "a commit")
+    job.kill()
+
+
+def produce(
+    env: dict[str, str], stream: str, waves: list[list[Sent]], pause: float, landed: list[Put]
+) -> None:
+    """Put each wave (KPL-aggregated, about 100 user records per Kinesis record; invalid and too-late
+    records as plain records), pausing between waves so the job is mid-stream when it is killed."""
+    kinesis = client("kinesis", env)
+    for wave in waves:
+        plain = [s for s in wave if s.lands_in == "dead_letters"]
+        rest = [s for s in wave if s.lands_in != "dead_letters"]
+        landed += put_aggregated(kinesis, stream, [s.user_record() for s in rest], 100)
+        landed += put_records(kinesis, stream, [(s.partition_key, s.data) for s in plain])
+        time.sleep(pause)
+
+
+def frozen(value: Any) -> Any:
+    """A row value as something hashable (lists and maps become tuples), to compare rows as multisets."""
+    if isinstance(value, list):
+        return tuple(frozen(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, frozen(v)) for k, v in value.items()))
+    return value
+
+
+def assert_same_rows(
+    name: str, rows: list[dict[str, Any]], reference: list[dict[str, Any]]
+) -> None:
+    """The same multiset of rows, every column compared."""
+    mine = Counter(tuple((k, frozen(v)) for k, v in sorted(row.items())) for row in rows)
+    theirs = Counter(tuple((k, frozen(v)) for k, v in sorted(row.items())) for row in reference)
+    missing, extra = theirs - mine, mine - theirs
+    assert not missing and not extra, (
+        f"{name}: {missing.total()} rows missing, {extra.total()} extra, "
+        f"e.g. {next(iter(missing or extra))}"
+    )
+
+
+EXACT_WINDOW_COLUMNS = {
+    "iot_metrics_1m": ("count", "sum", "min", "max", "mean", "p50", "p95", "p99"),
+    "web_traffic_1m": ("requests", "bytes", "request_time_p50", "request_time_p95",
+                       "request_time_p99", "unique_clients"),
+}  # fmt: skip
+WINDOW_KEYS = {
+    "iot_metrics_1m": ("window_start", "window_end", "device_id", "metric"),
+    "web_traffic_1m": ("window_start", "window_end", "path", "status_class", "country_iso"),
+}
+
+
+def window_rows(name: str, rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    """Window rows by key: every column but ``state``, and what ``state`` decodes to."""
+    decode = MetricStats.from_bytes if name == "iot_metrics_1m" else WebTrafficStats.from_bytes
+    out: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for row in rows:
+        key = tuple(row[c] for c in WINDOW_KEYS[name])
+        assert key not in out, f"{name}: window {key} is stored twice"
+        out[key] = (*(row[c] for c in EXACT_WINDOW_COLUMNS[name]), decode(row["state"]).summary())
+    return out
+
+
+def assert_same_windows(
+    name: str, rows: list[dict[str, Any]], reference: list[dict[str, Any]]
+) -> None:
+    mine, theirs = window_rows(name, rows), window_rows(name, reference)
+    assert mine.keys() == theirs.keys(), f"{name}: windows differ: {mine.keys() ^ theirs.keys()}"
+    different = [key for key in mine if mine[key] != theirs[key]]
+    assert not different, (
+        f"{name}: {len(different)} windows differ, e.g. {different[0]}: "
+        f"{mine[different[0]]} != {theirs[different[0]]}"
+    )
