@@ -7,28 +7,35 @@ make fail. ``table_infos``: per table its rows, snapshots, data files and last c
 Why: tables are read through pyiceberg and registered as Arrow views, so only the tables a query
 names are read (``sluice.analysts.pruning`` finds them, and the time bounds that prune their scans);
 DuckDB then runs the whole query in a UTC session, as Athena does.
+Guarded: the SQL must be exactly one read-only query (``QueryRefused`` otherwise, before any table
+is read), and the session is locked down before any of it runs (``sql_tree.lock_down``: no file,
+URL, ATTACH or extension from SQL, no setting changed back), so a query sees the tables and nothing
+else of the machine. ``unsafe=True`` skips both: any DuckDB SQL, with DuckDB's own defaults.
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pydantic
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError, ResolveError, ValidationError
 from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression
 from pyiceberg.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from sluice.analysts.pruning import Bound, extract_bounds, tables_named_in
-from sluice.analysts.sql_tree import session
+from sluice.analysts.sql_tree import lock_down, read_only_refusal, session
 from sluice.core.errors import SluiceError
 from sluice.tables.specs import TABLES
 
-__all__ = ["QueryError", "TableInfo", "TablePlan", "connect", "run", "table_infos"]
+__all__ = ["QueryError", "QueryRefused", "TableInfo", "TablePlan", "connect", "run", "table_infos"]
 
 
 class QueryError(SluiceError):
@@ -36,10 +43,17 @@ class QueryError(SluiceError):
     whose files cannot be read)."""
 
 
+class QueryRefused(QueryError):
+    """SQL that is not exactly one read-only query (without ``unsafe``); nothing was read."""
+
+
 # What reading a table raises when its files are missing, unreadable or damaged: OSError (a missing
 # or unreadable file, local or S3), EOFError and ValueError (a truncated or corrupt Avro manifest, a
 # corrupt Parquet file: pyarrow's ArrowInvalid is a ValueError), any other Arrow error, pyiceberg's
 # errors for metadata it cannot parse or a schema it cannot resolve, and DuckDB refusing the view.
+# Garbage in a manifest also makes pyiceberg's Avro reader raise zlib.error (a deflate block),
+# SystemError (its decoder given a negative length), KeyError or TypeError (a mangled schema in the
+# file's header); and a damaged SQLite catalog makes loading the table raise SQLAlchemy's errors.
 _READ_ERRORS = (
     OSError,
     EOFError,
@@ -48,12 +62,31 @@ _READ_ERRORS = (
     ValidationError,
     ResolveError,
     duckdb.Error,
+    zlib.error,
+    SystemError,
+    KeyError,
+    TypeError,
+    SQLAlchemyError,
 )
 
 
 def _first_line(err: BaseException) -> str:
     """The first line of an error's message (its type when it has none)."""
     return next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+
+
+def _read_failure(err: BaseException) -> str:
+    """What a table read failed on, in one line: the file, the metadata field, the catalog."""
+    cause = err.__cause__
+    if isinstance(err, ValidationError) and isinstance(cause, pydantic.ValidationError):
+        first = cause.errors()[0] if cause.errors() else None
+        if first is not None:
+            where = ".".join(str(part) for part in first["loc"])
+            return f"invalid table metadata: {where + ': ' if where else ''}{first['msg']}"
+    if isinstance(err, SQLAlchemyError):
+        original = getattr(err, "orig", None)
+        return f"the catalog is damaged: {_first_line(original or err)}"
+    return _first_line(err)
 
 
 @dataclass(slots=True)
@@ -102,15 +135,20 @@ def connect(
     sql: str | None = None,
     plans: list[TablePlan] | None = None,
     prune: bool = True,
+    unsafe: bool = False,
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection (UTC) with the tables ``sql`` names (all when None) registered.
 
     With ``sql`` (and ``prune``), time-column predicates found in it prune the scans; ``plans``
     receives one ``TablePlan`` per table read. Raises ``QueryError`` for a table that does not exist
-    or whose metadata or data files cannot be read.
+    or whose metadata or data files cannot be read. The session is locked down (``lock_down``)
+    before DuckDB evaluates anything of ``sql``, unless ``unsafe``; the tables registered after
+    that are Arrow views, which need no file access.
     """
     con = session()
     try:
+        if not unsafe:
+            lock_down(con)
         bounds = extract_bounds(sql, con=con) if sql is not None and prune else {}
         for name in tables_named_in(sql, con) if sql is not None else list(TABLES):
             plan = TablePlan(name, bounds.get(name, []))
@@ -122,7 +160,7 @@ def connect(
                     "creates the tables on its first run)"
                 ) from None
             except _READ_ERRORS as err:
-                raise QueryError(f"cannot read table {name}: {_first_line(err)}") from None
+                raise QueryError(f"cannot read table {name}: {_read_failure(err)}") from err
             if plans is not None:
                 plans.append(plan)
     except BaseException:
@@ -140,14 +178,19 @@ def run(
     sql: str,
     plans: list[TablePlan] | None = None,
     prune: bool = True,
+    unsafe: bool = False,
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Column names and rows of ``sql`` over the tables; ``plans`` receives how each table was read.
 
     ``prune=False`` reads every table whole (the same answer, for checking pruning). Raises
-    ``QueryError`` (one line) for unknown tables, SQL errors (every DuckDB error) and tables that
-    cannot be read (see ``connect``).
+    ``QueryRefused`` for SQL that is not exactly one read-only query (unless ``unsafe``), before
+    reading anything; ``QueryError`` (one line) for unknown tables, SQL errors (every DuckDB error,
+    a file function refused by the locked session among them) and tables that cannot be read (see
+    ``connect``).
     """
-    con = connect(catalog, namespace, sql, plans, prune)
+    if not unsafe:
+        _check_read_only(sql)
+    con = connect(catalog, namespace, sql, plans, prune, unsafe)
     try:
         relation = con.sql(sql)
         if relation is None:
@@ -160,10 +203,31 @@ def run(
                 f"unknown table {missing.group(1)!r}; the tables are: {', '.join(TABLES)}"
             ) from None
         raise QueryError(_first_line(err)) from None
+    except duckdb.PermissionException as err:
+        raise QueryError(
+            f"{_first_line(err)} (sluice query reads the tables only; --unsafe allows DuckDB's "
+            "file functions)"
+        ) from None
     except duckdb.Error as err:
         raise QueryError(_first_line(err)) from None
     finally:
         con.close()
+
+
+def _check_read_only(sql: str) -> None:
+    """Raise ``QueryRefused`` unless ``sql`` is exactly one read-only query (by DuckDB's parser)."""
+    con = session()
+    try:
+        lock_down(con)
+        if not con.extract_statements(sql):
+            raise QueryError("no SQL statement given")
+        reason = read_only_refusal(con, sql)
+    except duckdb.Error as err:  # a syntax error: one line, as DuckDB says it
+        raise QueryError(_first_line(err)) from None
+    finally:
+        con.close()
+    if reason is not None:
+        raise QueryRefused(reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,22 +242,29 @@ class TableInfo:
 
 
 def table_infos(catalog: Catalog, namespace: str) -> list[TableInfo]:
-    """Row count, snapshot count, data-file count and last commit time of every existing table."""
+    """Row count, snapshot count, data-file count and last commit time of every existing table.
+
+    Raises ``QueryError`` (one line, naming the table and what failed: the metadata file missing
+    or corrupt, the catalog damaged) for a table whose metadata cannot be read.
+    """
     infos = []
     for name in TABLES:
         try:
-            table = catalog.load_table(f"{namespace}.{name}")
+            infos.append(_table_info(catalog.load_table(f"{namespace}.{name}"), name))
         except NoSuchTableError:
             continue
-        snapshot = table.current_snapshot()
-        summary = snapshot.summary.additional_properties if snapshot and snapshot.summary else {}
-        infos.append(
-            TableInfo(
-                name,
-                int(summary.get("total-records", 0)),
-                len(table.snapshots()),
-                int(summary.get("total-data-files", 0)),
-                datetime.fromtimestamp(snapshot.timestamp_ms / 1000, UTC) if snapshot else None,
-            )
-        )
+        except _READ_ERRORS as err:
+            raise QueryError(f"cannot read table {name}: {_read_failure(err)}") from err
     return infos
+
+
+def _table_info(table: Table, name: str) -> TableInfo:
+    snapshot = table.current_snapshot()
+    summary = snapshot.summary.additional_properties if snapshot and snapshot.summary else {}
+    return TableInfo(
+        name,
+        int(summary.get("total-records", 0)),
+        len(table.snapshots()),
+        int(summary.get("total-data-files", 0)),
+        datetime.fromtimestamp(snapshot.timestamp_ms / 1000, UTC) if snapshot else None,
+    )

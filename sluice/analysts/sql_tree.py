@@ -6,7 +6,10 @@ Sluice tables it references, its SELECT blocks, and any reason for doubt (a node
 function this module does not know, a table hidden by a CTE or read with a schema, alias, AT or
 SAMPLE); recognizers of the constants a pushed-down bound may be (``is_literal``: ``'text'``,
 ``$$text$$``, ``TIMESTAMP 'text'``, ...; ``is_clock``: ``now()`` or ``current_timestamp`` plus or
-minus literal intervals); and an ``Evaluator`` that writes a node back as SQL and runs probes.
+minus literal intervals); an ``Evaluator`` that writes a node back as SQL and runs probes; and the
+guard of an analyst's session: ``read_only_refusal`` (why the SQL is not one read-only query, by
+DuckDB's parser: statement types, and the query nodes of its tree) and ``lock_down`` (no file,
+network or extension access from SQL, and no setting SQL can change back).
 Why: the SQL is read by DuckDB (``json_serialize_sql``, built in) and every constant is written
 back by DuckDB (``json_deserialize_sql``, checked to parse to the same tree) and valued by DuckDB
 in the query's own session, never parsed or computed here: what this module does not recognize
@@ -35,7 +38,9 @@ __all__ = [
     "is_clock",
     "is_literal",
     "is_string",
+    "lock_down",
     "nodes",
+    "read_only_refusal",
     "serialize",
     "session",
 ]
@@ -77,6 +82,105 @@ def session() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     return con
+
+
+# Set, in this order, before any SQL of the analyst runs: verified on DuckDB 2.0.1 (after them,
+# read_text/read_csv/glob/COPY/ATTACH/INSTALL/LOAD/EXPORT fail with a Permission Error, functions of
+# extensions not loaded are unknown, and SET/RESET of any option fail: "the configuration has been
+# locked"). Arrow tables registered later, and spilling to the temporary directory, still work.
+_LOCKED_SETTINGS = (
+    ("enable_external_access", "false"),  # no file or URL read or written by SQL, no INSTALL/LOAD
+    ("autoload_known_extensions", "false"),  # no extension loaded because a query names a function
+    ("autoinstall_known_extensions", "false"),  # and none downloaded
+    ("python_enable_replacements", "false"),  # no Python variable scanned as a table by its name
+    ("lock_configuration", "true"),  # last: no SQL can turn any of the above back on
+)
+
+
+def lock_down(con: duckdb.DuckDBPyConnection) -> None:
+    """Forbid the session any external access, extension loading and setting change, for good."""
+    for name, value in _LOCKED_SETTINGS:
+        con.execute(f"SET {name} = {value}")
+
+
+# The statements an analyst's query may be (``WITH``, ``VALUES``, ``DESCRIBE``, ``SHOW``, ``SUMMARIZE``,
+# ``FROM``, ``TABLE``, ``PIVOT ... IN`` are all SELECT statements to DuckDB's parser), and the query
+# nodes its tree may hold: a SELECT can also hide INSERT, UPDATE, DELETE or COPY ... TO in a CTE
+# (``INSERT_QUERY_NODE``, ``COPY_QUERY_NODE``, ...).
+READ_ONLY_KINDS = "SELECT, WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE or EXPLAIN"
+_READ_ONLY_NODES = {"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE"}
+_STATEMENT_NAMES = {
+    "MULTI": "PIVOT without an IN list (several statements)",
+    "LOAD": "INSTALL or LOAD",
+}
+
+
+def read_only_refusal(con: duckdb.DuckDBPyConnection, sql: str) -> str | None:
+    """Why ``sql`` is not exactly one read-only query (None when it is), read by DuckDB's parser.
+
+    Raises ``duckdb.ParserException`` for SQL DuckDB cannot parse.
+    """
+    statements = con.extract_statements(sql)
+    if not statements:
+        return "no SQL statement given"
+    if len(statements) > 1:
+        return f"one statement at a time, this SQL has {len(statements)}"
+    return _statement_refusal(con, statements[0])
+
+
+def _statement_refusal(con: duckdb.DuckDBPyConnection, statement: Any) -> str | None:
+    kind = statement.type.name
+    if kind == "EXPLAIN":
+        inner = _explained(statement.query)
+        try:
+            statements = con.extract_statements(inner) if inner is not None else []
+        except duckdb.ParserException:  # EXPLAIN (FORMAT json) ...: options this does not read
+            statements = []
+        if len(statements) != 1 or statements[0].type.name != "SELECT":
+            return f"only EXPLAIN [ANALYZE] of a query is read-only ({READ_ONLY_KINDS})"
+        return _statement_refusal(con, statements[0])
+    if kind != "SELECT":
+        what = _STATEMENT_NAMES.get(kind, kind)
+        return f"{what} is not a read-only query ({READ_ONLY_KINDS})"
+    tree = serialize(con, statement.query)
+    if tree is None:
+        return "DuckDB cannot serialize the parse tree to check it (nested too deep?)"
+    writers = sorted(_query_node_kinds(tree) - _READ_ONLY_NODES)
+    if writers:
+        names = ", ".join(w.removesuffix("_NODE").removesuffix("_QUERY") for w in writers)
+        return f"a query holding {names} is not read-only ({READ_ONLY_KINDS})"
+    return None
+
+
+def _explained(sql: str) -> str | None:
+    """The text ``EXPLAIN [ANALYZE]`` explains, by DuckDB's tokenizer; None if written otherwise."""
+    tokens = duckdb.tokenize(sql)
+    ends = [start for start, _ in tokens[1:]] + [len(sql)]
+    words = [
+        (start, sql[start:end].strip().upper())
+        for (start, kind), end in zip(tokens, ends, strict=True)
+        if kind != duckdb.token_type.comment
+    ]
+    if not words or words[0][1] != "EXPLAIN":
+        return None
+    rest = words[2:] if len(words) > 1 and words[1][1] == "ANALYZE" else words[1:]
+    return sql[rest[0][0] :] if rest else None
+
+
+def _query_node_kinds(tree: Any) -> set[str]:
+    """The kinds of query node (``SELECT_NODE``, ``INSERT_QUERY_NODE``...) anywhere in a tree."""
+    kinds: set[str] = set()
+    stack = [tree]  # not recursive: a deep tree must not exhaust Python's stack
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            kind = item.get("type")
+            if isinstance(kind, str) and kind.endswith("_NODE"):
+                kinds.add(kind)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return kinds
 
 
 def _one(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> Any:
