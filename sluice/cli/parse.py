@@ -6,15 +6,25 @@ Out: valid normalized records as JSON lines on standard output; dead letters as 
 ``--dead-letters FILE`` (default: standard error); as the last line on standard error a JSON summary
 ``{"valid": N, "dead_letters": M}`` (plus ``"filtered": {rule: count}`` when rules dropped records).
 Exit status 0 when the input was read, even if records were rejected.
+
+Every read is bounded while it happens: lines are read in chunks, a line over the record limit
+(``sluice.core.inputs.MAX_RECORD_BYTES`` for iot, ``sluice.parsing.weblog.MAX_LINE_BYTES`` for
+weblog) is read past and becomes one ``too_large`` dead letter with its first bytes and real size,
+and the rest of the file is parsed; blank lines are skipped. A whole document (an iot JSON array,
+a feed response) is read up to ``MAX_ARRAY_DOCUMENT_BYTES`` / ``sluice.parsing.feeds.
+MAX_DOCUMENT_BYTES`` (64 MiB each); a bigger one is one ``too_large`` dead letter (its first bytes,
+its real size), not an error, so the other files of the run are still parsed.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,15 +32,28 @@ import orjson
 from pydantic import BaseModel
 
 from sluice.core.config import load_settings
-from sluice.core.deadletters import BatchResult
+from sluice.core.contracts import DeadLetter, ErrorType, Source, Stage
+from sluice.core.deadletters import BatchResult, dead_letter
 from sluice.core.errors import ConfigError
-from sluice.core.inputs import iter_line_batches, open_input
-from sluice.parsing.feeds import builtin_feed, parse_feed_document
+from sluice.core.inputs import (
+    DEFAULT_BATCH,
+    MAX_RECORD_BYTES,
+    iter_line_batches,
+    json_array_elements,
+    open_input,
+    read_bounded,
+)
+from sluice.parsing.feeds import MAX_DOCUMENT_BYTES, FeedSpec, builtin_feed, parse_feed_document
 from sluice.parsing.iot import parse_iot_batch
-from sluice.parsing.weblog import LogParser
+from sluice.parsing.weblog import MAX_LINE_BYTES, LogParser
 from sluice.transform.filters import RecordFilter
 
 __all__ = ["register"]
+
+MAX_ARRAY_DOCUMENT_BYTES = 64 * 1024 * 1024
+"""Largest iot JSON array document read whole; a bigger one is one ``too_large`` dead letter."""
+
+ParseBatch = Callable[[Iterable[bytes]], BatchResult[Any]]
 
 
 def register(commands: Any) -> None:
@@ -75,21 +98,90 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _iot_batches(stream: IO[bytes]) -> Iterator[list[bytes]]:
+def _too_large(
+    source: Source, what: str, cut: bytes, size: int, limit: int, identity: tuple[object, ...]
+) -> DeadLetter:
+    """Only ``cut`` was kept of an input of ``size`` bytes: the letter still tells the real size."""
+    letter = dead_letter(
+        source, Stage.PARSE, ErrorType.TOO_LARGE, f"{what}: {size} bytes > {limit}", cut,
+        identity=identity,
+    )  # fmt: skip
+    return letter.model_copy(update={"raw_size": size, "raw_truncated": True})
+
+
+def _line_results(
+    stream: IO[bytes], name: str, source: Source, parse: ParseBatch, limit: int, head: bytes = b""
+) -> Iterator[BatchResult[Any]]:
+    """Line by line: each over-long line is one ``too_large`` letter; blank lines are skipped."""
+    for batch in iter_line_batches(stream, limit, head=head):
+        result = parse(batch.lines)
+        too_long = [
+            _too_large(source, f"{name} line {line.number}", line.head, line.size, limit,
+                       (name, line.number))
+            for line in batch.oversized
+        ]  # fmt: skip
+        yield BatchResult(result.valid, [*result.dead_letters, *too_long])
+
+
+def _iot_results(stream: IO[bytes], name: str) -> Iterator[BatchResult[Any]]:
     """NDJSON, or one JSON array document (as device captures often are)."""
-    head = stream.peek(64)[:64] if hasattr(stream, "peek") else b""
-    if head.lstrip()[:1] == b"[":
-        document = stream.read()
-        try:
-            items = orjson.loads(document)
-        except orjson.JSONDecodeError:
-            items = None
-        if isinstance(items, list):
-            yield [orjson.dumps(item) for item in items]
-            return
-        yield document.splitlines()
+    peek = getattr(stream, "peek", None)
+    start = peek(64)[:64] if peek is not None else b""
+    if start.lstrip()[:1] != b"[":
+        yield from _line_results(stream, name, Source.IOT, parse_iot_batch, MAX_RECORD_BYTES)
         return
-    yield from iter_line_batches(stream)
+    head = stream.read(MAX_ARRAY_DOCUMENT_BYTES + 1)
+    if len(head) > MAX_ARRAY_DOCUMENT_BYTES and _first_line_is_json(head):
+        # NDJSON whose lines are arrays of readings: read on as lines.
+        yield from _line_results(
+            stream, name, Source.IOT, parse_iot_batch, MAX_RECORD_BYTES, head=head
+        )
+        return
+    document = read_bounded(stream, MAX_ARRAY_DOCUMENT_BYTES, head=head)
+    del head
+    if not document.complete:
+        yield BatchResult(
+            [],
+            [
+                _too_large(Source.IOT, f"{name}: JSON array document", document.data,
+                           document.size, MAX_ARRAY_DOCUMENT_BYTES, (name,))
+            ],
+        )  # fmt: skip
+        return
+    try:
+        elements = json_array_elements(document.data.decode("utf-8"))
+    except UnicodeDecodeError:
+        elements = None
+    if elements is None:  # not one JSON array after all: its lines are the records
+        yield from _line_results(
+            io.BytesIO(document.data), name, Source.IOT, parse_iot_batch, MAX_RECORD_BYTES
+        )
+        return
+    del document  # the elements hold the decoded text; the bytes are no longer needed
+    while batch := list(islice(elements, DEFAULT_BATCH)):
+        yield parse_iot_batch(batch)
+
+
+def _first_line_is_json(head: bytes) -> bool:
+    text = head.lstrip()
+    newline = text.find(b"\n")
+    if newline < 0:
+        return False
+    try:
+        orjson.loads(text[:newline])
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _feed_results(stream: IO[bytes], name: str, feed: FeedSpec) -> Iterator[BatchResult[Any]]:
+    document = read_bounded(stream, MAX_DOCUMENT_BYTES)
+    if document.complete:
+        yield parse_feed_document(feed, document.data)
+    else:
+        letter = _too_large(Source.FEED, f"{name}: feed document", document.data, document.size,
+                            MAX_DOCUMENT_BYTES, (name,))  # fmt: skip
+        yield BatchResult([], [letter])
 
 
 def _write(out: IO[bytes], records: Sequence[BaseModel]) -> None:
@@ -125,13 +217,13 @@ def _parse(args: argparse.Namespace, out: IO[bytes], dead: IO[bytes]) -> dict[st
             stream = stack.enter_context(open_input(name))
             try:
                 if feed is not None:
-                    batches: Iterator[BatchResult[Any]] = iter(
-                        [parse_feed_document(feed, stream.read())]
-                    )
+                    batches = _feed_results(stream, name, feed)
                 elif log_parser is not None:
-                    batches = (log_parser.parse_batch(b) for b in iter_line_batches(stream))
+                    batches = _line_results(
+                        stream, name, Source.WEBLOG, log_parser.parse_batch, MAX_LINE_BYTES
+                    )
                 else:
-                    batches = (parse_iot_batch(b) for b in _iot_batches(stream))
+                    batches = _iot_results(stream, name)
                 for result in batches:
                     valid = result.valid
                     if enricher is not None:
