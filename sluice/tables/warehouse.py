@@ -41,7 +41,6 @@ Exactly-once, without any runner state:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -233,12 +232,24 @@ def open_catalog(settings: WarehouseSettings) -> Catalog:
         if region:
             properties["glue.region"] = region
         return GlueCatalog("glue", **properties)
+    from sqlalchemy.exc import OperationalError
+
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     root = _local_folder(properties["warehouse"])
-    if root is None:
-        return SqlCatalog("sluice", uri=settings.resolved_catalog_uri(), **properties)
-    root.mkdir(parents=True, exist_ok=True)
-    return LocalSqlCatalog("sluice", root, uri=settings.resolved_catalog_uri(), **properties)
+    if root is not None:
+        root.mkdir(parents=True, exist_ok=True)
+    uri = settings.resolved_catalog_uri()
+    for attempt in range(2):
+        try:
+            if root is None:
+                return SqlCatalog("sluice", uri=uri, **properties)
+            return LocalSqlCatalog("sluice", root, uri=uri, **properties)
+        except OperationalError:
+            # A new catalog's own tables, created by another process at the same moment
+            # ("table iceberg_tables already exists"): the second attempt finds them.
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
 
 
 def ensure_tables(catalog: Catalog, settings: WarehouseSettings) -> dict[str, Table]:
@@ -247,8 +258,13 @@ def ensure_tables(catalog: Catalog, settings: WarehouseSettings) -> dict[str, Ta
     Tables that exist get ``TABLE_PROPERTIES`` where they lack them. Safe when several processes
     start on a new catalog at once: a table another one created first is loaded instead.
     """
-    with contextlib.suppress(NamespaceAlreadyExistsError):
+    try:
         catalog.create_namespace(settings.namespace)
+    except NamespaceAlreadyExistsError:
+        pass
+    except Exception:  # a backend's own error when another process won the race
+        if not catalog.namespace_exists(settings.namespace):
+            raise
     tables: dict[str, Table] = {}
     for name, definition in TABLES.items():
         identifier = f"{settings.namespace}.{name}"

@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 from pyiceberg.table import Table
 
+from beam_jobs.preflight import check_catalog
+from beam_jobs.settings import JobSettings
 from sluice.core.contracts import ErrorType, IotReading, Source, Stage, WebAccessLog
 from sluice.core.errors import ConfigError
 from sluice.stream.envelopes import encode, wrap_access_log, wrap_reading
@@ -334,6 +336,8 @@ def test_a_copied_state_folder_never_touches_the_original(tables, settings, tmp_
     copied = WarehouseSettings(state_dir=copy)
     with pytest.raises(ConfigError, match="outside this state folder's warehouse"):
         ensure_tables(open_catalog(copied), copied)
+    with pytest.raises(ConfigError, match="copied or moved"):  # the job's start-up check
+        check_catalog(JobSettings(state_dir=copy))
     maintain = subprocess.run(
         [sys.executable, "-m", "sluice", "maintain", "--state-dir", str(copy),
          "--expire-older-than", "0s", "--keep-last", "1", "--remove-orphans",
@@ -355,13 +359,14 @@ def _create(state: str, start: Any) -> list[str]:
 
 
 def test_two_processes_creating_the_tables_of_a_new_state_folder_both_succeed(tmp_path):
+    # Both start at one signal on a new folder: they race to create the catalog's own SQL tables,
+    # the namespace and every Iceberg table (each race seen failing before the fix)
     context = multiprocessing.get_context("spawn")
-    for attempt in range(3):
-        state = str(tmp_path / f"state-{attempt}")
-        with context.Manager() as manager:
+    with context.Manager() as manager, context.Pool(2) as pool:
+        for attempt in range(6):
             start = manager.Event()
-            with context.Pool(2) as pool:
-                results = [pool.apply_async(_create, (state, start)) for _ in range(2)]
-                start.set()
-                made = [r.get(timeout=120) for r in results]
-        assert made[0] == made[1] == sorted(TABLES)
+            state = str(tmp_path / f"state-{attempt}")
+            results = [pool.apply_async(_create, (state, start)) for _ in range(2)]
+            start.set()
+            made = [r.get(timeout=120) for r in results]
+            assert made[0] == made[1] == sorted(TABLES)
