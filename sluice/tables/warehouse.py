@@ -426,6 +426,10 @@ class ExactlyOnceWriter:
         }
         self._pending: dict[str, list[JobBatch]] = {}
         self._chain_end: dict[str, int] = {}
+        self._flushed: dict[str, int] = {}
+        """Per shard, the end of what every flush of this writer decided and committed in full."""
+        self._broken = False
+        """A flush failed part-way: its tables disagree until a restart replays it."""
 
     def resume_positions(self) -> dict[str, int]:
         """Per shard, where the job must resume: after the smallest position over all tables.
@@ -479,6 +483,16 @@ class ExactlyOnceWriter:
         report = FlushReport(batches=len(batches), held_back=held)
         if not batches:
             return report
+        self._broken = True  # until every commit of this flush is done
+        self._flush(batches, report)
+        for batch in batches:
+            self._flushed[batch.shard_id] = max(
+                self._flushed.get(batch.shard_id, -1), batch.last_sequence
+            )
+        self._broken = False
+        return report
+
+    def _flush(self, batches: list[JobBatch], report: FlushReport) -> None:
         now = self.clock()
         letters: list[tuple[str, Event]] = []
         events = {
@@ -510,20 +524,22 @@ class ExactlyOnceWriter:
         if self._commits("dead_letters", letter_rows.num_rows > 0, batches, now):
             positions = self._new_positions("dead_letters", batches)
             self._commit_rows("dead_letters", letter_rows, positions, now, report)
-        return report
 
     def catch_up(self) -> list[str]:
         """Record, with a positions commit, every table's positions up to what this writer flushed.
 
         For a clean stop: then the next start resumes where this one ended, not up to
         ``positions_commit_seconds`` earlier. Window tables go first (never behind their event
-        table). Returns the tables committed.
+        table). Nothing after a flush that failed part-way (its tables must replay it). Returns
+        the tables committed.
         """
         done: list[str] = []
+        if self._broken:
+            return done
         names = [*WINDOW_TABLES, *EVENT_TABLES.values(), "dead_letters"]
         for name in (n for n in names if n in self.tables):
             positions = dict(self.positions[name])
-            for shard, end in self._chain_end.items():
+            for shard, end in self._flushed.items():
                 positions[shard] = max(positions.get(shard, -1), end)
             if positions != self.positions[name]:
                 empty = self.tables[name].schema().as_arrow().empty_table()
