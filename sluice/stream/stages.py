@@ -221,7 +221,11 @@ def enrich_batch(batch: JobBatch, enricher: Any) -> JobBatch:
 
 
 def filter_batch(batch: JobBatch, filters: Mapping[Source, RecordFilter]) -> JobBatch:
-    """Apply each source's filter rules; drops are counted per rule, flags set on the records."""
+    """Apply each source's filter rules; drops are counted per rule, flags set on the records.
+
+    A record a rule cannot be applied to (an exception while judging it) becomes a
+    ``schema_violation`` dead letter of the filter stage; the others go on.
+    """
     for source, record_filter in filters.items():
         events = batch.events.get(source, [])
         batch.count("filter.received", len(events))
@@ -230,7 +234,13 @@ def filter_batch(batch: JobBatch, filters: Mapping[Source, RecordFilter]) -> Job
             continue
         kept: list[Event] = []
         for event in events:
-            dropped_by, flags = record_filter.judge(event.record)
+            try:
+                dropped_by, flags = record_filter.judge(event.record)
+            except Exception as err:  # noqa: BLE001 - one record must never fail its batch
+                _letter_event(batch, event, event_dead_letter(
+                    batch.shard_id, source, event, Stage.FILTER, ErrorType.SCHEMA_VIOLATION,
+                    f"filter rules cannot judge it: {describe_exception(err)}"))  # fmt: skip
+                continue
             if dropped_by is not None:
                 batch.count(f"filter.dropped.{dropped_by}")
                 continue

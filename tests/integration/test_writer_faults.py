@@ -28,7 +28,14 @@ from beam_jobs.settings import JobSettings
 from sluice.core.contracts import ErrorType, IotReading, Source, Stage, WebAccessLog
 from sluice.core.errors import ConfigError
 from sluice.stream.envelopes import encode, wrap_access_log, wrap_reading
-from sluice.stream.stages import Event, InputRecord, JobBatch, decode_batch, window_batch
+from sluice.stream.stages import (
+    Event,
+    InputRecord,
+    JobBatch,
+    decode_batch,
+    filter_batch,
+    window_batch,
+)
 from sluice.tables.specs import TABLES
 from sluice.tables.warehouse import (
     METADATA_VERSIONS_KEPT,
@@ -128,6 +135,21 @@ def test_an_event_whose_window_cannot_be_stored_becomes_a_dead_letter_at_the_win
     # AND the same batch again gives the same dead letters (deterministic ids)
     again = window_batch(decode_batch("s", records([reading(1), reading(2)], 1)), 60, 600)
     assert len(again.dead_letters) == 0
+
+
+def test_a_record_the_filter_rules_cannot_judge_becomes_a_dead_letter():
+    class Picky:
+        def judge(self, record: Any) -> tuple[str | None, list[str]]:
+            if record.device_id == "d2":
+                raise TypeError("cannot compare")
+            return None, []
+
+    decoded = decode_batch("s", records([reading(1), reading(2, device="d2"), reading(3)], 1))
+    out = filter_batch(decoded, {Source.IOT: Picky()})  # type: ignore[dict-item]
+    assert [e.sequence for e in out.events[Source.IOT]] == [1, 3]
+    [letter] = [d.record for d in out.dead_letters]
+    assert (letter.stage, letter.error_type) == (Stage.FILTER, ErrorType.SCHEMA_VIOLATION)
+    assert "TypeError: cannot compare" in letter.message
 
 
 def test_a_value_no_column_can_hold_becomes_a_dead_letter_and_the_rest_lands(tables, settings):
