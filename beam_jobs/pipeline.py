@@ -31,7 +31,7 @@ from beam_jobs.metrics import StageCounters
 from beam_jobs.read_kinesis import ReadFromKinesis
 from beam_jobs.settings import JobSettings
 from sluice.core.config import CoreSettings
-from sluice.core.contracts import Source, Stage
+from sluice.core.contracts import ErrorType, Source, Stage
 from sluice.stream.kinesis.positions import StartPosition
 from sluice.stream.kinesis.records import SourceBatch
 from sluice.stream.stages import (
@@ -44,6 +44,7 @@ from sluice.stream.stages import (
 )
 from sluice.tables.archive import encode_batch
 from sluice.tables.warehouse import (
+    DEFAULT_POSITIONS_COMMIT_SECONDS,
     ExactlyOnceWriter,
     WarehouseSettings,
     ensure_tables,
@@ -264,17 +265,25 @@ class _Commit(beam.DoFn):
     """Buffers the batches of a bundle and commits them when the bundle finishes.
 
     The source makes each bundle last the commit interval (``bundle_seconds``), so there is one
-    commit per table per interval; nothing is held across bundles, so a bundle that dies is simply
-    read again after the restart (its positions were never committed).
+    commit per interval to each table that got something; nothing is held across bundles, so a
+    bundle that dies is simply read again after the restart (its positions were never committed).
+    At a clean stop (``teardown``) every table records the positions it reached.
     """
 
-    def __init__(self, warehouse: WarehouseSettings, window_seconds: int) -> None:
+    def __init__(
+        self, warehouse: WarehouseSettings, window_seconds: int, positions_commit_seconds: float
+    ) -> None:
         super().__init__()
         self.warehouse, self.window_seconds = warehouse, window_seconds
+        self.positions_commit_seconds = positions_commit_seconds
 
     def setup(self) -> None:
         catalog = open_catalog(self.warehouse)
-        self.writer = ExactlyOnceWriter(ensure_tables(catalog, self.warehouse), self.window_seconds)
+        self.writer = ExactlyOnceWriter(
+            ensure_tables(catalog, self.warehouse),
+            self.window_seconds,
+            positions_commit_seconds=self.positions_commit_seconds,
+        )
         self.counters = StageCounters(Stage.WRITE)
         self.totals: dict[str, int] = {}
 
@@ -290,9 +299,27 @@ class _Commit(beam.DoFn):
         for table, rows in report.rows.items():
             self.counters.count(f"rows_{table}", rows)
             self.totals[table] = self.totals.get(table, 0) + rows
+        if report.duplicates:
+            self.counters.count("duplicates", report.duplicates)
+        if report.dead_lettered:
+            self.counters.dead_lettered(ErrorType.SCHEMA_VIOLATION.value, report.dead_lettered)
         if report.rows:
             self.counters.count("commits")
             LOG.info("committed %s; total rows so far %s", report.rows, self.totals)
+
+    def teardown(self) -> None:
+        # Best effort (a runner may skip teardown): a table left behind only makes the next start
+        # re-read a little more, which the other tables skip.
+        writer = getattr(self, "writer", None)
+        if writer is None:
+            return
+        try:
+            caught_up = writer.catch_up()
+        except Exception as err:  # noqa: BLE001 - stopping anyway; the positions stay valid
+            LOG.warning("could not record the final positions (%s: %s)", type(err).__name__, err)
+            return
+        if caught_up:
+            LOG.info("recorded the final positions of %s", ", ".join(caught_up))
 
 
 class WriteToIceberg(
@@ -300,15 +327,21 @@ class WriteToIceberg(
 ):
     """Commit event rows, window rows and dead letters with their source positions, once per bundle."""
 
-    def __init__(self, warehouse: WarehouseSettings, window_seconds: int) -> None:
+    def __init__(
+        self,
+        warehouse: WarehouseSettings,
+        window_seconds: int,
+        positions_commit_seconds: float = DEFAULT_POSITIONS_COMMIT_SECONDS,
+    ) -> None:
         super().__init__()
         self.warehouse, self.window_seconds = warehouse, window_seconds
+        self.positions_commit_seconds = positions_commit_seconds
 
     def expand(
         self, batches: beam.pvalue.PCollection[JobBatch]
     ) -> beam.pvalue.PCollection[JobBatch]:
         return batches | "CommitWithPositions" >> beam.ParDo(
-            _Commit(self.warehouse, self.window_seconds)
+            _Commit(self.warehouse, self.window_seconds, self.positions_commit_seconds)
         )
 
 
@@ -366,5 +399,10 @@ def process(
         | "ApplyFilters" >> ApplyFilters(settings)
         | "WindowAndAggregate"
         >> WindowAndAggregate(settings.window_seconds, settings.allowed_lateness_seconds)
-        | "WriteToIceberg" >> WriteToIceberg(settings.warehouse_settings(), settings.window_seconds)
+        | "WriteToIceberg"
+        >> WriteToIceberg(
+            settings.warehouse_settings(),
+            settings.window_seconds,
+            settings.positions_commit_seconds,
+        )
     )

@@ -79,10 +79,16 @@ def check_stream(settings: JobSettings) -> None:
 
 
 def check_catalog(settings: JobSettings) -> None:
-    """The Iceberg catalog opens and lists its namespaces."""
+    """The Iceberg catalog opens, lists its namespaces, and its existing tables load (a local one
+    refuses tables stored outside its state folder: a copied or moved folder)."""
     warehouse = settings.warehouse_settings()
     try:
-        open_catalog(warehouse).list_namespaces()
+        catalog = open_catalog(warehouse)
+        if (warehouse.namespace,) in catalog.list_namespaces():
+            for identifier in catalog.list_tables(warehouse.namespace):
+                catalog.load_table(identifier)
+    except ConfigError:
+        raise
     except Exception as err:  # noqa: BLE001 - pyiceberg's backends raise many kinds; one line each
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError(

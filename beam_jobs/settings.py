@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from sluice.core.config import CoreSettings, build_settings
-from sluice.tables.warehouse import WarehouseSettings
+from sluice.tables.warehouse import DEFAULT_POSITIONS_COMMIT_SECONDS, WarehouseSettings
 
 __all__ = ["JobSettings", "load_job_settings"]
 
@@ -54,6 +54,13 @@ class JobSettings(CoreSettings, WarehouseSettings):
         gt=0,
         le=3_600,
         description="How often buffered rows are committed to Iceberg (freshness vs. small files).",
+    )
+    positions_commit_seconds: float = Field(
+        default=DEFAULT_POSITIONS_COMMIT_SECONDS,
+        ge=0,
+        le=86_400,
+        description="Longest a table that receives no rows goes without recording its positions "
+        "(a snapshot without rows); a restart re-reads at most about this much of the stream.",
     )
     stop_when_idle_seconds: float | None = Field(
         default=None,

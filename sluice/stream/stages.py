@@ -10,9 +10,16 @@ A batch never loses its identity (shard and sequence range): the writer needs it
 positions atomically with the rows they produced (exactly-once).
 
 Dead letters: an undecodable envelope (``invalid_json``, ``schema_violation``), a payload its contract
-refuses, an edge's dead letter passing through, and an event that arrived after its window closed
-(``too_late``). Job-made dead letters take the record's position as identity and its arrival time as
-``first_seen``, so a replay produces the very same dead letters.
+refuses, an edge's dead letter passing through, an event that arrived after its window closed
+(``too_late``), and an event whose window cannot be computed or stored (``invalid_timestamp``: its
+window would end after 9999-12-31, the last instant a table can hold; ``schema_violation``: the
+aggregation refused its values). Job-made dead letters take the record's position as identity and
+its arrival time as ``first_seen``, so a replay produces the very same dead letters.
+
+One record never fails a batch: anything a stage did not foresee about a single record (an
+exception from the decoder, the contract or the aggregation) becomes that record's dead letter,
+because a failed batch would fail again on every restart and hold back everything after it. The
+table writer defends the same way when a record cannot become a row (``sluice.tables.warehouse``).
 
 Lateness is decided by arrival time, not by a runner's watermark: an event is too late when Kinesis
 received it (``ApproximateArrivalTimestamp``) more than ``allowed_lateness`` after its window ended.
@@ -21,14 +28,15 @@ One exception: a re-driven event (its envelope's ``redrive_of`` is set, see ``sl
 never too late. It is a deliberate late fix of an input that was dead-lettered, usually long after
 its window closed; windows keep their mergeable state in their table, so it is merged into its
 (old) window like any late event. ``Event.redrive_of`` carries the field to the table writer, which
-lands a re-driven event id at most once (``sluice.tables.warehouse``).
+lands an event id (re-driven or not) at most once (``sluice.tables.warehouse``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -48,7 +56,7 @@ from sluice.core.errors import RecordRejected
 from sluice.core.inputs import decode_json
 from sluice.stream.envelopes import claimed_source
 from sluice.transform.accumulators import MetricStats, WebTrafficStats
-from sluice.transform.aggregate import IotKey, WebKey, aggregate_iot, aggregate_web
+from sluice.transform.aggregate import IotKey, WebKey, aggregate_iot, aggregate_web, window_start
 from sluice.transform.filters import RecordFilter
 
 __all__ = [
@@ -56,7 +64,9 @@ __all__ = [
     "InputRecord",
     "JobBatch",
     "decode_batch",
+    "describe_exception",
     "enrich_batch",
+    "event_dead_letter",
     "filter_batch",
     "window_batch",
 ]
@@ -108,7 +118,8 @@ class JobBatch:
     web_windows: dict[WebKey, WebTrafficStats] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     redriven: int = 0
-    """How many decoded events are re-driven ones; the writer de-duplicates only when non-zero."""
+    """How many decoded events are re-driven ones (the writer de-duplicates them even when its
+    general de-duplication is off)."""
 
     def count(self, name: str, n: int = 1) -> None:
         if n:
@@ -124,6 +135,14 @@ class JobBatch:
 
 def _arrival_time(arrival: float) -> datetime:
     return datetime.fromtimestamp(arrival, UTC)
+
+
+def describe_exception(err: BaseException) -> str:
+    """One line for a dead letter made from an exception no stage expected: its type and first
+    line, with characters a table cannot store (lone surrogates) escaped."""
+    text = str(err).splitlines()[0] if str(err) else ""
+    line = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return line.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def decode_batch(
@@ -163,6 +182,12 @@ def decode_batch(
                                              record.data, identity=identity,
                                              first_seen=_arrival_time(record.arrival)))  # fmt: skip
             continue
+        except Exception as err:  # noqa: BLE001 - one record must never fail its batch (see above)
+            batch.reject(record, dead_letter(claimed_source(record.data), stage,
+                                             ErrorType.SCHEMA_VIOLATION, describe_exception(err),
+                                             record.data, identity=identity,
+                                             first_seen=_arrival_time(record.arrival)))  # fmt: skip
+            continue
         batch.events[envelope.source].append(
             Event(record.sequence, record.sub_sequence, record.arrival, envelope.event_id,
                   envelope.ingest_time, payload, envelope.redrive_of)
@@ -189,7 +214,11 @@ def enrich_batch(batch: JobBatch, enricher: Any) -> JobBatch:
 
 
 def filter_batch(batch: JobBatch, filters: Mapping[Source, RecordFilter]) -> JobBatch:
-    """Apply each source's filter rules; drops are counted per rule, flags set on the records."""
+    """Apply each source's filter rules; drops are counted per rule, flags set on the records.
+
+    A record a rule cannot be applied to (an exception while judging it) becomes a
+    ``schema_violation`` dead letter of the filter stage; the others go on.
+    """
     for source, record_filter in filters.items():
         events = batch.events.get(source, [])
         batch.count("filter.received", len(events))
@@ -198,7 +227,13 @@ def filter_batch(batch: JobBatch, filters: Mapping[Source, RecordFilter]) -> Job
             continue
         kept: list[Event] = []
         for event in events:
-            dropped_by, flags = record_filter.judge(event.record)
+            try:
+                dropped_by, flags = record_filter.judge(event.record)
+            except Exception as err:  # noqa: BLE001 - one record must never fail its batch
+                _letter_event(batch, event, event_dead_letter(
+                    batch.shard_id, source, event, Stage.FILTER, ErrorType.SCHEMA_VIOLATION,
+                    f"filter rules cannot judge it: {describe_exception(err)}"))  # fmt: skip
+                continue
             if dropped_by is not None:
                 batch.count(f"filter.dropped.{dropped_by}")
                 continue
@@ -213,11 +248,56 @@ def filter_batch(batch: JobBatch, filters: Mapping[Source, RecordFilter]) -> Job
 
 
 WINDOWED_SOURCES = (Source.IOT, Source.WEBLOG)
+LAST_STORABLE = datetime.max.replace(tzinfo=UTC)
+"""The last instant a Python datetime, and so a table row built from one, can hold."""
 
 
 def window_end(event_time: datetime, size_seconds: int) -> float:
     start = event_time.timestamp() // size_seconds * size_seconds
     return start + size_seconds
+
+
+def window_problem(event_time: datetime, size_seconds: int) -> str | None:
+    """Why the window of ``event_time`` cannot be stored (its start and end must be datetimes), or None."""
+    try:
+        start = window_start(event_time, size_seconds)
+        start + timedelta(seconds=size_seconds)
+    except (OverflowError, ValueError, OSError):
+        return (
+            f"event time {event_time.isoformat()}: its {size_seconds} s window would end after "
+            f"{LAST_STORABLE.isoformat()}, the last time a table can hold"
+        )
+    return None
+
+
+def _letter_event(batch: JobBatch, event: Event, letter: DeadLetter) -> None:
+    batch.dead_letters.append(
+        Event(event.sequence, event.sub_sequence, event.arrival, letter.dead_letter_id,
+              letter.first_seen, letter)
+    )  # fmt: skip
+    batch.count(f"dead_lettered.{letter.error_type.value}")
+
+
+def event_dead_letter(
+    shard_id: str, source: Source, event: Event, stage: Stage, error_type: ErrorType, message: str
+) -> DeadLetter:
+    """A dead letter for a decoded event: the whole envelope as raw input, so it can be re-driven."""
+    try:
+        payload = event.record.model_dump(mode="json")
+    except Exception as err:  # noqa: BLE001 - the letter must be made whatever the record holds
+        payload = {"unserializable": describe_exception(err)}
+    more = {} if event.redrive_of is None else {"redrive_of": event.redrive_of}
+    envelope = Envelope(source=source, event_id=event.event_id, ingest_time=event.ingest_time,
+                        partition_key=event.event_id, payload=payload, **more)  # fmt: skip
+    try:
+        raw = envelope.model_dump_json()
+    except Exception:  # noqa: BLE001 - text JSON cannot hold (lone surrogates): escape it
+        raw = json.dumps(envelope.model_dump(mode="json"), ensure_ascii=True, default=str)
+    return dead_letter(
+        source, stage, error_type, message, raw, event_time=event.record.event_time,
+        first_seen=_arrival_time(event.arrival),
+        identity=(shard_id, event.sequence, event.sub_sequence),
+    )  # fmt: skip
 
 
 def window_batch(
@@ -232,37 +312,55 @@ def window_batch(
     Sources with window tables (IoT, web logs) are checked, so their event and window tables agree
     on what was on time. Feed items are not windowed: a feed lists items of the past hour or week by
     design, so they are never too late. Nor are re-driven events (``Event.redrive_of`` set): they
-    are merged into their window whatever its age (see the module docstring).
+    are merged into their window whatever its age (see the module docstring). An event whose window
+    cannot be stored (``window_problem``) or aggregated becomes a dead letter instead.
     """
     for source in WINDOWED_SOURCES:
         events = batch.events.get(source, [])
         on_time: list[Event] = []
         for event in events:
+            problem = window_problem(event.record.event_time, size_seconds)
+            if problem is not None:
+                _letter_event(batch, event, event_dead_letter(
+                    batch.shard_id, source, event, stage, ErrorType.INVALID_TIMESTAMP, problem))  # fmt: skip
+                continue
             closes = window_end(event.record.event_time, size_seconds) + allowed_lateness_seconds
             if event.arrival <= closes or event.redrive_of is not None:
                 on_time.append(event)
                 continue
-            raw = Envelope(source=source, event_id=event.event_id, ingest_time=event.ingest_time,
-                           partition_key=event.event_id,
-                           payload=event.record.model_dump(mode="json")).model_dump_json()  # fmt: skip
             late_by = event.arrival - closes
-            letter = dead_letter(
-                source, stage, ErrorType.TOO_LATE,
+            _letter_event(batch, event, event_dead_letter(
+                batch.shard_id, source, event, stage, ErrorType.TOO_LATE,
                 f"arrived {late_by:.0f} s after its window closed (lateness {allowed_lateness_seconds} s)",
-                raw, event_time=event.record.event_time, first_seen=_arrival_time(event.arrival),
-                identity=(batch.shard_id, event.sequence, event.sub_sequence),
-            )  # fmt: skip
-            batch.dead_letters.append(
-                Event(event.sequence, event.sub_sequence, event.arrival, letter.dead_letter_id,
-                      letter.first_seen, letter)
-            )  # fmt: skip
-            batch.count(f"dead_lettered.{ErrorType.TOO_LATE.value}")
+            ))  # fmt: skip
         batch.events[source] = on_time
-    batch.iot_windows = aggregate_iot(
-        (e.record for e in batch.events.get(Source.IOT, [])), size_seconds
-    )
-    batch.web_windows = aggregate_web(
-        (e.record for e in batch.events.get(Source.WEBLOG, [])), size_seconds
-    )
+    batch.iot_windows = _aggregate(batch, Source.IOT, aggregate_iot, size_seconds, stage)
+    batch.web_windows = _aggregate(batch, Source.WEBLOG, aggregate_web, size_seconds, stage)
     batch.count("window.emitted", len(batch.iot_windows) + len(batch.web_windows))
     return batch
+
+
+def _aggregate(
+    batch: JobBatch, source: Source, aggregate: Any, size_seconds: int, stage: Stage
+) -> dict[Any, Any]:
+    """``aggregate`` over the source's events; if it fails, the events it fails on become dead
+    letters (each is tried alone) and the rest are aggregated."""
+    events = batch.events.get(source, [])
+    try:
+        result: dict[Any, Any] = aggregate((e.record for e in events), size_seconds)
+        return result
+    except Exception:  # noqa: BLE001, S110 - isolate the records at fault below
+        pass
+    kept: list[Event] = []
+    for event in events:
+        try:
+            aggregate([event.record], size_seconds)
+        except Exception as err:  # noqa: BLE001 - this record's dead letter
+            _letter_event(batch, event, event_dead_letter(
+                batch.shard_id, source, event, stage, ErrorType.SCHEMA_VIOLATION,
+                f"cannot be aggregated: {describe_exception(err)}"))  # fmt: skip
+            continue
+        kept.append(event)
+    batch.events[source] = kept
+    result = aggregate((e.record for e in kept), size_seconds)
+    return result

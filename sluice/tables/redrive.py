@@ -36,14 +36,12 @@ never re-driven again: once step 2 commits, a second run publishes nothing for i
 dies between 1 and 2 (or the publish fails part-way, or step 2 loses a commit race three times), the
 letters stay and the next run publishes the *same* envelopes with the *same* event ids again, so the
 stream may hold a re-driven event more than once (delivery: at least once). The job lands it once:
-its table writer looks the event ids of re-driven events (``redrive_of`` set) up in the event table
-and drops those already there, or already earlier in the same flush, before appending rows and
-before merging window partials (``sluice.tables.warehouse``). So each re-driven record is one row of its
-event table and counts once in its window (landing: exactly once), however many times the re-drive
-was retried. The de-duplication covers re-driven events only; and if the job dies between an event
-table's commit and the window tables' commit of a flush that dropped a duplicate, the replay counts
-that duplicate in its window once more (the event table stays exact). Do not run two re-drives
-concurrently.
+its table writer drops every event whose event id and event time are already in the event table, or
+earlier in the same flush, before appending rows and before merging window partials
+(``sluice.tables.warehouse``; it does this for all events, re-driven or not, and stays exact across
+a crash between a window table's and its event table's commit). So each re-driven record is one
+row of its event table and counts once in its window (landing: exactly once), however many times
+the re-drive was retried. Do not run two re-drives concurrently.
 
 Lateness: the stream job decides lateness by arrival time, but a re-driven event is never
 ``too_late``: an IoT reading or web request whose window closed long ago is merged into that

@@ -104,7 +104,7 @@ def test_a_redriven_envelope_delivered_twice_lands_once(tables):
     assert web_ids == [fix.event_id]
     traffic = tables["web_traffic_1m"].refresh().scan().to_arrow().to_pylist()
     assert [(w["path"], w["requests"]) for w in traffic] == [("/p/1", 1)]
-    assert all(p == {"s": 7} for p in writer.positions.values())
+    assert writer.positions["iot_readings"] == writer.positions["iot_metrics_1m"] == {"s": 7}
 
 
 def test_a_redriven_envelope_twice_in_one_flush_lands_once(tables):
@@ -117,22 +117,27 @@ def test_a_redriven_envelope_twice_in_one_flush_lands_once(tables):
     assert iot_windows(tables) == [("d1", T0, 1, 1.0)]
 
 
-def test_plain_duplicates_are_not_looked_up(tables, monkeypatch):
-    writer = ExactlyOnceWriter(tables, 60)
+def test_plain_duplicates_land_once_and_only_off_they_are_not_looked_up(tables, monkeypatch):
     plain = wrap_reading(reading(1), ingest_time=T0)
+    # GIVEN the same normal envelope at two positions (an edge retried), committed in two flushes
+    writer = ExactlyOnceWriter(tables, 60)
+    writer.add(make_batch([record(1, plain, T0)]))
+    writer.flush()
+    batch = make_batch([record(2, plain, T0 + timedelta(seconds=30))], previous=1)
+    assert batch.redriven == 0
+    writer.add(batch)
+    report = writer.flush()
+    # THEN the copy is no second row and is not counted twice
+    assert (report.duplicates, report.redrive_duplicates) == (1, 0)
+    assert tables["iot_readings"].refresh().scan().to_arrow().num_rows == 1
+    assert iot_windows(tables) == [("d1", T0, 1, 1.0)]
+    # AND with de-duplication off, plain events are never looked up (re-driven ones still are)
+    off = ExactlyOnceWriter(tables, 60, deduplicate=False)
 
     def no_lookup(*args, **kwargs):
         raise AssertionError("no event-id lookup without re-driven events")
 
-    monkeypatch.setattr(writer, "_landed_redrives", no_lookup)
-    # GIVEN the same normal envelope at two positions: the stream's duplicates are not the writer's
-    # business (edges give them stable ids; find them with GROUP BY event_id)
-    writer.add(make_batch([record(1, plain, T0)]))
-    writer.flush()
-    batch = make_batch([record(2, plain, T0)], previous=1)
-    assert batch.redriven == 0
-    writer.add(batch)
-    report = writer.flush()
-    assert report.redrive_duplicates == 0
+    monkeypatch.setattr(off, "_landed", no_lookup)
+    off.add(make_batch([record(3, plain, T0 + timedelta(seconds=40))], previous=2))
+    assert off.flush().duplicates == 0
     assert tables["iot_readings"].refresh().scan().to_arrow().num_rows == 2
-    assert iot_windows(tables) == [("d1", T0, 2, 2.0)]

@@ -131,6 +131,8 @@ def test_new_optional_column_keeps_writer_and_old_queries_working(warehouse) -> 
     # old queries answer as before over the old rows, and include the new ones
     assert before[1] == [(3, 3.0)]
     assert run(catalog, settings.namespace, OLD_METRIC_SQL)[1] == [(6, 6.0)]
-    # a restarted job on the evolved table resumes from its positions
+    # a job stopped cleanly (idle tables record their positions) and restarted on the evolved
+    # table resumes from its positions
+    writer.catch_up()
     resumed = ExactlyOnceWriter(ensure_tables(catalog, settings), 60)
     assert resumed.resume_positions() == {"s": 5}

@@ -101,7 +101,12 @@ def test_writer_commits_rows_and_positions_and_merges_late_data(warehouse):
     writer.flush()
     windows = tables["iot_metrics_1m"].refresh().scan().to_arrow().to_pylist()
     assert [(w["device_id"], w["count"], w["max"]) for w in windows] == [("d1", 7, 11.0)]
+    # the tables that got something are at 106; the idle ones record it at a clean stop
+    assert writer.positions["iot_readings"] == writer.positions["iot_metrics_1m"] == {"s": 106}
+    assert writer.positions["feed_items"] == {"s": 104}
+    assert writer.catch_up() == ["web_traffic_1m", "web_requests", "feed_items", "dead_letters"]
     assert all(p == {"s": 106} for p in writer.positions.values())
+    assert all(table_positions(t.refresh()) == {"s": 106} for t in tables.values())
 
 
 def test_restart_replaying_overlapping_batches_writes_nothing_twice(warehouse):
