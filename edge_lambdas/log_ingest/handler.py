@@ -64,6 +64,7 @@ logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 tracer = Tracer(service=SERVICE)
 parser = LogParser(settings.log_format)
+horizon = settings.time_horizon()
 publisher = KinesisPublisher.from_settings(settings, logger=logger)
 s3 = boto3.client(
     "s3",
@@ -83,7 +84,12 @@ class _Run:
         self.report = PublishReport()
 
     def publish(self, result: BatchResult[Envelope]) -> None:
-        self.counts.add(len(result.valid), result.dead_letters)
+        self.counts.add(
+            len(result.valid),
+            result.dead_letters,
+            suppressed=result.suppressed,
+            skipped=result.skipped,
+        )
         envelopes = with_dead_letters(result.valid, result.dead_letters)
         if envelopes:
             self.report.add(publisher.publish(envelopes))
@@ -129,6 +135,8 @@ def ingest_s3_object(record: S3EventRecord, run: _Run) -> None:
             parser,
             batch_lines=settings.batch_lines,
             max_line_bytes=settings.max_line_bytes,
+            horizon=horizon,
+            max_dead_letters=settings.max_dead_letters,
         )
         for batch in batches:
             run.publish(batch)
@@ -161,9 +169,15 @@ def ingest_cloudwatch(event: CloudWatchLogsEvent, run: _Run) -> None:
         return
     origin, lines = decoded
     for chunk in _chunks(lines, settings.batch_lines):
-        run.publish(
-            log_lines_to_envelopes(parser, chunk, origin, max_line_bytes=settings.max_line_bytes)
+        batch = log_lines_to_envelopes(
+            parser,
+            chunk,
+            origin,
+            max_line_bytes=settings.max_line_bytes,
+            horizon=horizon,
+            max_dead_letters=settings.max_dead_letters,
         )
+        run.publish(batch)
 
 
 def _chunks(lines: list[LogLine], size: int) -> Iterator[list[LogLine]]:
