@@ -8,7 +8,9 @@ In (two triggers):
 - CloudWatch Logs subscription events (base64 gzip ``awslogs.data``); event ids come from the log
   group and stream + the log event id. Control messages are skipped.
 Out: one envelope per parsed line (``SLUICE_LOG_FORMAT``: an nginx log_format string or ``auto``),
-and a summary of counters as the return value.
+and a summary of counters as the return value (received = emitted + dead-lettered + skipped blank
+lines; at most ``SLUICE_MAX_DEAD_LETTERS`` letters per published batch, the rest in one
+``too_many_errors`` letter).
 Dead letters travel the stream as dead-letter envelopes: each unparseable, non-UTF-8 or over-long
 line, a broken gzip file (the lines before the break are kept), undecodable ``awslogs.data``, an
 event of neither shape. Envelopes the stream would not take go to the S3/SQS dead-letter destination.
@@ -98,6 +100,7 @@ class _Run:
         return {
             "received": self.counts.received,
             "emitted": self.counts.emitted,
+            "skipped": self.counts.skipped,
             "dead_lettered": self.counts.dead_lettered,
             **self.report.as_dict(),
         }

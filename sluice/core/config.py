@@ -79,7 +79,8 @@ class CoreSettings(BaseSettings):
         description="Dead letters built one by one per IoT request body, per published batch of "
         "log lines and per parsed batch; further rejections are counted by reason and summarized "
         "in one too_many_errors dead letter (digest, counts, a sample), so one hostile body cannot "
-        "become hundreds of thousands of letters.",
+        "become hundreds of thousands of letters. The stream job is not capped: it turns one "
+        "record into at most one letter, and its records stay re-drivable one by one.",
     )
 
     def time_horizon(self) -> TimeHorizon:
