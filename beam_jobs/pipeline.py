@@ -31,7 +31,7 @@ from beam_jobs.metrics import StageCounters
 from beam_jobs.read_kinesis import ReadFromKinesis
 from beam_jobs.settings import JobSettings
 from sluice.core.config import CoreSettings
-from sluice.core.contracts import ErrorType, Source, Stage
+from sluice.core.contracts import DEFAULT_HORIZON, ErrorType, Source, Stage, TimeHorizon
 from sluice.stream.kinesis.positions import StartPosition
 from sluice.stream.kinesis.records import SourceBatch
 from sluice.stream.stages import (
@@ -138,13 +138,16 @@ class ArchiveRawRecords(
 
 
 class _Parse(beam.DoFn):
-    def __init__(self) -> None:
+    def __init__(self, horizon: TimeHorizon = DEFAULT_HORIZON) -> None:
         super().__init__()
+        self.horizon = horizon
 
     def process(self, batch: SourceBatch) -> Iterator[JobBatch]:
         records = source_records(batch)
         previous = int(batch.previous_sequence) if batch.previous_sequence is not None else None
-        parsed = decode_batch(batch.shard_id, records, previous_sequence=previous)
+        parsed = decode_batch(
+            batch.shard_id, records, previous_sequence=previous, horizon=self.horizon
+        )
         _report(parsed, Stage.PARSE)
         yield parsed
 
@@ -152,12 +155,17 @@ class _Parse(beam.DoFn):
 class ParseAndValidate(
     beam.PTransform[beam.pvalue.PCollection[SourceBatch], beam.pvalue.PCollection[JobBatch]]
 ):
-    """Source batches -> job batches: envelopes decoded, payloads validated against the contracts."""
+    """Source batches -> job batches: envelopes decoded, payloads validated against the contracts
+    (event times within ``horizon`` of their arrival)."""
+
+    def __init__(self, horizon: TimeHorizon = DEFAULT_HORIZON) -> None:
+        super().__init__()
+        self.horizon = horizon
 
     def expand(
         self, batches: beam.pvalue.PCollection[SourceBatch]
     ) -> beam.pvalue.PCollection[JobBatch]:
-        return batches | "DecodeEnvelopes" >> beam.ParDo(_Parse())
+        return batches | "DecodeEnvelopes" >> beam.ParDo(_Parse(self.horizon))
 
 
 class _Enrich(beam.DoFn):
@@ -389,7 +397,7 @@ def process(
     """The stages after the source, shared by the stream job and ``sluice replay`` (output: empty)."""
     return (
         batches
-        | "ParseAndValidate" >> ParseAndValidate()
+        | "ParseAndValidate" >> ParseAndValidate(settings.time_horizon())
         | "EnrichWithGeoIp"
         >> EnrichWithGeoIp(
             str(settings.geoip_city_db) if settings.geoip_city_db else None,

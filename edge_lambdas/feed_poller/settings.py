@@ -146,6 +146,8 @@ class FeedPollerSettings(CoreSettings):
                 max_age_seconds=self.seen_max_age_seconds,
                 max_bytes=self.checkpoint_max_bytes,
             ),
+            horizon=self.time_horizon(),
+            max_dead_letters=self.max_dead_letters,
         )
 
 

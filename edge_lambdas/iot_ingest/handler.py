@@ -48,6 +48,7 @@ metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 tracer = Tracer(service=SERVICE)
 publisher = KinesisPublisher.from_settings(settings, logger=logger)
 body_limits = settings.body_limits()
+horizon = settings.time_horizon()
 
 
 def _response(
@@ -76,9 +77,16 @@ def lambda_handler(event: APIGatewayProxyEventV2, context: LambdaContext) -> dic
             method=event.http_method,
         ),
         body_limits,
+        horizon=horizon,
+        max_dead_letters=settings.max_dead_letters,
     )
     counts = IngestCounts()
-    counts.add(outcome.accepted, outcome.dead_letters)
+    counts.add(
+        outcome.accepted,
+        outcome.dead_letters,
+        suppressed=outcome.suppressed,
+        skipped=outcome.skipped,
+    )
     try:
         report = publisher.publish(outcome.envelopes) if outcome.envelopes else None
     except DeadLetterDeliveryError:

@@ -8,7 +8,9 @@ In (two triggers):
 - CloudWatch Logs subscription events (base64 gzip ``awslogs.data``); event ids come from the log
   group and stream + the log event id. Control messages are skipped.
 Out: one envelope per parsed line (``SLUICE_LOG_FORMAT``: an nginx log_format string or ``auto``),
-and a summary of counters as the return value.
+and a summary of counters as the return value (received = emitted + dead-lettered + skipped blank
+lines; at most ``SLUICE_MAX_DEAD_LETTERS`` letters per published batch, the rest in one
+``too_many_errors`` letter).
 Dead letters travel the stream as dead-letter envelopes: each unparseable, non-UTF-8 or over-long
 line, a broken gzip file (the lines before the break are kept), undecodable ``awslogs.data``, an
 event of neither shape. Envelopes the stream would not take go to the S3/SQS dead-letter destination.
@@ -64,6 +66,7 @@ logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 tracer = Tracer(service=SERVICE)
 parser = LogParser(settings.log_format)
+horizon = settings.time_horizon()
 publisher = KinesisPublisher.from_settings(settings, logger=logger)
 s3 = boto3.client(
     "s3",
@@ -83,7 +86,12 @@ class _Run:
         self.report = PublishReport()
 
     def publish(self, result: BatchResult[Envelope]) -> None:
-        self.counts.add(len(result.valid), result.dead_letters)
+        self.counts.add(
+            len(result.valid),
+            result.dead_letters,
+            suppressed=result.suppressed,
+            skipped=result.skipped,
+        )
         envelopes = with_dead_letters(result.valid, result.dead_letters)
         if envelopes:
             self.report.add(publisher.publish(envelopes))
@@ -92,6 +100,7 @@ class _Run:
         return {
             "received": self.counts.received,
             "emitted": self.counts.emitted,
+            "skipped": self.counts.skipped,
             "dead_lettered": self.counts.dead_lettered,
             **self.report.as_dict(),
         }
@@ -129,6 +138,8 @@ def ingest_s3_object(record: S3EventRecord, run: _Run) -> None:
             parser,
             batch_lines=settings.batch_lines,
             max_line_bytes=settings.max_line_bytes,
+            horizon=horizon,
+            max_dead_letters=settings.max_dead_letters,
         )
         for batch in batches:
             run.publish(batch)
@@ -161,9 +172,15 @@ def ingest_cloudwatch(event: CloudWatchLogsEvent, run: _Run) -> None:
         return
     origin, lines = decoded
     for chunk in _chunks(lines, settings.batch_lines):
-        run.publish(
-            log_lines_to_envelopes(parser, chunk, origin, max_line_bytes=settings.max_line_bytes)
+        batch = log_lines_to_envelopes(
+            parser,
+            chunk,
+            origin,
+            max_line_bytes=settings.max_line_bytes,
+            horizon=horizon,
+            max_dead_letters=settings.max_dead_letters,
         )
+        run.publish(batch)
 
 
 def _chunks(lines: list[LogLine], size: int) -> Iterator[list[LogLine]]:

@@ -1,8 +1,10 @@
 """The edges' counters, published as CloudWatch EMF metrics in the ``Sluice`` namespace.
 
 In: a stage's ``IngestCounts`` and the ``PublishReport`` of its publishes.
-Out: ``received``, ``emitted`` and ``dead_lettered`` (one metric per ``reason`` dimension), the same
-names every Sluice stage uses, plus ``put_records_attempts`` and ``kinesis_records`` for delivery.
+Out: ``received``, ``emitted``, ``skipped`` (blank lines) and ``dead_lettered`` (one metric per
+``reason`` dimension; rejections summarized over the cap count under their own reasons, the summaries
+under ``too_many_errors``), the same names every Sluice stage uses, plus ``put_records_attempts`` and
+``kinesis_records`` for delivery.
 ``too_large`` and ``delivery_failed`` envelopes are counted as ``dead_lettered`` with those reasons.
 """
 
@@ -24,6 +26,8 @@ def record_metrics(
 ) -> None:
     metrics.add_metric(name="received", unit=MetricUnit.Count, value=counts.received)
     metrics.add_metric(name="emitted", unit=MetricUnit.Count, value=counts.emitted)
+    if counts.skipped:
+        metrics.add_metric(name="skipped", unit=MetricUnit.Count, value=counts.skipped)
     dead_lettered = dict(counts.dead_lettered)
     if report is not None:
         metrics.add_metric(

@@ -8,6 +8,7 @@ the program at start-up with a message naming the setting; nothing is discovered
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,6 +16,13 @@ import orjson
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sluice.core.contracts import (
+    MAX_FUTURE_SECONDS,
+    MAX_FUTURE_SECONDS_LIMIT,
+    MIN_EVENT_TIME,
+    TimeHorizon,
+)
+from sluice.core.deadletters import MAX_DEAD_LETTERS
 from sluice.core.errors import ConfigError, LogFormatError
 from sluice.parsing.feeds import USGS_EARTHQUAKES, FeedSpec
 from sluice.parsing.weblog import LogParser
@@ -50,6 +58,39 @@ class CoreSettings(BaseSettings):
     feeds: tuple[FeedSpec, ...] = Field(
         default=(USGS_EARTHQUAKES,), description="Polled JSON APIs (see sluice.parsing.feeds)."
     )
+    max_future_seconds: int = Field(
+        default=MAX_FUTURE_SECONDS,
+        ge=0,
+        le=MAX_FUTURE_SECONDS_LIMIT,
+        description="Horizon: how far after the time of ingestion (the edge's clock; in the job, "
+        "the record's Kinesis arrival) an event time may be; later ones are invalid_timestamp "
+        "dead letters, never rows (a device clock set to 9999 would overflow window arithmetic).",
+    )
+    min_event_time: datetime = Field(
+        default=MIN_EVENT_TIME,
+        description="Earliest accepted event time (naive: UTC); earlier ones are "
+        "invalid_timestamp dead letters. Absolute, not relative to now, so re-drives, replays and "
+        "backfills of old data are never refused for their age.",
+    )
+    max_dead_letters: int = Field(
+        default=MAX_DEAD_LETTERS,
+        ge=1,
+        le=100_000,
+        description="Dead letters built one by one per IoT request body, per published batch of "
+        "log lines and per parsed batch; further rejections are counted by reason and summarized "
+        "in one too_many_errors dead letter (digest, counts, a sample), so one hostile body cannot "
+        "become hundreds of thousands of letters. The stream job is not capped: it turns one "
+        "record into at most one letter, and its records stay re-drivable one by one.",
+    )
+
+    def time_horizon(self) -> TimeHorizon:
+        """The event-time bounds every parse applies (``sluice.core.contracts.TimeHorizon``)."""
+        return TimeHorizon(self.max_future_seconds, self.min_event_time)
+
+    @field_validator("min_event_time")
+    @classmethod
+    def _valid_horizon(cls, value: datetime) -> datetime:
+        return TimeHorizon(min_event_time=value).min_event_time  # UTC, and not before year 1
 
     @field_validator("log_format")
     @classmethod

@@ -6,21 +6,33 @@ Out: pydantic v2 models for the wire envelope, the three normalized source recor
 Wire encoding (documented in docs/ARCHITECTURE.md): one UTF-8 JSON object per Kinesis user record,
 an ``Envelope`` whose ``payload`` is the normalized record of its source. Several user records may be
 packed into one Kinesis record with KPL aggregation; consumers de-aggregate before decoding.
+
+Event times are bounded (``TimeHorizon``): from ``min_event_time`` (default 1970-01-01) to
+``max_future_seconds`` (default one day) after a reference time (the edge's clock, the record's
+Kinesis arrival in the job), so a device with a broken clock yields ``invalid_timestamp`` dead letters,
+never a row that overflows window arithmetic later. Epoch numbers take their unit from their magnitude
+(``epoch_to_datetime``). Identifiers that become partition keys or lookup keys (device id, client IP,
+feed item id) refuse control characters; floats must be finite; integers fit the tables' 64 bits.
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
     model_serializer,
 )
 
@@ -35,7 +47,9 @@ __all__ = [
     "IotReading",
     "Source",
     "Stage",
+    "TimeHorizon",
     "WebAccessLog",
+    "epoch_to_datetime",
     "make_event_id",
 ]
 
@@ -47,10 +61,172 @@ def _as_utc(value: datetime) -> datetime:
     """Naive datetimes are taken as UTC; aware ones are converted to UTC."""
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00, 9999-12-31T23:59:59-14:00
+        raise ValueError(f"{value.isoformat()} is outside years 1-9999 in UTC") from None
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_FUTURE_SECONDS = 86_400
+"""Default horizon: how far past its reference time an event time may be (clock skew, time zones)."""
+MIN_EVENT_TIME = EPOCH
+"""Default earliest event time: a device reporting 1970 has an unset clock, not old data."""
+MAX_FUTURE_SECONDS_LIMIT = 100 * 366 * 86_400
+"""The largest ``max_future_seconds`` accepted: now + 100 years stays far from year 9999."""
+_SMALLEST_MIN_EVENT_TIME = datetime(1, 1, 2, tzinfo=UTC)
+"""A day above the smallest datetime: window arithmetic (windows of up to a day) cannot underflow."""
+
+_HORIZON_CONTEXT = "sluice.event_time_bounds"
+
+
+class _Bounds(NamedTuple):
+    earliest: datetime
+    latest: datetime
+    reference: datetime
+    max_future_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimeHorizon:
+    """Which event times a record may carry: from ``min_event_time`` to ``max_future_seconds`` after a
+    reference time; anything else is ``invalid_timestamp``.
+
+    The reference is the time of ingestion: the edge's clock, the record's Kinesis arrival in the job
+    (so a replay judges every record as the first run did). The lower bound is absolute rather than
+    relative, so old data (re-drives, backfills, replays) is never refused for its age; lateness is
+    the window stage's business (``too_late``).
+    """
+
+    max_future_seconds: int = MAX_FUTURE_SECONDS
+    min_event_time: datetime = MIN_EVENT_TIME
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_future_seconds <= MAX_FUTURE_SECONDS_LIMIT:
+            raise ValueError(f"max_future_seconds must be within 0..{MAX_FUTURE_SECONDS_LIMIT}")
+        earliest = _as_utc(self.min_event_time)
+        if earliest < _SMALLEST_MIN_EVENT_TIME:
+            raise ValueError(
+                f"min_event_time must be {_SMALLEST_MIN_EVENT_TIME.isoformat()} or later"
+            )
+        object.__setattr__(self, "min_event_time", earliest)
+
+    def context(self, reference: datetime | None = None) -> dict[str, Any]:
+        """The validation context that makes the contracts apply this horizon around ``reference``
+        (default: now): ``IotReading.model_validate(data, context=horizon.context(now))``."""
+        now = _as_utc(reference) if reference is not None else datetime.now(UTC)
+        latest = now + timedelta(seconds=self.max_future_seconds)
+        bounds = _Bounds(self.min_event_time, latest, now, self.max_future_seconds)
+        return {_HORIZON_CONTEXT: bounds}
+
+
+DEFAULT_HORIZON = TimeHorizon()
+
+
+def _within_horizon(value: datetime, info: ValidationInfo) -> datetime:
+    context = info.context
+    bounds: _Bounds = (
+        context.get(_HORIZON_CONTEXT) if isinstance(context, dict) else None
+    ) or DEFAULT_HORIZON.context()[_HORIZON_CONTEXT]
+    if value > bounds.latest:
+        raise ValueError(
+            f"{value.isoformat()} is more than {bounds.max_future_seconds} s after the time of "
+            f"ingestion ({bounds.reference.isoformat(timespec='seconds')}; a wrong clock?)"
+        )
+    if value < bounds.earliest:
+        raise ValueError(
+            f"{value.isoformat()} is before the earliest accepted event time "
+            f"{bounds.earliest.isoformat()}"
+        )
+    return value
+
+
+# Unit by magnitude: (bound, units per second, name). Each unit but seconds starts at 2001-09-09
+# (1e9 s): a value is read in the first unit whose bound exceeds its magnitude.
+_EPOCH_UNITS = (
+    (10**12, 1, "seconds"),
+    (10**15, 1_000, "milliseconds"),
+    (10**18, 1_000_000, "microseconds"),
+    (10**21, 1_000_000_000, "nanoseconds"),
+)
+_EPOCH_TEXT = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
+
+
+def epoch_to_datetime(value: float) -> datetime:
+    """An epoch number as a UTC datetime, its unit decided by its magnitude (absolute value):
+
+    ======================  =============  ==============================================
+    magnitude               unit           positive values cover
+    ======================  =============  ==============================================
+    below 1e12              seconds        1970 to year 33658 (the horizon ends sooner)
+    1e12 to below 1e15      milliseconds   2001-09-09T01:46:40Z to year 33658
+    1e15 to below 1e18      microseconds   2001-09-09T01:46:40Z to year 33658
+    1e18 to below 1e21      nanoseconds    2001-09-09T01:46:40Z to year 33658
+    ======================  =============  ==============================================
+
+    So seconds are never taken for milliseconds: ``253402300799`` is 9999-12-31T23:59:59Z (and then
+    refused by the horizon), not a day of 1978. The price is that milliseconds before 2001-09-09
+    read as seconds, far in the future, and are refused rather than misread. Raises ``ValueError``
+    for a non-finite number, a magnitude of 1e21 or more, or a time outside years 1-9999.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"epoch time {value!r} is not a finite number")
+    magnitude = abs(value)
+    unit_of_magnitude = next((u for u in _EPOCH_UNITS if magnitude < u[0]), None)
+    if unit_of_magnitude is None:
+        raise ValueError(f"epoch time {value!r} is too large in any unit (s, ms, us, ns)")
+    _, per_second, unit = unit_of_magnitude
+    if isinstance(value, int):
+        micros = value * 1_000_000 // per_second
+    else:
+        micros = round(value * (1_000_000 / per_second))
+    try:
+        return EPOCH + timedelta(microseconds=micros)
+    except OverflowError:
+        raise ValueError(f"epoch {unit} {value!r} is outside years 1-9999") from None
+
+
+def _epoch_number(value: Any) -> Any:
+    """Numbers and numeric strings become datetimes by ``epoch_to_datetime``; the rest is left to
+    pydantic's datetime parsing (ISO-8601)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return epoch_to_datetime(value)
+    if isinstance(value, str) and _EPOCH_TEXT.fullmatch(value):
+        if len(value) > 40:  # int() of thousands of digits is refused by Python itself
+            raise ValueError(f"epoch time of {len(value)} characters is too large in any unit")
+        return epoch_to_datetime(float(value) if "." in value else int(value))
+    return value
+
+
+EventTime = Annotated[
+    datetime,
+    BeforeValidator(_epoch_number),
+    AfterValidator(_as_utc),
+    AfterValidator(_within_horizon),
+]
+"""An event time: epoch (unit by magnitude) or ISO-8601, in UTC, within the ``TimeHorizon``."""
+
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _no_control_characters(value: str) -> str:
+    found = _CONTROL_CHARACTER.search(value)
+    if found is not None:
+        raise ValueError(
+            f"control character U+{ord(found.group()):04X} at index {found.start()} is not allowed"
+        )
+    return value
+
+
+PrintableText = Annotated[str, AfterValidator(_no_control_characters)]
+"""Text without control characters (C0, DEL, C1): for identifiers used as keys (partition keys,
+GeoIP lookups, table partitions), where a NUL or a line break is never meant."""
+
+MAX_INT64 = 2**63 - 1
 
 
 class Source(StrEnum):
@@ -99,12 +275,19 @@ def make_event_id(source: Source | str, *identity: object) -> str:
     digest.update(str(source).encode())
     for part in identity:
         digest.update(b"\x1f")
-        digest.update(str(part).encode("utf-8", "surrogateescape"))
+        text = str(part)
+        try:
+            digest.update(text.encode("utf-8", "surrogateescape"))
+        except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+            digest.update(text.encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
 
 
 class _Contract(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    # NaN and infinities have no JSON form (they would travel as null) and poison aggregates.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, str_strip_whitespace=False, allow_inf_nan=False
+    )
 
 
 class GeoPoint(_Contract):
@@ -117,8 +300,8 @@ class GeoPoint(_Contract):
 class IotReading(_Contract):
     """One normalized device reading. Metric values are floats; descriptive values are strings."""
 
-    device_id: str = Field(min_length=1, max_length=256)
-    event_time: UtcDatetime
+    device_id: PrintableText = Field(min_length=1, max_length=256)
+    event_time: EventTime
     metrics: dict[str, float] = Field(default_factory=dict)
     attributes: dict[str, str] = Field(default_factory=dict)
     location: GeoPoint | None = None
@@ -144,16 +327,16 @@ class GeoInfo(_Contract):
 class WebAccessLog(_Contract):
     """One normalized web server access-log line. A ``-`` in the log becomes ``None``."""
 
-    client_ip: str | None
+    client_ip: PrintableText | None
     remote_user: str | None = None
-    event_time: UtcDatetime
+    event_time: EventTime
     request: str | None = Field(default=None, description="The raw request line, as logged.")
     method: str | None = None
     path: str | None = None
     query: str | None = None
     protocol: str | None = None
     status: int = Field(ge=0, le=999)
-    bytes_sent: int | None = Field(default=None, ge=0)
+    bytes_sent: int | None = Field(default=None, ge=0, le=MAX_INT64)
     referer: str | None = None
     user_agent: str | None = None
     forwarded_for: list[str] = Field(default_factory=list)
@@ -174,9 +357,9 @@ class FeedItem(_Contract):
     """One item of a polled JSON API (an earthquake of the USGS feed, a measurement, ...)."""
 
     feed: str = Field(min_length=1)
-    item_id: str = Field(min_length=1)
-    event_time: UtcDatetime
-    updated_time: UtcDatetime | None = None
+    item_id: PrintableText = Field(min_length=1)
+    event_time: EventTime
+    updated_time: EventTime | None = None
     location: GeoPoint | None = None
     fields: dict[str, FeedValue] = Field(default_factory=dict)
     flags: list[str] = Field(default_factory=list, description="Labels set by filters.")
@@ -225,6 +408,8 @@ class ErrorType(StrEnum):
     TOO_LARGE = "too_large"
     TOO_LATE = "too_late"
     DELIVERY_FAILED = "delivery_failed"
+    TOO_MANY_ERRORS = "too_many_errors"
+    """Rejections of one request or batch beyond the dead-letter cap, summarized in one letter."""
 
 
 class DeadLetter(_Contract):

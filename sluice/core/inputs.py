@@ -38,6 +38,7 @@ __all__ = [
     "LineBatch",
     "OversizedLine",
     "decode_json",
+    "encode_json",
     "gunzip_bounded",
     "iter_line_batches",
     "json_array_elements",
@@ -322,3 +323,24 @@ def decode_json(raw: bytes | str, max_bytes: int = MAX_RECORD_BYTES) -> Any:
     except orjson.JSONDecodeError as err:
         kind = ErrorType.INVALID_ENCODING if "UTF-8" in str(err) else ErrorType.INVALID_JSON
         raise RecordRejected(kind, str(err)) from None
+
+
+ORJSON_MAX_WRITE_DEPTH = 254
+"""orjson reads 1024 levels of nesting but writes at most this many."""
+
+
+def encode_json(value: Any) -> bytes:
+    """orjson encode of a decoded value (to keep it in a dead letter or as a JSON attribute);
+    raises ``RecordRejected(schema_violation)`` for what orjson cannot write: nesting deeper than
+    ``ORJSON_MAX_WRITE_DEPTH`` (a 1.8 KB body can be), integers beyond 64 bits, non-JSON types."""
+    try:
+        return orjson.dumps(value)
+    except TypeError as err:
+        reason = (
+            f"nested deeper than {ORJSON_MAX_WRITE_DEPTH} levels"
+            if "Recursion limit" in str(err)
+            else str(err)
+        )
+        raise RecordRejected(
+            ErrorType.SCHEMA_VIOLATION, f"not encodable as JSON: {reason}"
+        ) from None

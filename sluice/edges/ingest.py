@@ -8,21 +8,27 @@ the HTTP status and the response summary ``{"accepted", "rejected", "errors": [.
 A body may be one reading, a JSON array of readings, or NDJSON (one reading per line), optionally
 gzip-compressed (``Content-Encoding: gzip``). It is accepted (202) when at least one reading is good;
 bad readings are reported and dead-lettered without failing the good ones; 400 only when nothing is
-usable.
+usable. Blank NDJSON lines are skipped and counted, never rejected; event times outside the
+``TimeHorizon`` around the request's time are ``invalid_timestamp``. Never raises for bad input.
 Dead letters (stage ``edge.iot``): a body over the size limit, before or after decompression
 (``too_large``, 413; decompression is streamed and stops at the limit, so a gzip bomb costs at most
 the limit); an unsupported content type or encoding (``schema_violation``, 415); invalid base64 or
-gzip (``invalid_encoding``, 400); an empty body (``invalid_json``, 400); and every reading the IoT
-parser refuses, with the parser's reason.
+gzip (``invalid_encoding``, 400); an empty or blank body (``invalid_json``, 400: a request must hold
+a reading); and every reading the IoT parser refuses, with the parser's reason. At most
+``max_dead_letters`` (``CoreSettings``, default 100) per request one by one; the rest are counted by
+reason in one ``too_many_errors`` letter with the body's digest and a sample, and ``rejected`` in the
+response still counts every one.
 
 Web logs (``read_log_stream`` for files, ``log_lines_to_envelopes`` for lines with ids)
 In: a binary stream (plain or gzip) and its origin (``s3://bucket/key``), or log messages with ids.
 Out: batches of envelopes whose event ids are origin + line number (or log event id), so reading the
 same object again yields the same ids. Memory stays bounded: one line of at most ``max_line_bytes``
-and one batch are held at a time, whatever the file size.
-Dead letters (stage ``edge.logs``): each line the log parser refuses (its reason), an over-long line
-(``too_large``, keeping its first bytes), a compressed stream that breaks off (``invalid_encoding``;
-the lines before the break are kept).
+and one batch are held at a time, whatever the file size. Blank lines are skipped and counted.
+Dead letters (stage ``edge.logs``, ids from origin + position, so two equal bad lines are two
+letters): each line the log parser refuses (its reason), an over-long line (``too_large``, keeping
+its first bytes), a compressed stream that breaks off (``invalid_encoding``; the lines before the
+break are kept). At most ``max_dead_letters`` per published batch one by one, the rest summarized in
+one ``too_many_errors`` letter.
 """
 
 from __future__ import annotations
@@ -32,18 +38,33 @@ import binascii
 import gzip
 import hashlib
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
 import orjson
 
-from sluice.core.contracts import DeadLetter, Envelope, ErrorType, Source, Stage, make_event_id
-from sluice.core.deadletters import BatchResult, dead_letter
-from sluice.core.errors import SluiceError
-from sluice.core.inputs import gunzip_bounded
-from sluice.parsing.iot import parse_iot_batch
+from sluice.core.contracts import (
+    DEFAULT_HORIZON,
+    DeadLetter,
+    Envelope,
+    ErrorType,
+    Source,
+    Stage,
+    TimeHorizon,
+)
+from sluice.core.deadletters import (
+    MAX_DEAD_LETTERS,
+    BatchResult,
+    CappedDeadLetters,
+    Rejection,
+    dead_letter,
+    is_blank,
+)
+from sluice.core.errors import RecordRejected, SluiceError
+from sluice.core.inputs import encode_json, gunzip_bounded
+from sluice.parsing.iot import parse_iot_record
 from sluice.parsing.weblog import MAX_LINE_BYTES, LogParser
 from sluice.stream.envelopes import wrap_access_log, wrap_dead_letter, wrap_reading
 
@@ -132,10 +153,16 @@ class IotIngestOutcome:
     accepted: int
     dead_letters: list[DeadLetter]
     errors: list[dict[str, str]]
+    suppressed: dict[ErrorType, int] = field(default_factory=dict)
+    """Rejections over the cap, by reason (summarized in one ``too_many_errors`` letter)."""
+    skipped: int = 0
+    """Blank NDJSON lines."""
 
     @property
     def rejected(self) -> int:
-        return len(self.dead_letters)
+        """Rejected readings, every one: those dead-lettered one by one and those summarized."""
+        summaries = sum(1 for d in self.dead_letters if d.error_type is ErrorType.TOO_MANY_ERRORS)
+        return len(self.dead_letters) - summaries + sum(self.suppressed.values())
 
     def response_body(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "rejected": self.rejected, "errors": self.errors}
@@ -231,9 +258,36 @@ def _is_json(data: bytes) -> bool:
     return True
 
 
-def split_records(body: bytes) -> list[tuple[str, bytes]]:
+def _lines(body: bytes) -> Iterator[bytes]:
+    """The lines of ``body`` (``\r\n`` or ``\n``), one at a time: no list of a million lines."""
+    start, end = 0, len(body)
+    while start < end:
+        stop = body.find(b"\n", start)
+        if stop < 0:
+            stop = end
+        line = body[start:stop]
+        yield line[:-1] if line.endswith(b"\r") else line
+        start = stop + 1
+
+
+def _is_ndjson(body: bytes) -> bool:
+    """Several non-blank lines, one of them at least JSON."""
+    lines = json_lines = 0
+    for line in _lines(body):
+        if is_blank(line):
+            continue
+        lines += 1
+        if not json_lines and _is_json(line):
+            json_lines = 1
+        if lines > 1 and json_lines:
+            return True
+    return False
+
+
+def split_records(body: bytes) -> Iterator[tuple[str, bytes | Rejection | None]]:
     """(where, raw record) pairs: ``body`` for one JSON value, ``index N`` per array element (0-based),
-    ``line N`` per NDJSON line (1-based, blank lines skipped).
+    ``line N`` per NDJSON line (1-based; a blank line's raw is ``None``: skipped, to be counted). An
+    array element that cannot be re-encoded (nested deeper than orjson writes) is its rejection.
 
     A body that is not one JSON value is NDJSON, unless none of its lines is JSON either: then it is
     one broken document and stays one record (one dead letter rather than one per fragment).
@@ -241,18 +295,21 @@ def split_records(body: bytes) -> list[tuple[str, bytes]]:
     try:
         decoded = orjson.loads(body)
     except orjson.JSONDecodeError:
-        lines = [
-            (f"line {number}", line.rstrip(b"\r"))
-            for number, line in enumerate(body.split(b"\n"), 1)
-            if line.strip()
-        ]
-        if len(lines) > 1 and any(_is_json(line) for _, line in lines):
-            return lines
-        return [("body", body)]
-    if isinstance(decoded, list):
-        # Each element gets its own size limit and its own dead letter; the parser flattens nesting.
-        return [(f"index {index}", orjson.dumps(item)) for index, item in enumerate(decoded)]
-    return [("body", body)]
+        if not _is_ndjson(body):
+            yield "body", body
+            return
+        for number, line in enumerate(_lines(body), 1):
+            yield f"line {number}", None if is_blank(line) else line
+        return
+    if not isinstance(decoded, list):
+        yield "body", body
+        return
+    # Each element gets its own size limit and its own dead letter; the parser flattens nesting.
+    for index, item in enumerate(decoded):
+        try:
+            yield f"index {index}", encode_json(item)
+        except RecordRejected as rejected:
+            yield f"index {index}", Rejection(rejected.error_type, rejected.message, body)
 
 
 def _error_entry(where: str, letter: DeadLetter) -> dict[str, str]:
@@ -272,8 +329,14 @@ def ingest_iot_request(
     limits: BodyLimits = DEFAULT_BODY_LIMITS,
     *,
     now: datetime | None = None,
+    horizon: TimeHorizon = DEFAULT_HORIZON,
+    max_dead_letters: int = MAX_DEAD_LETTERS,
 ) -> IotIngestOutcome:
-    """Turn one HTTP request into envelopes and a response. Never raises for bad input."""
+    """Turn one HTTP request into envelopes and a response. Never raises for bad input.
+
+    ``horizon`` bounds event times around ``now`` (the request's time); ``max_dead_letters`` caps
+    the dead letters of the request built one by one. Their defaults are ``CoreSettings``' own.
+    """
     now = now or datetime.now(UTC)
     if request.method.upper() != "POST":
         # Not data, so no dead letter: API Gateway routes only POST here; this guards local use.
@@ -291,35 +354,46 @@ def ingest_iot_request(
             rejected.status, [wrap_dead_letter(letter, now)], 0, [letter], reported
         )
     envelopes: list[Envelope] = []
-    letters: list[DeadLetter] = []
     errors: list[dict[str, str]] = []
+    skipped = 0
+    context = horizon.context(now)
+    letters = CappedDeadLetters(
+        Source.IOT, IOT_STAGE, max_dead_letters, first_seen=now, digest_suppressed=False
+    )
     # Two equal bad records of one body are two rejections: their ids include where they were in
     # the body (and the body itself, so a client retry of the same body gets the same ids).
     body_digest = hashlib.blake2b(body, digest_size=16).hexdigest()
     for where, raw in split_records(body):
-        parsed = parse_iot_batch((raw,), stage=IOT_STAGE)
-        envelopes.extend(wrap_reading(reading, now) for reading in parsed.valid)
-        for index, letter in enumerate(parsed.dead_letters):
-            letter = letter.model_copy(
-                update={
-                    "dead_letter_id": make_event_id(
-                        Source.IOT, IOT_STAGE, letter.error_type.value, body_digest, where, index
-                    )
-                }
-            )
-            if len(errors) < limits.max_errors_reported:
-                errors.append(_error_entry(where, letter))
-            letters.append(letter)
+        if raw is None:
+            skipped += 1
+            continue
+        outcomes = (raw,) if isinstance(raw, Rejection) else parse_iot_record(raw, context)
+        index = 0
+        for outcome in outcomes:
+            if not isinstance(outcome, Rejection):
+                envelopes.append(wrap_reading(outcome, now))
+                continue
+            kept = letters.add(outcome, identity=(body_digest, where, index))
+            index += 1
+            if kept is not None and len(errors) < limits.max_errors_reported:
+                errors.append(_error_entry(where, kept))
     accepted = len(envelopes)
-    if not accepted and not letters:  # ``[]`` or ``[[], []]``: valid JSON, no reading
+    letters_out: BatchResult[Envelope] = BatchResult()
+    letters.finish(letters_out, scope="request", body_digest=body_digest, body_size=len(body))
+    if letters_out.suppressed and len(errors) < limits.max_errors_reported:
+        errors.append(_error_entry("body", letters_out.dead_letters[-1]))
+    if not accepted and not letters_out.dead_letters:  # ``[]``: valid JSON, no reading
         letter = dead_letter(
             Source.IOT, IOT_STAGE, ErrorType.SCHEMA_VIOLATION, "the body holds no readings", body,
             first_seen=now,
         )  # fmt: skip
-        letters.append(letter)
+        letters_out.dead_letters.append(letter)
         errors = [_error_entry("body", letter)][: limits.max_errors_reported]
-    envelopes.extend(wrap_dead_letter(letter, now) for letter in letters)
-    return IotIngestOutcome(202 if accepted else 400, envelopes, accepted, letters, errors)
+    envelopes.extend(wrap_dead_letter(letter, now) for letter in letters_out.dead_letters)
+    return IotIngestOutcome(
+        202 if accepted else 400, envelopes, accepted, letters_out.dead_letters, errors,
+        letters_out.suppressed, skipped,
+    )  # fmt: skip
 
 
 def service_unavailable_body() -> dict[str, Any]:
@@ -385,29 +459,39 @@ def log_lines_to_envelopes(
     max_line_bytes: int = MAX_LINE_BYTES,
     stage: Stage = LOG_STAGE,
     now: datetime | None = None,
+    horizon: TimeHorizon = DEFAULT_HORIZON,
+    max_dead_letters: int = MAX_DEAD_LETTERS,
 ) -> BatchResult[Envelope]:
-    """Parse lines into envelopes with ids from ``origin`` + position; blank lines are skipped."""
+    """Parse lines into envelopes with ids from ``origin`` + position; blank lines are skipped and
+    counted. Never raises for bad input.
+
+    ``horizon`` bounds event times around ``now``; at most ``max_dead_letters`` dead letters are
+    built one by one per call (a published batch), the rest summarized in one ``too_many_errors``
+    letter. Their defaults are ``CoreSettings``' own.
+    """
     now = now or datetime.now(UTC)
     result: BatchResult[Envelope] = BatchResult()
-    parse = parser.parse_batch
+    letters = CappedDeadLetters(Source.WEBLOG, stage, max_dead_letters, first_seen=now)
+    context = horizon.context(now)
+    parse = parser.parse_raw
     for line in lines:
         if line.size > max_line_bytes:
-            letter = dead_letter(
-                Source.WEBLOG, stage, ErrorType.TOO_LARGE,
-                f"{origin} line {line.position}: {line.size} bytes > {max_line_bytes}",
-                line.data, first_seen=now,
-            )  # fmt: skip
             # Only a sample of the line was read; the letter still tells its real size.
-            cut = letter.raw_truncated or line.size > len(line.data)
-            result.dead_letters.append(
-                letter.model_copy(update={"raw_size": line.size, "raw_truncated": cut})
+            message = f"{origin} line {line.position}: {line.size} bytes > {max_line_bytes}"
+            letters.add(
+                Rejection(ErrorType.TOO_LARGE, message, line.data),
+                identity=(origin, line.position),
+                size=line.size,
             )
             continue
-        # One line per call keeps each record paired with its position (the id needs it).
-        parsed = parse((line.data,), stage=stage)
-        if parsed.valid:
-            result.valid.append(wrap_access_log(parsed.valid[0], origin, line.position, now))
-        result.dead_letters.extend(parsed.dead_letters)
+        outcome = parse(line.data, context)
+        if outcome is None:
+            result.skipped += 1
+        elif isinstance(outcome, Rejection):
+            letters.add(outcome, identity=(origin, line.position))
+        else:
+            result.valid.append(wrap_access_log(outcome, origin, line.position, now))
+    letters.finish(result, scope=f"batch of {origin}")
     return result
 
 
@@ -420,14 +504,24 @@ def read_log_stream(
     max_line_bytes: int = MAX_LINE_BYTES,
     stage: Stage = LOG_STAGE,
     now: datetime | None = None,
+    horizon: TimeHorizon = DEFAULT_HORIZON,
+    max_dead_letters: int = MAX_DEAD_LETTERS,
 ) -> Iterator[BatchResult[Envelope]]:
-    """Batches of envelopes and dead letters for a log file, read as it streams.
+    """Batches of envelopes and dead letters for a log file, read as it streams
+    (``log_lines_to_envelopes`` per batch of ``batch_lines`` lines).
 
     A compressed stream that breaks off (truncated or corrupt gzip) ends the file with an
     ``invalid_encoding`` dead letter; the lines read before the break are kept.
     """
     if batch_lines < 1:
         raise ValueError("batch_lines must be >= 1")
+
+    def envelopes(lines: list[LogLine]) -> BatchResult[Envelope]:
+        return log_lines_to_envelopes(
+            parser, lines, origin, max_line_bytes=max_line_bytes, stage=stage, now=now,
+            horizon=horizon, max_dead_letters=max_dead_letters,
+        )  # fmt: skip
+
     batch: list[LogLine] = []
     last = 0
     try:
@@ -435,16 +529,12 @@ def read_log_stream(
             batch.append(line)
             last = int(line.position)
             if len(batch) >= batch_lines:
-                yield log_lines_to_envelopes(
-                    parser, batch, origin, max_line_bytes=max_line_bytes, stage=stage, now=now
-                )
+                yield envelopes(batch)
                 batch = []
     except (gzip.BadGzipFile, EOFError, zlib.error) as err:
         # Only decompression errors: a network error reading the object is not bad input and
         # must fail the invocation so that it is retried.
-        result = log_lines_to_envelopes(
-            parser, batch, origin, max_line_bytes=max_line_bytes, stage=stage, now=now
-        )
+        result = envelopes(batch)
         result.dead_letters.append(
             dead_letter(
                 Source.WEBLOG, stage, ErrorType.INVALID_ENCODING,
@@ -455,28 +545,45 @@ def read_log_stream(
         yield result
         return
     if batch:
-        yield log_lines_to_envelopes(
-            parser, batch, origin, max_line_bytes=max_line_bytes, stage=stage, now=now
-        )
+        yield envelopes(batch)
 
 
 @dataclass(slots=True)
 class IngestCounts:
-    """The counters every stage reports: received, emitted, dead-lettered by reason."""
+    """The counters every stage reports: received, emitted, dead-lettered by reason, skipped.
+
+    ``received`` = ``emitted`` + rejected + ``skipped``. ``dead_lettered`` counts rejected inputs by
+    reason, those summarized over the cap included, plus under ``too_many_errors`` the summaries.
+    """
 
     received: int = 0
     emitted: int = 0
     dead_lettered: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
+    """Blank lines or records: skipped, neither emitted nor dead-lettered."""
 
-    def add(self, emitted: int, letters: Iterable[DeadLetter]) -> None:
+    def add(
+        self,
+        emitted: int,
+        letters: Iterable[DeadLetter],
+        *,
+        suppressed: Mapping[ErrorType, int] | None = None,
+        skipped: int = 0,
+    ) -> None:
         rejected = 0
         for letter in letters:
             reason = letter.error_type.value
             self.dead_lettered[reason] = self.dead_lettered.get(reason, 0) + 1
-            rejected += 1
+            if letter.error_type is not ErrorType.TOO_MANY_ERRORS:
+                rejected += 1
+        for error_type, count in (suppressed or {}).items():
+            reason = error_type.value
+            self.dead_lettered[reason] = self.dead_lettered.get(reason, 0) + count
+            rejected += count
         self.emitted += emitted
-        self.received += emitted + rejected
+        self.skipped += skipped
+        self.received += emitted + rejected + skipped
 
     @property
     def rejected(self) -> int:
-        return sum(self.dead_lettered.values())
+        return sum(n for r, n in self.dead_lettered.items() if r != ErrorType.TOO_MANY_ERRORS.value)

@@ -2,10 +2,13 @@
 
 In: a ``FeedSpec`` (configuration: where the items are and which fields are id, time, position) and a
 response document (bytes, str or already-decoded JSON).
-Out: ``BatchResult[FeedItem]``.
-Dead letters: a document that is not JSON or has no item list (one dead letter for the document),
-an item with no id or time (``missing_field``), an unusable time (``invalid_timestamp``), anything
-else the contract refuses (``schema_violation``).
+Out: ``BatchResult[FeedItem]``; valid + rejected = items in. Never raises for bad input.
+Dead letters: a document that is not JSON, is empty or blank, or has no item list (one dead letter for
+the document: a document is a response, not a line, so a blank one is not skipped), an item with no id
+or time (``missing_field``), an unusable time or one outside the ``TimeHorizon``
+(``invalid_timestamp``), anything else the contract refuses (``schema_violation``: an id that is no
+string or number or holds control characters, values nested too deep to re-encode). At most
+``max_dead_letters`` per document one by one, the rest summarized (``too_many_errors``).
 
 Paths are dotted, with integer segments indexing lists: ``geometry.coordinates.1``.
 USGS earthquake GeoJSON ships as the ready example ``USGS_EARTHQUAKES``.
@@ -17,13 +20,26 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sluice.core.contracts import ErrorType, FeedItem, FeedValue, Source, Stage
-from sluice.core.deadletters import BatchResult, dead_letter, describe_validation_error
+from sluice.core.contracts import (
+    DEFAULT_HORIZON,
+    ErrorType,
+    FeedItem,
+    FeedValue,
+    Source,
+    Stage,
+    TimeHorizon,
+)
+from sluice.core.deadletters import (
+    MAX_DEAD_LETTERS,
+    BatchResult,
+    CappedDeadLetters,
+    Rejection,
+    describe_validation_error,
+)
 from sluice.core.errors import ConfigError, RecordRejected
-from sluice.core.inputs import decode_json
+from sluice.core.inputs import decode_json, encode_json
 
 __all__ = [
     "MAX_DOCUMENT_BYTES",
@@ -139,14 +155,21 @@ def parse_time(value: Any, time_format: TimeFormat) -> datetime:
         raise RecordRejected(ErrorType.INVALID_TIMESTAMP, f"{value!r}: {err}") from None
 
 
-def _scalar(value: Any) -> FeedValue:
+def _scalar(name: str, value: Any) -> FeedValue:
     if value is None or isinstance(value, str | int | float | bool):
         return value
-    return orjson.dumps(value).decode()
+    try:
+        return encode_json(value).decode()
+    except RecordRejected as rejected:
+        raise RecordRejected(rejected.error_type, f"{name}: {rejected.message}") from None
 
 
-def parse_feed_item(spec: FeedSpec, item: Any) -> FeedItem:
-    """One item -> ``FeedItem``; raises ``RecordRejected`` or ``ValidationError``."""
+def parse_feed_item(spec: FeedSpec, item: Any, context: dict[str, Any] | None = None) -> FeedItem:
+    """One item -> ``FeedItem``; raises ``RecordRejected`` or ``ValidationError``.
+
+    ``context``: the contracts' validation context (``TimeHorizon.context``); none: the default
+    horizon around now.
+    """
     if not isinstance(item, Mapping):
         raise RecordRejected(
             ErrorType.SCHEMA_VIOLATION, f"an item must be an object, not {type(item).__name__}"
@@ -154,6 +177,12 @@ def parse_feed_item(spec: FeedSpec, item: Any) -> FeedItem:
     item_id = get_path(item, spec.id_field)
     if item_id is None or item_id == "":
         raise RecordRejected(ErrorType.MISSING_FIELD, f"no item id at {spec.id_field!r}")
+    if isinstance(item_id, bool) or not isinstance(item_id, str | int | float):
+        raise RecordRejected(
+            ErrorType.SCHEMA_VIOLATION,
+            f"the item id at {spec.id_field!r} must be a string or a number, "
+            f"not {type(item_id).__name__}",
+        )
     event_time = get_path(item, spec.time_field)
     if event_time is None:
         raise RecordRejected(ErrorType.MISSING_FIELD, f"no event time at {spec.time_field!r}")
@@ -162,9 +191,9 @@ def parse_feed_item(spec: FeedSpec, item: Any) -> FeedItem:
     if spec.fields_path is not None:
         members = get_path(item, spec.fields_path)
         if isinstance(members, Mapping):
-            fields.update((str(k), _scalar(v)) for k, v in members.items())
+            fields.update((str(k), _scalar(str(k), v)) for k, v in members.items())
     for name, path in spec.fields.items():
-        fields[name] = _scalar(get_path(item, path))
+        fields[name] = _scalar(name, get_path(item, path))
     location = None
     if spec.lat_field and spec.lon_field:
         lat, lon = get_path(item, spec.lat_field), get_path(item, spec.lon_field)
@@ -178,7 +207,8 @@ def parse_feed_item(spec: FeedSpec, item: Any) -> FeedItem:
             "updated_time": None if updated is None else parse_time(updated, spec.time_format),
             "location": location,
             "fields": fields,
-        }
+        },
+        context=context,
     )
 
 
@@ -193,38 +223,54 @@ def feed_items(spec: FeedSpec, document: Any) -> list[Any]:
     return items
 
 
+def _encoded(value: Any, fallback: bytes | str) -> bytes | str:
+    """A decoded value as JSON for a dead letter; ``fallback`` when it is nested too deep."""
+    try:
+        return encode_json(value)
+    except RecordRejected:
+        return fallback
+
+
 def parse_feed_document(
-    spec: FeedSpec, document: bytes | str | Any, *, stage: Stage = STAGE
+    spec: FeedSpec,
+    document: bytes | str | Any,
+    *,
+    stage: Stage = STAGE,
+    horizon: TimeHorizon = DEFAULT_HORIZON,
+    now: datetime | None = None,
+    max_dead_letters: int = MAX_DEAD_LETTERS,
 ) -> BatchResult[FeedItem]:
-    """Parse one response document. Never raises for bad input."""
+    """Parse one response document. Never raises for bad input.
+
+    ``horizon`` and ``now`` bound event times (``now`` defaults to the time of the call);
+    ``max_dead_letters`` caps the dead letters built one by one (``CappedDeadLetters``). Their
+    defaults are ``CoreSettings``' own.
+    """
     result: BatchResult[FeedItem] = BatchResult()
+    letters = CappedDeadLetters(Source.FEED, stage, max_dead_letters)
+    raw_document = document if isinstance(document, bytes | str) else None
+    # What an item's dead letter keeps when the item cannot be re-encoded: the document.
+    fallback = raw_document if raw_document is not None else "<not re-encodable: nested too deep>"
     try:
         decoded = (
-            decode_json(document, MAX_DOCUMENT_BYTES)
-            if isinstance(document, bytes | str)
-            else document
+            decode_json(document, MAX_DOCUMENT_BYTES) if raw_document is not None else document
         )
         items = feed_items(spec, decoded)
     except RecordRejected as rejected:
-        raw = document if isinstance(document, bytes | str) else orjson.dumps(document)
-        result.dead_letters.append(
-            dead_letter(Source.FEED, stage, rejected.error_type, rejected.message, raw)
-        )
+        raw = raw_document if raw_document is not None else _encoded(document, fallback)
+        letters.add(Rejection(rejected.error_type, rejected.message, raw))
+        letters.finish(result)
         return result
+    context = horizon.context(now)
     for item in items:
         try:
-            result.valid.append(parse_feed_item(spec, item))
+            result.valid.append(parse_feed_item(spec, item, context))
         except RecordRejected as rejected:
-            result.dead_letters.append(
-                dead_letter(
-                    Source.FEED, stage, rejected.error_type, rejected.message, orjson.dumps(item)
-                )
-            )
+            letters.add(Rejection(rejected.error_type, rejected.message, _encoded(item, fallback)))
         except ValidationError as err:
             error_type, message = describe_validation_error(err)
-            result.dead_letters.append(
-                dead_letter(Source.FEED, stage, error_type, message, orjson.dumps(item))
-            )
+            letters.add(Rejection(error_type, message, _encoded(item, fallback)))
+    letters.finish(result, scope="document")
     return result
 
 

@@ -1,10 +1,15 @@
 """IoT telemetry parser: raw device messages in, normalized ``IotReading`` records out.
 
 In: a batch of raw records (bytes or str), each one JSON value: a reading object, or an array of them.
-Out: ``BatchResult[IotReading]``.
-Dead letters: invalid UTF-8 (``invalid_encoding``), invalid JSON (``invalid_json``), no device id or no
-timestamp (``missing_field``), an unusable timestamp (``invalid_timestamp``), anything else the
-contract refuses (``schema_violation``), an over-long record (``too_large``).
+Out: ``BatchResult[IotReading]``; blank records (empty or ASCII whitespace, within the size limit) are
+skipped and counted (``skipped``), so valid + rejected + skipped = readings in. Never raises for bad
+input.
+Dead letters: invalid UTF-8 (``invalid_encoding``), invalid JSON (``invalid_json``, which includes
+numbers beyond a double such as ``1e400``), no device id or no timestamp (``missing_field``), an
+unusable timestamp or one outside the ``TimeHorizon`` (``invalid_timestamp``), anything else the
+contract refuses (``schema_violation``: a device id with control characters, non-finite metrics,
+nesting too deep to re-encode, an array with no reading), an over-long record (``too_large``). At most
+``max_dead_letters`` per batch one by one, the rest summarized (``too_many_errors``).
 
 Real devices send different shapes, so the parser accepts (and docs/ARCHITECTURE.md lists):
 - the canonical shape ``{"device_id", "event_time", "metrics": {...}, "attributes": {...}, "location"}``;
@@ -16,24 +21,32 @@ Real devices send different shapes, so the parser accepts (and docs/ARCHITECTURE
   sensorId``; time ``event_time, eventTime, timestamp, Timestamp, ts, time, Time, datetime, date, Date``;
   message id ``message_id, messageId, msg_id, msgid, _msgid``; location ``location`` or
   ``lat``/``latitude`` with ``lon``/``lng``/``longitude``.
-Timestamps: epoch seconds, epoch milliseconds (values above 2e10) or ISO-8601; no zone means UTC.
+Timestamps: ISO-8601 (no zone means UTC) or epoch numbers, whose unit their magnitude decides: below
+1e12 seconds, then milliseconds, microseconds, nanoseconds (``sluice.core.contracts.epoch_to_datetime``).
 Nested objects are flattened with dots (``Wifi.RSSI``); booleans become 1.0/0.0 metrics.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
-from sluice.core.contracts import ErrorType, IotReading, Source, Stage
-from sluice.core.deadletters import BatchResult, dead_letter, describe_validation_error
+from sluice.core.contracts import DEFAULT_HORIZON, ErrorType, IotReading, Source, Stage, TimeHorizon
+from sluice.core.deadletters import (
+    MAX_DEAD_LETTERS,
+    BatchResult,
+    CappedDeadLetters,
+    Rejection,
+    describe_validation_error,
+    is_blank,
+)
 from sluice.core.errors import RecordRejected
-from sluice.core.inputs import decode_json
+from sluice.core.inputs import MAX_RECORD_BYTES, decode_json, encode_json
 
-__all__ = ["parse_iot_batch"]
+__all__ = ["parse_iot_batch", "parse_iot_record"]
 
 MAX_FIELDS = 512
 MAX_DEPTH = 8
@@ -90,9 +103,21 @@ def _flatten_into(
         elif isinstance(value, dict):
             _flatten_into(value, f"{name}.", depth + 1, metrics, attributes)
         elif value is not None:
-            attributes[name] = orjson.dumps(value).decode()
+            try:
+                attributes[name] = encode_json(value).decode()
+            except RecordRejected as rejected:
+                raise RecordRejected(rejected.error_type, f"{name}: {rejected.message}") from None
     if len(metrics) + len(attributes) > MAX_FIELDS:
         raise RecordRejected(ErrorType.SCHEMA_VIOLATION, f"more than {MAX_FIELDS} fields")
+
+
+def _require_scalar(what: str, value: Any) -> None:
+    """Ids are strings or numbers: ``str()`` of a nested list is no id (and can exhaust the stack)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise RecordRejected(
+            ErrorType.SCHEMA_VIOLATION,
+            f"the {what} must be a string or a number, not {type(value).__name__}",
+        )
 
 
 def _location(body: Mapping[str, Any]) -> Any:
@@ -130,6 +155,7 @@ def normalize_reading(obj: Any) -> dict[str, Any]:
             device = segments[-2]
     if device is None:
         raise RecordRejected(ErrorType.MISSING_FIELD, "no device id (device_id, deviceId, ...)")
+    _require_scalar("device id", device)
     event_time = _first(body, TIME_KEYS)
     if event_time is None:
         event_time = _first(wrapper, WRAPPER_TIME_KEYS) or _first(body, WRAPPER_TIME_KEYS)
@@ -150,6 +176,8 @@ def normalize_reading(obj: Any) -> dict[str, Any]:
     if isinstance(topic, str):
         attributes.setdefault("topic", topic)
     message_id = _first(body, MESSAGE_ID_KEYS) or _first(wrapper, MESSAGE_ID_KEYS)
+    if message_id is not None:
+        _require_scalar("message id", message_id)
     normalized = {
         "device_id": device if isinstance(device, str) else str(device),
         "event_time": event_time,
@@ -182,32 +210,77 @@ def _flatten_arrays(decoded: Any) -> Iterator[Any]:
 _END = object()
 
 
+def _item_raw(raw: bytes | str, decoded: Any, item: Any) -> bytes | str:
+    """What a rejected reading keeps: the record, or the reading alone when the record held several
+    (the record when the reading is nested too deep to be re-encoded)."""
+    if item is decoded:
+        return raw
+    try:
+        return encode_json(item)
+    except RecordRejected:
+        return raw
+
+
+def parse_iot_record(
+    raw: bytes | str, context: dict[str, Any] | None = None
+) -> list[IotReading | Rejection]:
+    """The readings and rejections of one raw record, in order: at least one, more for an array.
+
+    ``context``: the contracts' validation context (``TimeHorizon.context``); none: the default
+    horizon around now. Never raises for bad input.
+    """
+    try:
+        decoded = decode_json(raw)
+    except RecordRejected as rejected:
+        return [Rejection(rejected.error_type, rejected.message, raw)]
+    if type(decoded) is not list:  # the common case: one reading, no array to walk
+        return [_parse_item(raw, decoded, decoded, context)]
+    outcomes = [_parse_item(raw, decoded, item, context) for item in _flatten_arrays(decoded)]
+    # ``[]``, ``[[], []]``: valid JSON, no reading
+    return outcomes or [Rejection(ErrorType.SCHEMA_VIOLATION, "an array with no reading", raw)]
+
+
+def _parse_item(
+    raw: bytes | str, decoded: Any, item: Any, context: dict[str, Any] | None
+) -> IotReading | Rejection:
+    if type(item) is not dict:  # no exception on the path a flood of junk takes
+        message = f"a reading must be a JSON object, got {type(item).__name__}"
+        return Rejection(ErrorType.SCHEMA_VIOLATION, message, _item_raw(raw, decoded, item))
+    try:
+        return IotReading.model_validate(normalize_reading(item), context=context)
+    except RecordRejected as rejected:
+        return Rejection(rejected.error_type, rejected.message, _item_raw(raw, decoded, item))
+    except ValidationError as err:
+        error_type, message = describe_validation_error(err)
+        return Rejection(error_type, message, _item_raw(raw, decoded, item))
+
+
 def parse_iot_batch(
-    records: Iterable[bytes | str], *, stage: Stage = STAGE
+    records: Iterable[bytes | str],
+    *,
+    stage: Stage = STAGE,
+    horizon: TimeHorizon = DEFAULT_HORIZON,
+    now: datetime | None = None,
+    max_dead_letters: int = MAX_DEAD_LETTERS,
 ) -> BatchResult[IotReading]:
-    """Parse a batch of raw device messages. Never raises for bad input."""
+    """Parse a batch of raw device messages. Never raises for bad input.
+
+    ``horizon`` and ``now`` bound event times (``now`` defaults to the time of the call);
+    ``max_dead_letters`` caps the dead letters built one by one (``CappedDeadLetters``). Their
+    defaults are ``CoreSettings``' own.
+    """
     result: BatchResult[IotReading] = BatchResult()
-    validate = IotReading.model_validate
+    letters = CappedDeadLetters(Source.IOT, stage, max_dead_letters)
+    context = horizon.context(now)
+    valid = result.valid
     for raw in records:
-        try:
-            decoded = decode_json(raw)
-        except RecordRejected as rejected:
-            result.dead_letters.append(
-                dead_letter(Source.IOT, stage, rejected.error_type, rejected.message, raw)
-            )
+        if len(raw) <= MAX_RECORD_BYTES and is_blank(raw):  # an over-long one is too_large
+            result.skipped += 1
             continue
-        for item in _flatten_arrays(decoded):
-            try:
-                result.valid.append(validate(normalize_reading(item)))
-            except RecordRejected as rejected:
-                result.dead_letters.append(
-                    dead_letter(Source.IOT, stage, rejected.error_type, rejected.message,
-                                raw if item is decoded else orjson.dumps(item))
-                )  # fmt: skip
-            except ValidationError as err:
-                error_type, message = describe_validation_error(err)
-                result.dead_letters.append(
-                    dead_letter(Source.IOT, stage, error_type, message,
-                                raw if item is decoded else orjson.dumps(item))
-                )  # fmt: skip
+        for outcome in parse_iot_record(raw, context):
+            if type(outcome) is Rejection:
+                letters.add(outcome)
+            else:
+                valid.append(outcome)  # type: ignore[arg-type]
+    letters.finish(result)
     return result

@@ -1,10 +1,14 @@
 """Web server access-log parser: nginx log lines in, normalized ``WebAccessLog`` records out.
 
 In: a batch of raw lines (bytes or str, with or without the trailing newline) and a log format.
-Out: ``BatchResult[WebAccessLog]``.
+Out: ``BatchResult[WebAccessLog]``. Blank lines (empty or ASCII whitespace, within the size limit) are
+skipped and counted (``skipped``), so valid + rejected + skipped = lines in. Never raises for bad input.
 Dead letters: invalid UTF-8 (``invalid_encoding``), a line the format does not match, including a line
-cut inside a quoted field (``unparseable_line``), an unusable time (``invalid_timestamp``), a value the
-contract refuses (``schema_violation``), an over-long line (``too_large``). Blank lines are skipped.
+cut inside a quoted field (``unparseable_line``), an unusable time or one outside the ``TimeHorizon``
+(``invalid_timestamp``), a value the contract refuses (``schema_violation``: a client with control
+characters, a byte count beyond 64 bits, a non-finite request time), an over-long line
+(``too_large``). At most ``max_dead_letters`` per batch one by one, the rest summarized
+(``too_many_errors``).
 
 Formats:
 - ``auto`` (default): nginx ``combined`` (or the common log format without referer and user agent),
@@ -33,8 +37,22 @@ from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
-from sluice.core.contracts import ErrorType, Source, Stage, WebAccessLog
-from sluice.core.deadletters import BatchResult, dead_letter, describe_validation_error
+from sluice.core.contracts import (
+    DEFAULT_HORIZON,
+    ErrorType,
+    Source,
+    Stage,
+    TimeHorizon,
+    WebAccessLog,
+)
+from sluice.core.deadletters import (
+    MAX_DEAD_LETTERS,
+    BatchResult,
+    CappedDeadLetters,
+    Rejection,
+    describe_validation_error,
+    is_blank,
+)
 from sluice.core.errors import LogFormatError, RecordRejected
 
 __all__ = [
@@ -416,6 +434,7 @@ class LogParser:
 
     def __init__(self, spec: str = "auto") -> None:
         self.spec = spec
+        self._mismatch = f"line does not match log format {spec!r}"
         self._fields: Callable[[re.Match[str]], dict[str, Any]]
         if spec == "auto":
             self._regex = _AUTO
@@ -469,7 +488,7 @@ class LogParser:
             )
         return fields
 
-    def parse_line(self, line: str) -> WebAccessLog:
+    def parse_line(self, line: str, context: dict[str, Any] | None = None) -> WebAccessLog:
         """One line (without or with its line break) -> a record.
 
         Raises ``RecordRejected`` or pydantic's ``ValidationError``; ``parse_batch`` turns both into
@@ -477,59 +496,69 @@ class LogParser:
         """
         match = self._regex.match(line)
         if match is None:
-            raise RecordRejected(
-                ErrorType.UNPARSEABLE_LINE, f"line does not match log format {self.spec!r}"
-            )
-        return _validate(self._fields(match))
+            raise RecordRejected(ErrorType.UNPARSEABLE_LINE, self._mismatch)
+        return _validate(self._fields(match), context=context)
+
+    def parse_raw(
+        self, raw: bytes | str, context: dict[str, Any] | None = None
+    ) -> WebAccessLog | Rejection | None:
+        """One raw line -> its record, its rejection, or ``None`` for a blank line. Never raises for
+        bad input. ``context``: the contracts' validation context (``TimeHorizon.context``)."""
+        try:
+            if type(raw) is bytes and len(raw) <= MAX_LINE_BYTES:  # the common case, inline
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise RecordRejected(ErrorType.INVALID_ENCODING, f"not UTF-8: {err}") from None
+            else:
+                line = _text(raw)
+            match = self._regex.match(line)
+            if match is None:
+                if is_blank(line):  # no format matches a blank line: it needs $status
+                    return None
+                return Rejection(ErrorType.UNPARSEABLE_LINE, self._mismatch, _letter_raw(raw))
+            return _validate(self._fields(match), context=context)
+        except RecordRejected as rejected:
+            return Rejection(rejected.error_type, rejected.message, _letter_raw(raw))
+        except ValidationError as err:
+            error_type, message = describe_validation_error(err)
+            return Rejection(error_type, message, _letter_raw(raw))
 
     def parse_batch(
-        self, lines: Iterable[bytes | str], *, stage: Stage = STAGE
+        self,
+        lines: Iterable[bytes | str],
+        *,
+        stage: Stage = STAGE,
+        horizon: TimeHorizon = DEFAULT_HORIZON,
+        now: datetime | None = None,
+        max_dead_letters: int = MAX_DEAD_LETTERS,
     ) -> BatchResult[WebAccessLog]:
-        """Parse a batch of lines. Never raises for bad input; blank lines are skipped, not rejected."""
+        """Parse a batch of lines. Never raises for bad input; blank lines are skipped and counted.
+
+        ``horizon`` and ``now`` bound event times (``now`` defaults to the time of the call);
+        ``max_dead_letters`` caps the dead letters built one by one (``CappedDeadLetters``). Their
+        defaults are ``CoreSettings``' own.
+        """
         result: BatchResult[WebAccessLog] = BatchResult()
-        valid, dead = result.valid, result.dead_letters
-        match_line, fields_of, validate = self._regex.match, self._fields, _validate
+        letters = CappedDeadLetters(Source.WEBLOG, stage, max_dead_letters)
+        context = horizon.context(now)
+        valid, parse = result.valid, self.parse_raw
+        skipped = 0
         for raw in lines:
-            try:
-                if type(raw) is bytes and len(raw) <= MAX_LINE_BYTES:  # the common case, inline
-                    try:
-                        line = raw.decode("utf-8")
-                    except UnicodeDecodeError as err:
-                        raise RecordRejected(
-                            ErrorType.INVALID_ENCODING, f"not UTF-8: {err}"
-                        ) from None
-                else:
-                    line = _text(raw)
-                match = match_line(line)
-                if match is None:
-                    if not line.strip():
-                        continue
-                    raise RecordRejected(
-                        ErrorType.UNPARSEABLE_LINE, f"line does not match log format {self.spec!r}"
-                    )
-                valid.append(validate(fields_of(match)))
-            except RecordRejected as rejected:
-                dead.append(
-                    dead_letter(
-                        Source.WEBLOG,
-                        stage,
-                        rejected.error_type,
-                        rejected.message,
-                        _letter_raw(raw),
-                    )
-                )
-            except ValidationError as err:
-                error_type, message = describe_validation_error(err)
-                dead.append(
-                    dead_letter(Source.WEBLOG, stage, error_type, message, _letter_raw(raw))
-                )
+            outcome = parse(raw, context)
+            if outcome is None:
+                skipped += 1
+            elif type(outcome) is Rejection:
+                letters.add(outcome)
+            else:
+                valid.append(outcome)  # type: ignore[arg-type]
+        result.skipped = skipped
+        letters.finish(result)
         return result
 
 
 # ``WebAccessLog.model_validate`` without its per-call keyword handling: the same validation.
-_validate: Callable[[dict[str, Any]], WebAccessLog] = (
-    WebAccessLog.__pydantic_validator__.validate_python
-)
+_validate: Callable[..., WebAccessLog] = WebAccessLog.__pydantic_validator__.validate_python
 
 
 def _text(raw: bytes | str) -> str:

@@ -42,6 +42,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from sluice.core.contracts import (
+    DEFAULT_HORIZON,
     DeadLetter,
     Envelope,
     ErrorType,
@@ -49,6 +50,7 @@ from sluice.core.contracts import (
     IotReading,
     Source,
     Stage,
+    TimeHorizon,
     WebAccessLog,
 )
 from sluice.core.deadletters import dead_letter, describe_validation_error
@@ -151,8 +153,12 @@ def decode_batch(
     *,
     previous_sequence: int | None = None,
     stage: Stage = Stage.PARSE,
+    horizon: TimeHorizon = DEFAULT_HORIZON,
 ) -> JobBatch:
-    """Decode envelopes and validate each payload against its source's contract."""
+    """Decode envelopes and validate each payload against its source's contract.
+
+    Event times outside ``horizon`` around the record's arrival are ``invalid_timestamp`` (arrival,
+    not the clock, so a replay decides alike)."""
     batch = JobBatch(
         shard_id=shard_id,
         first_sequence=records[0].sequence if records else -1,
@@ -170,7 +176,9 @@ def decode_batch(
             if envelope.kind == "dead_letter":
                 batch.reject(record, DeadLetter.model_validate(envelope.payload))
                 continue
-            payload = CONTRACTS[envelope.source].model_validate(envelope.payload)
+            payload = CONTRACTS[envelope.source].model_validate(
+                envelope.payload, context=horizon.context(_arrival_time(record.arrival))
+            )
         except RecordRejected as rejected:
             batch.reject(record, dead_letter(claimed_source(record.data), stage, rejected.error_type,
                                              rejected.message, record.data, identity=identity,

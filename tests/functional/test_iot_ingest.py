@@ -405,3 +405,36 @@ def test_responses_report_at_most_the_configured_number_of_errors(
     assert (status, response["rejected"], len(response["errors"])) == (400, 25, 10)
     assert [e["at"] for e in response["errors"]] == [f"index {i}" for i in range(10)]
     assert len(read_stream(kinesis, stream).dead_letters()) == 25
+
+
+def test_a_junk_body_publishes_the_capped_letters_and_one_summary(
+    load_handler: Any, kinesis: Any, stream: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the IoT edge with a cap of 5 letters per request
+    monkeypatch.setenv("SLUICE_MAX_DEAD_LETTERS", "5")
+    handler = load_handler("edge_lambdas.iot_ingest.handler")
+    # WHEN 200 junk lines and one good reading are posted
+    body = b"1\n" * 200 + orjson.dumps(reading(0)) + b"\n"
+    status, response, _ = invoke(handler, body, {"content-type": "application/x-ndjson"})
+    # THEN the reading is accepted, every rejection counted, and the stream gets 5 + 1 letters
+    assert (status, response["accepted"], response["rejected"]) == (202, 1, 200)
+    contents = read_stream(kinesis, stream)
+    letters = [
+        DeadLetter.model_validate(e.payload) for e in contents.envelopes if e.kind != "record"
+    ]
+    assert [d.error_type for d in letters] == [ErrorType.SCHEMA_VIOLATION] * 5 + [
+        ErrorType.TOO_MANY_ERRORS
+    ]
+    assert "schema_violation=195" in letters[-1].message
+
+
+def test_the_configured_horizon_reaches_the_handler(
+    load_handler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an edge that allows no event time more than a minute ahead
+    monkeypatch.setenv("SLUICE_MAX_FUTURE_SECONDS", "60")
+    handler = load_handler("edge_lambdas.iot_ingest.handler")
+    # WHEN a reading ten minutes ahead is posted THEN it is refused as invalid_timestamp
+    ahead = {"device_id": "d", "ts": int(time.time()) + 600, "t": 1}
+    status, response, _ = invoke(handler, orjson.dumps(ahead))
+    assert (status, response["errors"][0]["error_type"]) == (400, "invalid_timestamp")

@@ -314,3 +314,27 @@ def test_when_stream_and_dead_letter_destination_fail_the_invocation_fails(
     # WHEN / THEN the handler raises, so Lambda retries the event
     with pytest.raises(DeadLetterDeliveryError):
         run_s3(handler, s3, logs_bucket, "x.log", log_file(10))
+
+
+def test_a_junk_file_publishes_the_capped_letters_per_batch_and_counts_every_line(
+    load_handler: Any,
+    s3: Any,
+    logs_bucket: str,
+    kinesis: Any,
+    stream: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN the log edge with batches of 50 lines and a cap of 4 letters per batch
+    monkeypatch.setenv("SLUICE_BATCH_LINES", "50")
+    monkeypatch.setenv("SLUICE_MAX_DEAD_LETTERS", "4")
+    handler = load_handler("edge_lambdas.log_ingest.handler")
+    # WHEN a file of 120 junk lines, blank lines and one good line is processed
+    data = b"1\n" * 120 + b"\n" * 3 + access_line(0).encode() + b"\n"
+    summary = run_s3(handler, s3, logs_bucket, "junk.log", data)
+    # THEN each of the 3 batches publishes 4 letters and one summary; every line is counted
+    letters = read_stream(kinesis, stream).dead_letters()
+    assert sorted(letter.error_type.value for letter in letters) == sorted(
+        ["unparseable_line"] * 12 + ["too_many_errors"] * 3
+    )
+    assert summary["dead_lettered"] == {"unparseable_line": 120, "too_many_errors": 3}
+    assert (summary["received"], summary["emitted"], summary["skipped"]) == (124, 1, 3)

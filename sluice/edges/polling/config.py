@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sluice import __version__
+from sluice.core.contracts import DEFAULT_HORIZON, TimeHorizon
+from sluice.core.deadletters import MAX_DEAD_LETTERS
 from sluice.edges.polling.checkpoints import CheckpointBounds
 from sluice.edges.polling.retries import RetryPolicy
 
@@ -47,6 +49,10 @@ class PollerConfig:
     than this remains, and nothing is emitted once less than half of it remains."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     bounds: CheckpointBounds = field(default_factory=CheckpointBounds)
+    horizon: TimeHorizon = DEFAULT_HORIZON
+    """Event-time bounds of items, around the time a page is read (``CoreSettings``)."""
+    max_dead_letters: int = MAX_DEAD_LETTERS
+    """Dead letters per page built one by one, the rest summarized (``CoreSettings``)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.lease_margin_seconds < self.lease_seconds:

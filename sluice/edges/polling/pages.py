@@ -15,10 +15,11 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sluice.core.contracts import DeadLetter, FeedItem, Stage
-from sluice.core.deadletters import BatchResult
+from sluice.core.contracts import DEFAULT_HORIZON, DeadLetter, FeedItem, Stage, TimeHorizon
+from sluice.core.deadletters import MAX_DEAD_LETTERS, BatchResult
 from sluice.core.errors import SluiceError
 from sluice.core.inputs import decode_json
 from sluice.edges.polling.checkpoints import SeenSet
@@ -193,10 +194,19 @@ class PageOutcome:
         return len(self.items) + len(self.dead_letters) + self.duplicates
 
 
-def read_page(spec: FeedSpec, response: HttpResponse, seen: SeenSet) -> PageOutcome:
+def read_page(
+    spec: FeedSpec,
+    response: HttpResponse,
+    seen: SeenSet,
+    *,
+    horizon: TimeHorizon = DEFAULT_HORIZON,
+    now: datetime | None = None,
+    max_dead_letters: int = MAX_DEAD_LETTERS,
+) -> PageOutcome:
     """Parse one page and keep what ``seen`` has not seen (which then records it as seen).
 
-    A 204 ("no content") is an empty page, not a broken one.
+    A 204 ("no content") is an empty page, not a broken one. ``horizon`` (around ``now``) and
+    ``max_dead_letters`` are ``parse_feed_document``'s.
     """
     document: Any | None
     if response.status == 204:
@@ -208,8 +218,9 @@ def read_page(spec: FeedSpec, response: HttpResponse, seen: SeenSet) -> PageOutc
         except SluiceError:  # RecordRejected: parse_feed_document turns it into a dead letter
             document = None
         result = parse_feed_document(
-            spec, response.body if document is None else document, stage=STAGE
-        )
+            spec, response.body if document is None else document, stage=STAGE,
+            horizon=horizon, now=now, max_dead_letters=max_dead_letters,
+        )  # fmt: skip
         items = get_path(document, spec.items_path) if document is not None else None
         items_on_page = len(items) if isinstance(items, list) else None
         if items_on_page is None:

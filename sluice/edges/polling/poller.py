@@ -319,8 +319,12 @@ class FeedPoller:
                     yield replace(walk, stop_reason="unexpected 304 for a later page")
                 return
             yield walk
-            page = read_page(spec, response, seen)
-            walk = walk.read(response, page, datetime.fromtimestamp(self.wall_clock(), UTC))
+            read_at = datetime.fromtimestamp(self.wall_clock(), UTC)
+            page = read_page(
+                spec, response, seen, horizon=self.config.horizon, now=read_at,
+                max_dead_letters=self.config.max_dead_letters,
+            )  # fmt: skip
+            walk = walk.read(response, page, read_at)
             yield walk
             plan.fetched(url, page.document, page.items_on_page, final_url=response.url)
         if plan.truncated:
