@@ -25,7 +25,15 @@ from typing import Generic, Literal, NamedTuple, TypeVar
 from pydantic import ValidationError
 
 from sluice import __version__
-from sluice.core.contracts import DeadLetter, ErrorType, Source, Stage, make_event_id
+from sluice.core.contracts import (
+    NO_CONTROL_CHARACTERS,
+    DeadLetter,
+    ErrorType,
+    Source,
+    Stage,
+    control_character_problem,
+    make_event_id,
+)
 
 __all__ = [
     "MAX_DEAD_LETTERS",
@@ -185,6 +193,12 @@ def describe_validation_error(err: ValidationError) -> tuple[ErrorType, str]:
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     # A validator's own ValueError reads "Value error, <its message>": the message is enough.
     text = first["msg"].removeprefix("Value error, ")
+    if (
+        first["type"] == "string_pattern_mismatch"
+        and first.get("ctx", {}).get("pattern") == NO_CONTROL_CHARACTERS
+        and isinstance(first["input"], str)
+    ):
+        text = control_character_problem(first["input"]) or text
     return error_type, f"{'.'.join(str(p) for p in loc)}: {text}{more}"
 
 

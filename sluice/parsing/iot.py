@@ -28,7 +28,7 @@ Nested objects are flattened with dots (``Wifi.RSSI``); booleans become 1.0/0.0 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -240,6 +240,10 @@ def parse_iot_record(
     return outcomes or [Rejection(ErrorType.SCHEMA_VIOLATION, "an array with no reading", raw)]
 
 
+# ``IotReading.model_validate`` without its per-call keyword handling: the same validation.
+_validate: Callable[..., IotReading] = IotReading.__pydantic_validator__.validate_python
+
+
 def _parse_item(
     raw: bytes | str, decoded: Any, item: Any, context: dict[str, Any] | None
 ) -> IotReading | Rejection:
@@ -247,7 +251,7 @@ def _parse_item(
         message = f"a reading must be a JSON object, got {type(item).__name__}"
         return Rejection(ErrorType.SCHEMA_VIOLATION, message, _item_raw(raw, decoded, item))
     try:
-        return IotReading.model_validate(normalize_reading(item), context=context)
+        return _validate(normalize_reading(item), context=context)
     except RecordRejected as rejected:
         return Rejection(rejected.error_type, rejected.message, _item_raw(raw, decoded, item))
     except ValidationError as err:
