@@ -1,4 +1,5 @@
-"""The Iceberg warehouse: catalog access and the exactly-once table writer.
+"""The exactly-once table writer (the catalog side is ``sluice.tables.catalog``, row building
+``sluice.tables.rows``; the catalog names are re-exported here for the writer's users).
 
 In: ``JobBatch`` values from the stream stages (see ``sluice.stream.stages``), in any number of flushes.
 Out: rows in the six tables (see ``sluice.tables.specs``), each table's commit carrying the source
@@ -42,47 +43,51 @@ Exactly-once, without any runner state:
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import unquote, urlparse
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-from pyiceberg.catalog import Catalog
-from pyiceberg.catalog.sql import IcebergTables, SqlCatalog
-from pyiceberg.exceptions import (
-    CommitFailedException,
-    NamespaceAlreadyExistsError,
-    NoSuchTableError,
-    TableAlreadyExistsError,
-)
 from pyiceberg.expressions import (
-    AlwaysTrue,
     And,
     BooleanExpression,
     GreaterThanOrEqual,
-    In,
     LessThanOrEqual,
     Or,
 )
 from pyiceberg.expressions.literals import literal
-from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
 from sluice.core.contracts import DeadLetter, ErrorType, Source, Stage
 from sluice.core.deadletters import dead_letter
-from sluice.core.errors import ConfigError
 from sluice.stream.stages import Event, JobBatch, describe_exception, event_dead_letter
+from sluice.tables.catalog import (
+    METADATA_VERSIONS_KEPT,
+    POSITIONS_PROPERTY,
+    START_PROPERTY,
+    TABLE_PROPERTIES,
+    WarehouseSettings,
+    ensure_tables,
+    first_start,
+    open_catalog,
+    table_positions,
+)
+from sluice.tables.rows import (
+    as_table_schema,
+    build_rows,
+    concat_rows,
+    letter_event,
+    stored_state,
+    time_ranges,
+    window_files,
+    window_sort_key,
+)
 from sluice.tables.specs import (
-    TABLES,
     WINDOW_TABLES,
     Stamped,
     WindowTable,
@@ -107,19 +112,6 @@ __all__ = [
     "table_positions",
 ]
 
-POSITIONS_PROPERTY = "sluice.positions"
-START_PROPERTY = "sluice.start"
-"""Table property: where the job first started reading (a timestamp, or trim_horizon), kept so that a
-shard some table holds no position for is re-read from there, not from a later LATEST."""
-METADATA_VERSIONS_KEPT = 10
-"""Previous ``metadata.json`` files a table keeps; older ones are deleted at each commit."""
-TABLE_PROPERTIES = {
-    "write.metadata.delete-after-commit.enabled": "true",
-    "write.metadata.previous-versions-max": str(METADATA_VERSIONS_KEPT),
-}
-"""Properties every table gets, new or existing (``ensure_tables``): without them every commit leaves
-a ``metadata.json`` listing every snapshot behind for good, so metadata grows with the square of the
-commits."""
 DEFAULT_POSITIONS_COMMIT_SECONDS = 300.0
 """How long a table that receives nothing may leave its positions unrecorded (see the docstring)."""
 EVENT_TABLES = {
@@ -141,219 +133,6 @@ _LOOKUP_RANGES = 16
 """At most this many event-time ranges in one duplicate lookup (nearby ranges are merged)."""
 _LOOKUP_GAP = timedelta(minutes=1)
 """Candidate event times closer than this share a lookup range."""
-
-
-class WarehouseSettings(BaseSettings):
-    """Where the tables live. Local default: a SQLite catalog and a warehouse folder under ``.sluice/``."""
-
-    model_config = SettingsConfigDict(env_prefix="SLUICE_", extra="ignore", frozen=True)
-
-    catalog: Literal["sql", "glue"] = Field(
-        default="sql", description="Catalog: 'sql' (SQLite) or 'glue'."
-    )
-    state_dir: Path = Field(
-        default=Path(".sluice"), description="Local catalog and warehouse folder."
-    )
-    catalog_uri: str | None = Field(
-        default=None, description="SQL catalog URI; default: SQLite in state_dir."
-    )
-    warehouse: str | None = Field(
-        default=None, description="Warehouse location: file:// folder or s3://bucket/prefix."
-    )
-    namespace: str = Field(default="sluice", description="Catalog namespace (Glue database).")
-    hourly_tables: tuple[str, ...] = Field(
-        default=(), description="Tables partitioned by hour instead of day (high-volume ones)."
-    )
-
-    def resolved_warehouse(self) -> str:
-        if self.warehouse:
-            return self.warehouse
-        return (self.state_dir.resolve() / "warehouse").as_uri()
-
-    def resolved_catalog_uri(self) -> str:
-        return self.catalog_uri or f"sqlite:///{self.state_dir.resolve() / 'catalog.db'}"
-
-
-def _local_folder(location: str) -> Path | None:
-    """The folder of a file:// (or plain path) location; None for any other scheme."""
-    parsed = urlparse(location)
-    if parsed.scheme not in ("", "file"):
-        return None
-    return Path(unquote(parsed.path)).resolve()
-
-
-class LocalSqlCatalog(SqlCatalog):
-    """A SQL catalog over a local warehouse that only hands out tables stored inside that warehouse.
-
-    Iceberg metadata holds absolute paths. A copied (or moved) state folder therefore still points
-    at the original's files, and writing or maintaining its tables would change the original (a
-    copy's ``sluice maintain`` deleted the original's files). Loading such a table stops with a
-    ``ConfigError`` instead, before any file is read or written.
-    """
-
-    def __init__(self, name: str, root: Path, **properties: str) -> None:
-        self.root = root
-        super().__init__(name, **properties)
-
-    def _convert_orm_to_iceberg(self, orm_table: IcebergTables) -> Table:
-        self._check_inside(orm_table.table_name, orm_table.metadata_location or "")
-        table = super()._convert_orm_to_iceberg(orm_table)
-        self._check_inside(orm_table.table_name, table.location())
-        return table
-
-    def _check_inside(self, name: str, location: str) -> None:
-        folder = _local_folder(location)
-        if folder is not None and not folder.is_relative_to(self.root):
-            raise ConfigError(
-                f"table {name!r} of the catalog {self.properties.get('uri')} is stored at "
-                f"{location}, outside this state folder's warehouse {self.root}: the state folder "
-                "was copied or moved, and Iceberg metadata holds absolute paths. Use the original "
-                "folder, or start an empty one and fill it with `sluice replay`"
-            )
-
-
-def open_catalog(settings: WarehouseSettings) -> Catalog:
-    """The configured catalog. ``AWS_ENDPOINT_URL`` (a local endpoint) applies to Glue and S3 as well.
-
-    A SQL catalog over a file:// warehouse refuses tables stored outside it (``LocalSqlCatalog``).
-    """
-    properties: dict[str, str] = {"warehouse": settings.resolved_warehouse()}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        properties["s3.endpoint"] = endpoint
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if region:
-        properties["s3.region"] = region
-    if settings.catalog == "glue":
-        from pyiceberg.catalog.glue import GlueCatalog
-
-        if endpoint:
-            properties["glue.endpoint"] = endpoint
-        if region:
-            properties["glue.region"] = region
-        return GlueCatalog("glue", **properties)
-    from sqlalchemy.exc import OperationalError
-
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    root = _local_folder(properties["warehouse"])
-    if root is not None:
-        root.mkdir(parents=True, exist_ok=True)
-    uri = settings.resolved_catalog_uri()
-    for attempt in range(2):
-        try:
-            if root is None:
-                return SqlCatalog("sluice", uri=uri, **properties)
-            return LocalSqlCatalog("sluice", root, uri=uri, **properties)
-        except OperationalError:
-            # A new catalog's own tables, created by another process at the same moment
-            # ("table iceberg_tables already exists"): the second attempt finds them.
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
-
-
-def ensure_tables(catalog: Catalog, settings: WarehouseSettings) -> dict[str, Table]:
-    """Create the namespace and any missing table (format v2); return every table by name.
-
-    Tables that exist get ``TABLE_PROPERTIES`` where they lack them. Safe when several processes
-    start on a new catalog at once: a table another one created first is loaded instead.
-    """
-    try:
-        catalog.create_namespace(settings.namespace)
-    except NamespaceAlreadyExistsError:
-        pass
-    except Exception:  # a backend's own error when another process won the race
-        if not catalog.namespace_exists(settings.namespace):
-            raise
-    tables: dict[str, Table] = {}
-    for name, definition in TABLES.items():
-        identifier = f"{settings.namespace}.{name}"
-        try:
-            table = catalog.load_table(identifier)
-        except NoSuchTableError:
-            granularity: Literal["day", "hour"] = (
-                "hour" if name in settings.hourly_tables else "day"
-            )
-            try:
-                table = catalog.create_table(
-                    identifier,
-                    schema=definition.schema,
-                    partition_spec=definition.partition_spec(granularity),
-                    properties={
-                        "format-version": "2",
-                        "comment": definition.description,
-                        **TABLE_PROPERTIES,
-                    },
-                )
-            except TableAlreadyExistsError:  # another process created it in the meantime
-                table = catalog.load_table(identifier)
-        tables[name] = _set_missing_properties(table, TABLE_PROPERTIES)
-    return tables
-
-
-def _set_missing_properties(table: Table, properties: Mapping[str, str]) -> Table:
-    """Give ``table`` every one of ``properties`` it lacks; a concurrent change is re-read once."""
-    for attempt in range(2):
-        missing = {k: v for k, v in properties.items() if table.properties.get(k) != v}
-        if not missing:
-            break
-        try:
-            with table.transaction() as tx:
-                tx.set_properties(missing)
-        except CommitFailedException:
-            if attempt:
-                raise
-            table = table.refresh()
-    return table
-
-
-def table_positions(table: Table) -> dict[str, int]:
-    """The source positions committed with the table's newest snapshot that records them."""
-    snapshot = table.current_snapshot()
-    while snapshot is not None:
-        props = snapshot.summary.additional_properties if snapshot.summary else {}
-        if POSITIONS_PROPERTY in props:
-            return {shard: int(seq) for shard, seq in json.loads(props[POSITIONS_PROPERTY]).items()}
-        snapshot = (
-            table.snapshot_by_id(snapshot.parent_snapshot_id)
-            if snapshot.parent_snapshot_id
-            else None
-        )
-    return {}
-
-
-def first_start(tables: Mapping[str, Table], resolved: str) -> str:
-    """The start every table agreed on at the job's first run, recording ``resolved`` where missing.
-
-    ``resolved`` is the configured start made absolute: ``trim_horizon`` or an epoch-seconds
-    timestamp (LATEST resolved to the moment of the first start). Tables that already hold a start
-    keep it (the earliest wins if a crash, or two jobs starting together, left them different); the
-    rest get that value.
-    """
-    for attempt in range(2):
-        recorded = [
-            t.properties[START_PROPERTY] for t in tables.values() if START_PROPERTY in t.properties
-        ]
-        start = _earliest(recorded) if recorded else resolved
-        try:
-            for table in tables.values():
-                if table.properties.get(START_PROPERTY) != start:
-                    with table.transaction() as tx:
-                        tx.set_properties({START_PROPERTY: start})
-            return start
-        except CommitFailedException:  # another job recorded its start meanwhile: agree with it
-            if attempt:
-                raise
-            for table in tables.values():
-                table.refresh()
-    return start
-
-
-def _earliest(starts: Iterable[str]) -> str:
-    values = list(starts)
-    if "trim_horizon" in values:
-        return "trim_horizon"
-    return min(values, key=float)
 
 
 @dataclass(slots=True)
@@ -589,7 +368,7 @@ class ExactlyOnceWriter:
                 checked.extend(
                     (batch.shard_id, e) for e in batch.events.get(source, []) if e.sequence > low
                 )
-        rows, failures = _build_rows(
+        rows, failures = build_rows(
             ROW_BUILDERS[source], [Stamped(e.event_id, e.ingest_time, e.record) for _, e in checked]
         )
         dropped: set[Position] = set()
@@ -600,7 +379,7 @@ class ExactlyOnceWriter:
                 shard, source, event, Stage.WRITE, ErrorType.SCHEMA_VIOLATION,
                 f"cannot be stored in {name}: {message}",
             )  # fmt: skip
-            letters.append((shard, _letter_event(event, letter)))
+            letters.append((shard, letter_event(event, letter)))
             report.dead_lettered += 1
         built = [c for i, c in enumerate(checked) if i not in failures] if failures else checked
         # Row r of ``rows`` is ``built[r]``; the event table takes the rows it has not written yet
@@ -651,7 +430,7 @@ class ExactlyOnceWriter:
     def _landed(self, name: str, ids: set[str], times: Sequence[int]) -> set[tuple[str, int]]:
         """(event id, event time in µs) of the rows of ``name`` with one of ``ids``, read from the
         event-time ranges ``times`` (µs) fall in."""
-        ranges = _time_ranges(sorted(set(times)), _LOOKUP_GAP // _MICROSECOND, _LOOKUP_RANGES)
+        ranges = time_ranges(sorted(set(times)), _LOOKUP_GAP // _MICROSECOND, _LOOKUP_RANGES)
         terms: list[BooleanExpression] = [
             And(
                 GreaterThanOrEqual(term="event_time", value=literal(_instant(low).isoformat())),
@@ -698,18 +477,18 @@ class ExactlyOnceWriter:
             return _WindowPlan() if forced or self._commits(name, False, batches, now) else None
         table = self.tables[name]
         starts = sorted({key[-1] for key in partials})
-        stored, kept, replaced = _window_files(table, starts)
-        merged = _stored_state(window, stored)
+        stored, kept, replaced = window_files(table, starts)
+        merged = stored_state(window, stored)
         previous = dict(merged)
         merge_maps(merged, partials, copy=False)
-        items = sorted(merged.items(), key=_sort_key)
+        items = sorted(merged.items(), key=window_sort_key)
         try:
             rows = window.rows(items, self.window_seconds)
         except Exception:  # noqa: BLE001 - find the windows at fault; the others still land
             rows = self._window_rows_isolated(
                 window, batches, dropped, items, previous, letters, report
             )
-        return _WindowPlan(_concat(table, [_as_table_schema(rows, table), *kept]), replaced)
+        return _WindowPlan(concat_rows(table, [as_table_schema(rows, table), *kept]), replaced)
 
     def _window_rows_isolated(
         self,
@@ -747,7 +526,7 @@ class ExactlyOnceWriter:
                         ErrorType.SCHEMA_VIOLATION,
                         f"its window in {window.name} cannot be stored: {failed[hit[0]]}",
                     )  # fmt: skip
-                    letters.append((batch.shard_id, _letter_event(event, letter)))
+                    letters.append((batch.shard_id, letter_event(event, letter)))
                     report.dead_lettered += 1
         return pa.concat_tables(good) if good else window.rows([], self.window_seconds)
 
@@ -811,7 +590,7 @@ class ExactlyOnceWriter:
 
     def _letter_rows(self, letters: list[Event], report: FlushReport) -> pa.Table:
         """Rows of ``dead_letters``; a letter that cannot be stored is replaced by one saying so."""
-        rows, failures = _build_rows(dead_letter_rows, [e.record for e in letters])
+        rows, failures = build_rows(dead_letter_rows, [e.record for e in letters])
         if not failures:
             return rows
         replacements = []
@@ -862,114 +641,7 @@ class ExactlyOnceWriter:
     ) -> None:
         """Append ``rows`` (none: a positions commit) with ``positions``, in one snapshot."""
         table = self.tables[name]
-        table.append(_as_table_schema(rows, table), snapshot_properties=self._properties(positions))
+        table.append(as_table_schema(rows, table), snapshot_properties=self._properties(positions))
         self.positions[name] = positions
         self._committed_at[name] = now
         report.rows[name] = rows.num_rows
-
-
-def _build_rows(
-    build: Callable[[Sequence[Any]], pa.Table], items: Sequence[Any]
-) -> tuple[pa.Table, dict[int, str]]:
-    """``build(items)``, or, if that fails, the rows of every item that can be built (halving the
-    failing runs until single items) and, by index, why each other item cannot."""
-    try:
-        return build(items), {}
-    except Exception:  # noqa: BLE001, S110 - isolate the items at fault below
-        pass
-    parts: list[pa.Table] = []
-    failures: dict[int, str] = {}
-
-    def visit(low: int, high: int) -> None:
-        try:
-            parts.append(build(items[low:high]))
-            return
-        except Exception as err:  # noqa: BLE001 - an item of this run is at fault
-            if high - low == 1:
-                failures[low] = describe_exception(err)
-                return
-        middle = (low + high) // 2
-        visit(low, middle)
-        visit(middle, high)
-
-    visit(0, len(items))
-    return (pa.concat_tables(parts) if parts else build([])), failures
-
-
-def _time_ranges(times: Sequence[int], gap: int, limit: int) -> list[tuple[int, int]]:
-    """Sorted distinct ``times`` as at most ``limit`` ranges; times within ``gap`` share one."""
-    ranges: list[list[int]] = []
-    for at in times:
-        if ranges and at - ranges[-1][1] <= gap:
-            ranges[-1][1] = at
-        else:
-            ranges.append([at, at])
-    if len(ranges) > limit:  # keep the widest gaps between ranges, merge across the others
-        gaps = sorted(
-            (ranges[i + 1][0] - ranges[i][1] for i in range(len(ranges) - 1)), reverse=True
-        )
-        return _time_ranges(times, gaps[limit - 1], limit)
-    return [(low, high) for low, high in ranges]
-
-
-def _window_files(
-    table: Table, starts: Sequence[datetime]
-) -> tuple[pa.Table, list[pa.Table], list[DataFile]]:
-    """The stored rows of windows ``starts``, the other rows of the files holding them, and those
-    files (to be replaced: copy-on-write, one snapshot)."""
-    target = table.schema().as_arrow()
-    stored: list[pa.Table] = [target.empty_table()]
-    kept: list[pa.Table] = []
-    replaced: list[DataFile] = []
-    window_filter = In(term="window_start", literals=[s.isoformat() for s in starts])
-    reader = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
-    for task in table.scan(row_filter=window_filter).plan_files():
-        rows = reader.to_table([task])
-        column = rows.column("window_start")
-        hit = pc.is_in(column, value_set=pa.array(starts).cast(column.type))
-        if not pc.any(hit).as_py():
-            continue
-        stored.append(rows.filter(hit))
-        kept.append(rows.filter(pc.invert(hit)))
-        replaced.append(task.file)
-    return _concat(table, stored), kept, replaced
-
-
-def _concat(table: Table, parts: Sequence[pa.Table]) -> pa.Table:
-    return pa.concat_tables([_as_table_schema(part, table) for part in parts])
-
-
-def _letter_event(event: Event, letter: DeadLetter) -> Event:
-    """``letter`` as a dead-letter event at ``event``'s position."""
-    return Event(event.sequence, event.sub_sequence, event.arrival, letter.dead_letter_id,
-                 letter.first_seen, letter)  # fmt: skip
-
-
-def _as_table_schema(rows: pa.Table, table: Table) -> pa.Table:
-    """Rows in the table's own Arrow schema.
-
-    A catalog assigns its own ids to nested fields, and a table may have gained optional columns
-    (schema evolution) that this version of the job does not write: those are filled with nulls.
-    """
-    target = table.schema().as_arrow()
-    for column in target:
-        if column.name not in rows.column_names:
-            rows = rows.append_column(column.name, pa.nulls(rows.num_rows, column.type))
-    return rows.select(target.names).cast(target)
-
-
-def _sort_key(item: tuple[Any, Any]) -> tuple[Any, ...]:
-    key = item[0]
-    return (key[-1], *key[:-1])
-
-
-def _stored_state(window: WindowTable, stored: pa.Table) -> dict[Any, Any]:
-    """The accumulators of stored window rows, keyed like the partial aggregates."""
-    columns = stored.to_pydict()
-    groups = [columns[name] for name in window.group_columns]
-    return {
-        (*(group[i] for group in groups), start.astimezone(UTC)): window.accumulator.from_bytes(
-            columns["state"][i]
-        )
-        for i, start in enumerate(columns.get("window_start", []))
-    }
