@@ -20,6 +20,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from sluice.core.config import CoreSettings, build_settings
+from sluice.stream.kinesis.settings import DEFAULT_POLL_INTERVAL_SECONDS, MAX_RECORDS_PER_CALL
 from sluice.tables.warehouse import DEFAULT_POSITIONS_COMMIT_SECONDS, WarehouseSettings
 
 __all__ = ["JobSettings", "load_job_settings"]
@@ -69,13 +70,16 @@ class JobSettings(CoreSettings, WarehouseSettings):
         "(default: run forever).",
     )
     max_records_per_call: int = Field(
-        default=10_000,
+        default=MAX_RECORDS_PER_CALL,
         ge=1,
-        le=10_000,
+        le=MAX_RECORDS_PER_CALL,
         description="GetRecords limit per call (Kinesis allows up to 10,000); also replay's batch size.",
     )
     poll_interval_seconds: float = Field(
-        default=0.2, gt=0, le=60, description="Pause between polls of a caught-up shard."
+        default=DEFAULT_POLL_INTERVAL_SECONDS,
+        gt=0,
+        le=60,
+        description="Pause between polls of a caught-up shard.",
     )
     archive: bool = Field(
         default=True,

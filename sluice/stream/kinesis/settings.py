@@ -17,7 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sluice.stream.kinesis.positions import StartPosition
 
-__all__ = ["KinesisReadSettings"]
+__all__ = ["DEFAULT_POLL_INTERVAL_SECONDS", "MAX_RECORDS_PER_CALL", "KinesisReadSettings"]
+
+
+MAX_RECORDS_PER_CALL = 10_000
+"""Kinesis' GetRecords limit: the default and the largest value of ``max_records_per_call``."""
+DEFAULT_POLL_INTERVAL_SECONDS = 0.2
+"""Default wait between polls of a caught-up shard."""
 
 
 class KinesisReadSettings(BaseModel):
@@ -31,10 +37,13 @@ class KinesisReadSettings(BaseModel):
     )
     start: StartPosition = Field(default_factory=StartPosition, description="Where to start.")
     max_records_per_call: int = Field(
-        default=10_000, ge=1, le=10_000, description="GetRecords Limit (Kinesis allows 10,000)."
+        default=MAX_RECORDS_PER_CALL,
+        ge=1,
+        le=MAX_RECORDS_PER_CALL,
+        description="GetRecords Limit (Kinesis allows 10,000).",
     )
     poll_interval_seconds: float = Field(
-        default=0.2,
+        default=DEFAULT_POLL_INTERVAL_SECONDS,
         gt=0,
         le=60,
         description=(
