@@ -48,9 +48,21 @@ test-core:
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck $(CHECKOV_STAMP)
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
 	$(MAKE) --no-print-directory test-core
+
+# checkov (tests/infra/test_lint.py) pins boto3, networkx and packaging versions that conflict with
+# requirements.lock: it gets a venv of its own from a pinned list (like the audit venv below).
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell cksum < infra/aws/checkov-requirements.txt | cut -d' ' -f1)
+$(CHECKOV_STAMP): infra/aws/checkov-requirements.txt
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --no-deps -r infra/aws/checkov-requirements.txt
+	@rm -f $(CHECKOV_VENV)/.installed-*
+	@touch $@
+
+.venv-checkov: $(CHECKOV_STAMP)
 
 # The optional suite over ../shared/realdata (skipped when that folder is absent); also part of `make test`.
 test-realdata: install
@@ -91,4 +103,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) $(CORE_VENV) $(AUDIT_VENV) .reliability .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) $(CORE_VENV) $(AUDIT_VENV) $(CHECKOV_VENV) .reliability .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info

@@ -25,6 +25,7 @@ __all__ = [
     "ENVIRONMENTS",
     "STACKS",
     "StackSpec",
+    "check_parameters",
     "load_parameters",
     "load_template",
     "stack_parameters",
@@ -82,13 +83,15 @@ _CfnLoader.add_multi_constructor("!", _intrinsic)
 def load_template(path: Path) -> dict[str, Any]:
     """A template file as a dict (intrinsics in JSON form)."""
     with path.open(encoding="utf-8") as handle:
-        loaded = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+        loaded = yaml.load(handle, Loader=_CfnLoader)
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: not a template (expected a mapping)")
     return loaded
 
 
-def translate_sam(template: dict[str, Any], parameters: dict[str, str], region: str) -> dict[str, Any]:
+def translate_sam(
+    template: dict[str, Any], parameters: dict[str, str], region: str
+) -> dict[str, Any]:
     """The SAM template as plain CloudFormation, translated here rather than by the service.
 
     A boto3 session that only names the region (no credentials, no call) tells the translator the
@@ -123,3 +126,44 @@ def load_parameters(env: str) -> dict[str, dict[str, str]]:
 def stack_parameters(values: dict[str, str]) -> list[dict[str, str]]:
     """``create_stack``'s ``Parameters`` from a name -> value mapping."""
     return [{"ParameterKey": key, "ParameterValue": value} for key, value in sorted(values.items())]
+
+
+def check_parameters(template: dict[str, Any], values: dict[str, str]) -> list[str]:
+    """What is wrong with ``values`` for ``template``'s Parameters, one line each (empty: fine).
+
+    The checks CloudFormation would make at deploy time (unknown or missing parameters, allowed
+    values, lengths, patterns, numeric ranges), made before anything is uploaded.
+    """
+    import re
+
+    declared: dict[str, dict[str, Any]] = template.get("Parameters", {})
+    problems = [f"unknown parameter {name}" for name in sorted(set(values) - set(declared))]
+    for name, spec in declared.items():
+        value = values.get(name, spec.get("Default"))
+        if value is None:
+            problems.append(f"parameter {name} is required")
+            continue
+        text = str(value)
+        allowed = spec.get("AllowedValues")
+        if allowed is not None and text not in [str(a) for a in allowed]:
+            problems.append(f"parameter {name}={text!r} is not one of {allowed}")
+        if spec.get("Type") == "Number":
+            try:
+                number = float(text)
+            except ValueError:
+                problems.append(f"parameter {name}={text!r} is not a number")
+                continue
+            low, high = spec.get("MinValue"), spec.get("MaxValue")
+            if low is not None and number < float(low):
+                problems.append(f"parameter {name}={text} is below its minimum {low}")
+            if high is not None and number > float(high):
+                problems.append(f"parameter {name}={text} is above its maximum {high}")
+        else:
+            if "MinLength" in spec and len(text) < int(spec["MinLength"]):
+                problems.append(f"parameter {name} is shorter than {spec['MinLength']} characters")
+            if "MaxLength" in spec and len(text) > int(spec["MaxLength"]):
+                problems.append(f"parameter {name} is longer than {spec['MaxLength']} characters")
+            pattern = spec.get("AllowedPattern")
+            if pattern is not None and not re.fullmatch(pattern, text):
+                problems.append(f"parameter {name}={text!r} does not match {pattern}")
+    return problems
