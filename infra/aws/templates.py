@@ -97,10 +97,14 @@ def translate_sam(
     A boto3 session that only names the region (no credentials, no call) tells the translator the
     region and partition for the ARNs it writes.
     """
+    import logging
+
     import boto3
     from samtranslator.parser.parser import Parser
     from samtranslator.translator.translator import Translator
 
+    # The translator's own usage metrics are never published; its warning about them is noise.
+    logging.getLogger("samtranslator.metrics.metrics").setLevel(logging.ERROR)
     translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name=region))
     translated: dict[str, Any] = translator.translate(
         json.loads(json.dumps(template)),

@@ -23,6 +23,7 @@ EXTRAS: dict[str, str] = {
     "query": "DuckDB over the tables: sluice query, sluice tables",
     "edges": "the Lambda edges and their AWS clients (boto3, Powertools)",
     "beam": "the Apache Beam stream job (apache-beam, boto3)",
+    "deploy": "sluice deploy and destroy (boto3, aws-sam-translator, PyYAML)",
     "dev": "tests, linters, sample and demo-database generators",
 }
 
