@@ -76,6 +76,9 @@ LAMBDA_REQUIREMENTS = (
     "aws-lambda-powertools",
     "aws-xray-sdk",
 )
+# The functions' runtime is python3.12 (Amazon Linux 2023, glibc 2.34): the lock's numpy 2.4 ships
+# manylinux_2_28 wheels only, which python3.11's Amazon Linux 2 (glibc 2.26) cannot load.
+LAMBDA_PYTHON = "3.12"
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
@@ -91,7 +94,16 @@ class LambdaPackage:
 
     @property
     def platform(self) -> str:
-        return "manylinux2014_aarch64" if self.architecture == "arm64" else "manylinux2014_x86_64"
+        return "aarch64" if self.architecture == "arm64" else "x86_64"
+
+    @property
+    def platform_flags(self) -> list[str]:
+        # Wheels for glibc 2.28 (what Amazon Linux 2023 runs) and the older manylinux2014 tag,
+        # which pip does not infer from the newer one.
+        return [
+            f"--platform=manylinux_2_28_{self.platform}",
+            f"--platform=manylinux2014_{self.platform}",
+        ]
 
 
 LAMBDAS = (
@@ -154,7 +166,7 @@ def package_lambda(package: LambdaPackage, dependencies: Path) -> bytes:
 
 
 def build_dependencies(package: LambdaPackage, cache: Path) -> Path:
-    """The Lambda's dependencies installed for its platform (Python 3.11, binary wheels only),
+    """The Lambda's dependencies installed for its platform (``LAMBDA_PYTHON``, binary wheels only),
     cached under a folder named after the requirements, the lock and the platform."""
     lock = (REPO / "requirements.lock").read_bytes()
     key = hashlib.sha256(lock + package.platform.encode() + "\n".join(LAMBDA_REQUIREMENTS).encode())
@@ -163,7 +175,7 @@ def build_dependencies(package: LambdaPackage, cache: Path) -> Path:
         return target
     command = [
         sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target),
-        "--platform", package.platform, "--implementation", "cp", "--python-version", "3.11",
+        *package.platform_flags, "--implementation", "cp", "--python-version", LAMBDA_PYTHON,
         "--only-binary=:all:", "-c", str(REPO / "requirements.lock"), *LAMBDA_REQUIREMENTS,
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, check=False)

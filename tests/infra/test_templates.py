@@ -642,3 +642,16 @@ def test_parameter_problems_are_one_line_each() -> None:
         "parameter ParallelismPerKPU=9 is above its maximum 8",
         "parameter LogLevel='LOUD' is not one of ['INFO', 'WARN', 'ERROR', 'DEBUG']",
     ]
+
+
+def test_runtime_and_architectures_match_the_packages(core: dict[str, Any]) -> None:
+    from infra.aws.deploy import LAMBDA_PYTHON, LAMBDAS
+
+    functions = resources(core, "AWS::Lambda::Function")
+    for package in LAMBDAS:
+        (function,) = [
+            f for f in functions.values() if f["Handler"].startswith(f"edge_lambdas.{package.name}.")
+        ]
+        assert function["Runtime"] == f"python{LAMBDA_PYTHON}"
+        assert function["Architectures"] == [package.architecture]
+        assert function["Code"]["S3Key"] == {"Ref": package.parameter}

@@ -12,6 +12,7 @@ import pytest
 COMMANDS = [
     (), ("parse",), ("query",), ("tables",), ("maintain",), ("dead-letters",), ("job",),
     ("job", "run"), ("replay",), ("edge",), ("edge", "serve"), ("edge", "poll"), ("samples",),
+    ("deploy",), ("destroy",),
 ]  # fmt: skip
 
 
@@ -43,7 +44,7 @@ def test_every_command_and_group_answers_help(command: tuple[str, ...]):
 def test_sluice_help_says_what_sluice_is_and_lists_the_commands():
     text = sluice("--help").stdout
     assert "Sluice is a real-time analytics pipeline" in text
-    for name in ("parse", "query", "tables", "maintain", "dead-letters", "job", "replay", "edge"):
+    for name in ("parse", "query", "tables", "maintain", "dead-letters", "job", "replay", "edge", "deploy", "destroy"):
         assert f"\n    {name}" in text
 
 
@@ -65,6 +66,8 @@ def test_job_help_lists_its_options_with_defaults_and_variables():
         (("job", "run", "--archive", "maybe"), "--archive"),
         (("query", "--formt", "csv", "SELECT 1"), "did you mean --format?"),
         (("qurey",), "invalid choice"),
+        (("deploy", "--env", "qa"), "invalid choice: 'qa'"),
+        (("destroy", "--env", "dev", "--delete-dta"), "unrecognized arguments: --delete-dta"),
     ],
 )  # fmt: skip
 def test_mistakes_are_one_line_exit_2(args: tuple[str, ...], message: str):
