@@ -650,7 +650,9 @@ def test_runtime_and_architectures_match_the_packages(core: dict[str, Any]) -> N
     functions = resources(core, "AWS::Lambda::Function")
     for package in LAMBDAS:
         (function,) = [
-            f for f in functions.values() if f["Handler"].startswith(f"edge_lambdas.{package.name}.")
+            f
+            for f in functions.values()
+            if f["Handler"].startswith(f"edge_lambdas.{package.name}.")
         ]
         assert function["Runtime"] == f"python{LAMBDA_PYTHON}"
         assert function["Architectures"] == [package.architecture]
