@@ -9,7 +9,8 @@ THEN every resource exists with a physical id, or its type is one moto's CloudFo
      (``MOTO_NO_PHYSICAL_ID``, then checked through the service's API);
 AND the edges' own handlers, configured with the environment the deployed functions got, write to
      the deployed stream, bucket and table, whose names come from the stack's outputs;
-WHEN a parameter changes (update_stack) THEN the deployed resource changes;
+WHEN parameters change (update_stack) THEN the deployed resources change;
+AND stack 2 (the Flink application) deploys on top, its imports resolving to stack 1's resources;
 WHEN the stack is deleted THEN the functions and queue are gone and the data resources
      (DeletionPolicy Retain) stay, as ``sluice destroy`` without ``--delete-data`` promises.
 Lambda invocation in moto needs Docker, so the handlers run here, in the test process.
@@ -33,7 +34,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from infra_testkit import PLACEHOLDER_CODE, REGION, core_parameters
+from infra_testkit import PLACEHOLDER_CODE, REGION, core_parameters, flink_parameters
 
 from infra.aws.templates import STACKS, load_template, stack_parameters, translate_sam
 from infra.local.stack import client
@@ -41,6 +42,7 @@ from sluice.stream.envelopes import decode_envelopes
 from sluice.stream.kpl import deaggregate
 
 STACK = "sluice-dev-core"
+FLINK_STACK = "sluice-dev-flink"
 CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"]
 
 # Types moto 5.2's CloudFormation accepts and silently does not create (the stack still reaches
@@ -64,6 +66,13 @@ MOTO_SKIPS = frozenset(
         "AWS::Lambda::EventInvokeConfig",
         "AWS::Logs::SubscriptionFilter",
         "AWS::Logs::LogStream",
+    }
+)
+# Stack 2's types moto does not create either (besides alarms and log streams above).
+FLINK_MOTO_SKIPS = frozenset(
+    {
+        "AWS::KinesisAnalyticsV2::Application",
+        "AWS::KinesisAnalyticsV2::ApplicationCloudWatchLoggingOption",
     }
 )
 # Types moto creates but lists without a physical id: checked through their own API below.
@@ -346,6 +355,35 @@ def test_core_stack_on_moto(local_aws: Any, monkeypatch: pytest.MonkeyPatch) -> 
         "Variables"
     ]
     assert variables["SLUICE_LOG_FORMAT"] == "combined"
+
+    # AND stack 2 deploys against stack 1's exports (moto creates its role and log group; the
+    # MSF application and the alarms are on the skip list and checked statically)
+    flink_template = load_template(STACKS["flink"].template)
+    flink_values = {**flink_parameters("dev"), "CoreStackName": STACK}
+    s3.put_object(Bucket=artifacts, Key=flink_values["CodeKey"], Body=_zip("feed_poller"))
+    cfn.create_stack(
+        StackName=FLINK_STACK,
+        TemplateBody=json.dumps(flink_template),
+        Parameters=stack_parameters(flink_values),
+        Capabilities=CAPABILITIES,
+    )
+    assert _wait(cfn, FLINK_STACK)["StackStatus"] == "CREATE_COMPLETE"
+    flink_listed = {
+        r["LogicalResourceId"]: r
+        for r in cfn.list_stack_resources(StackName=FLINK_STACK)["StackResourceSummaries"]
+    }
+    for name, resource in flink_template["Resources"].items():
+        if not (flink_listed.get(name) or {}).get("PhysicalResourceId"):
+            assert resource["Type"] in MOTO_SKIPS | FLINK_MOTO_SKIPS, f"{name} was not created"
+    role = flink_listed["ApplicationRole"]["PhysicalResourceId"]
+    policy = client("iam", env).get_role_policy(RoleName=role, PolicyName="stream-job")
+    # The imports resolved to stack 1's resources.
+    assert outputs["StreamArn"] in json.dumps(policy["PolicyDocument"])
+    assert outputs["WarehouseBucketName"] in json.dumps(policy["PolicyDocument"])
+    groups = client("logs", env).describe_log_groups(logGroupNamePrefix="/sluice/dev/stream-job")
+    assert [g["logGroupName"] for g in groups["logGroups"]] == ["/sluice/dev/stream-job"]
+    cfn.delete_stack(StackName=FLINK_STACK)
+    assert _wait(cfn, FLINK_STACK)["StackStatus"] == "DELETE_COMPLETE"
 
     # WHEN the stack is deleted THEN functions and queue go, data resources stay
     cfn.delete_stack(StackName=STACK)
