@@ -628,6 +628,9 @@ def deploy_parser(prog: str = "sluice deploy") -> argparse.ArgumentParser:
         "--flink-zip", type=Path, help="the MSF application zip; without it stack 2 is not deployed"
     )
     parser.add_argument(
+        "--no-start", action="store_true", help="deploy stack 2 but do not start the application"
+    )
+    parser.add_argument(
         "--lambda-deps",
         type=Path,
         help="a folder of dependencies already installed for the Lambda platform (default: pip installs them, cached in .sluice-build/)",
