@@ -86,11 +86,23 @@ def test_cfn_lint_is_clean(translated_dir: Path) -> None:
 
 
 def test_cfn_lint_fails_on_a_broken_template(tmp_path: Path) -> None:
-    broken = tmp_path / "broken.yaml"
-    text = STACKS["core"].template.read_text()
-    broken.write_text(text.replace("Timeout: 900", "Timeout: 9000"))  # Lambda allows at most 900
+    # The core template's log edge, cut down to one function with a timeout Lambda refuses.
+    function = load_template(STACKS["core"].template)["Resources"]["LogIngestFunction"]
+    function["Properties"] = {
+        key: function["Properties"][key] for key in ("Handler", "MemorySize", "Timeout")
+    } | {"Runtime": "python3.12", "CodeUri": "s3://bucket/key.zip", "Timeout": 9000}
+    broken = tmp_path / "broken.json"
+    broken.write_text(
+        json.dumps(
+            {
+                "AWSTemplateFormatVersion": "2010-09-09",
+                "Transform": "AWS::Serverless-2016-10-31",
+                "Resources": {"LogIngestFunction": function},
+            }
+        )
+    )
     result = cfn_lint(broken)
-    assert result.returncode != 0 and "9000" in result.stdout
+    assert result.returncode != 0 and "9000" in result.stdout, result.stdout
 
 
 def test_checkov_is_clean(translated_dir: Path) -> None:
