@@ -11,7 +11,7 @@ help:
 	@echo "make test   - create .venv, install pinned dependencies, lint (ruff, import contracts), type-check, run the tests"
 	@echo "make test-core - the core alone in a fresh venv with only its declared dependencies (part of make test)"
 	@echo "make demo   - run the pipeline locally on generated sample data"
-	@echo "make bench  - measure throughput of the core stages"
+	@echo "make bench  - measure throughput of the core stages; write reports/measurements.json (sluice cost)"
 	@echo "make lock   - re-resolve requirements.in into requirements.lock"
 	@echo "make reliability - the fault and hostile-input suite at full scale; writes reports/reliability.md"
 	@echo "make reliability-short - the same scenarios at a small scale (a few minutes)"
@@ -77,10 +77,13 @@ reliability-short: install $(AUDIT_VENV)/bin/pip-audit
 demo: install
 	$(BIN)/python -m infra.local.demo
 
+# The last step measures what `sluice cost` prices (real edge, stage and writer code on the seeded
+# samples, and the Beam job end to end) into reports/measurements.json, which is committed.
 bench: install
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python tests/pipeline/kinesis_throughput.py
 	$(BIN)/python -m benchmarks.job
+	$(BIN)/python -m benchmarks.measure --job-events 100000 --out reports/measurements.json
 
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

@@ -32,11 +32,13 @@ from sluice.cost.settings import CostSettings
 __all__ = [
     "GLUE_REQUESTS_PER_COMMIT",
     "GLUE_REQUESTS_PER_QUERY",
+    "BreakEven",
     "Estimate",
     "KinesisTraffic",
     "Line",
     "Saving",
     "athena_query_bytes",
+    "edge_seconds_per_event",
     "estimate",
     "kinesis_batch",
     "kinesis_break_even",
@@ -199,6 +201,15 @@ def kinesis_batch(
     )
 
 
+def edge_seconds_per_event(measured: SourceMeasurement, batch: int) -> float:
+    """Edge CPU seconds per event at the measured batch size nearest to ``batch`` (log scale):
+    small batches pay a per-request overhead that large ones spread out."""
+    nearest = min(
+        measured.batches, key=lambda b: abs(math.log(b.events_per_batch) - math.log(max(1, batch)))
+    )
+    return nearest.edge_seconds / (nearest.events_per_batch * nearest.batches)
+
+
 def tiered(quantity: float, tiers: Sequence[tuple[float, float]]) -> float:
     """Cost of ``quantity`` units over (units in the tier, price per unit) tiers; the last tier
     is unbounded."""
@@ -333,12 +344,16 @@ def _lambda(s: CostSettings, m: Measurements, p: PriceTable, seconds: float) -> 
         if per_second <= 0:
             continue
         cpu_share = min(1.0, source.memory_mb / p["lambda_full_vcpu_memory_mb"])
-        cpu_ms = source.events_per_invocation * m.source(source.name).edge_seconds_per_event * 1000
+        per_event = edge_seconds_per_event(m.source(source.name), source.publish_batch)
+        cpu_ms = source.events_per_invocation * per_event * 1000
         billed_ms = math.ceil(source.wait_ms + cpu_ms / cpu_share)
         durations[f"{source.name}_billed_ms"] = billed_ms
         invocations += per_second * seconds
         gb_seconds += per_second * seconds * source.memory_mb / 1024 * billed_ms / 1000
-    cost = invocations / 1e6 * p["lambda_per_million_requests"] + gb_seconds * p["lambda_per_gb_second"]
+    cost = (
+        invocations / 1e6 * p["lambda_per_million_requests"]
+        + gb_seconds * p["lambda_per_gb_second"]
+    )
     shown = ", ".join(f"{k.removesuffix('_billed_ms')} {v:,.0f} ms" for k, v in durations.items())
     return Line(
         "Lambda (edges)",
@@ -425,7 +440,9 @@ def _firehose(
         )
     gb_billed = billed_bytes / GB * seconds
     gb_delivered = traffic.bytes / GB * seconds
-    archive = sum(rate * m.source(n).archive_bytes_per_event for n, rate in events_per_second.items())
+    archive = sum(
+        rate * m.source(n).archive_bytes_per_event for n, rate in events_per_second.items()
+    )
     objects = _archive_objects(s, archive, seconds)
     cost = gb_billed * p["firehose_per_gb"]
     if s.firehose_dynamic_partitioning:
@@ -470,7 +487,9 @@ def _commits_per_month(s: CostSettings, seconds: float) -> float:
 def _storage(
     s: CostSettings, m: Measurements, p: PriceTable, events_per_second: dict[str, float]
 ) -> Line:
-    archive = sum(rate * m.source(n).archive_bytes_per_event for n, rate in events_per_second.items())
+    archive = sum(
+        rate * m.source(n).archive_bytes_per_event for n, rate in events_per_second.items()
+    )
     total_events = sum(events_per_second.values())
     table = sum(rate * m.source(n).parquet_bytes_per_event for n, rate in events_per_second.items())
     table += total_events * m.commits.window_bytes_per_event
@@ -506,7 +525,9 @@ def _s3_requests(
     events_per_second: dict[str, float],
 ) -> Line:
     commits = _commits_per_month(s, seconds)
-    archive = sum(rate * m.source(n).archive_bytes_per_event for n, rate in events_per_second.items())
+    archive = sum(
+        rate * m.source(n).archive_bytes_per_event for n, rate in events_per_second.items()
+    )
     objects = _archive_objects(s, archive, seconds)
     puts = commits * m.commits.files_written_per_commit + objects
     queries = s.athena_queries_per_day * seconds / 86_400
@@ -541,7 +562,11 @@ def _glue(s: CostSettings, m: Measurements, p: PriceTable, seconds: float) -> Li
 
 
 def _athena(
-    s: CostSettings, m: Measurements, p: PriceTable, events_per_second: dict[str, float], seconds: float
+    s: CostSettings,
+    m: Measurements,
+    p: PriceTable,
+    events_per_second: dict[str, float],
+    seconds: float,
 ) -> Line:
     event_bytes = sum(
         rate * m.source(n).parquet_bytes_per_event for n, rate in events_per_second.items()
@@ -676,7 +701,9 @@ def _partition_saving(s: CostSettings, p: PriceTable, m: Measurements) -> Saving
         events = {src.name: src.events_per_second for src in _sources(alt)}
         line = _athena(alt, m, p, events, seconds)
         options[partitioning] = line.monthly_usd
-        figures[partitioning] = {"bytes_billed_per_query": line.quantities["bytes_billed_per_query"]}
+        figures[partitioning] = {
+            "bytes_billed_per_query": line.quantities["bytes_billed_per_query"]
+        }
     return Saving(
         "Partitioning (Athena bytes scanned)",
         s.athena_partitioning,
@@ -686,17 +713,35 @@ def _partition_saving(s: CostSettings, p: PriceTable, m: Measurements) -> Saving
     )
 
 
-def kinesis_break_even(
-    s: CostSettings, p: PriceTable, m: Measurements, scales: Sequence[float] | None = None
-) -> float | None:
-    """Total events/s above which a provisioned stream stays cheaper than on-demand, all rates
-    scaled together; None if it never does in 1/1000x..1000x of the workload."""
-    grid = scales or [10 ** (k / 20) for k in range(-60, 61)]
-    base = sum(src.events_per_second for src in _sources(s))
-    if base <= 0:
-        return None
+@dataclass(frozen=True, slots=True)
+class BreakEven:
+    """Where provisioned and on-demand Kinesis cost the same, all else equal.
 
-    def costs(scale: float) -> tuple[float, float]:
+    ``events_per_second``: the total rate (all sources scaled together) above which provisioned
+    stays cheaper; ``None`` when it is cheaper over the whole range scanned (1/1000x..1000x:
+    ``provisioned_always_cheaper``) or never. ``peak_factor``: how far peaks may exceed the
+    average (shards sized for the peak, on-demand billing the average) before on-demand is cheaper.
+    """
+
+    events_per_second: float | None
+    provisioned_always_cheaper: bool
+    peak_factor: float | None
+
+
+def _kinesis_costs(s: CostSettings, p: PriceTable, m: Measurements) -> tuple[float, float]:
+    seconds = p.hours_per_month * 3600
+    traffic = sum(_traffic(s, m, p).values(), KinesisTraffic())
+    on_demand, provisioned = _kinesis(s, traffic, p, seconds)
+    return on_demand.monthly_usd, provisioned.monthly_usd
+
+
+def kinesis_break_even(s: CostSettings, p: PriceTable, m: Measurements) -> BreakEven:
+    """The rate and the peak factor at which the two capacity modes cost the same (see
+    ``BreakEven``), found on a grid of 20 points per decade."""
+    grid = [10 ** (k / 20) for k in range(-60, 61)]
+    base = sum(src.events_per_second for src in _sources(s))
+    cheaper: list[bool] = []
+    for scale in grid:
         alt = s.model_copy(
             update={
                 "iot_events_per_second": s.iot_events_per_second * scale,
@@ -704,39 +749,44 @@ def kinesis_break_even(
                 "feed_items_per_poll": s.feed_items_per_poll * scale,
             }
         )
-        seconds = p.hours_per_month * 3600
-        traffic = sum(_traffic(alt, m, p).values(), KinesisTraffic())
-        on_demand, provisioned = _kinesis(alt, traffic, p, seconds)
-        return on_demand.monthly_usd, provisioned.monthly_usd
-
-    cheaper = []
-    for scale in grid:
-        on_demand, provisioned = costs(scale)
+        on_demand, provisioned = _kinesis_costs(alt, p, m)
         cheaper.append(provisioned < on_demand)
-    for i in range(len(grid)):
-        if all(cheaper[i:]):
-            return base * grid[i] if i else None
-    return None
+    always = all(cheaper)
+    rate: float | None = None
+    if base > 0 and not always:
+        rate = next((base * grid[i] for i in range(1, len(grid)) if all(cheaper[i:])), None)
+    peak: float | None = None
+    for k in range(61):
+        factor = 10 ** (k / 20)
+        on_demand, provisioned = _kinesis_costs(s.model_copy(update={"peak_factor": factor}), p, m)
+        if provisioned >= on_demand:
+            peak = factor
+            break
+    return BreakEven(rate, always, peak)
 
 
 def _mode_saving(s: CostSettings, lines: Sequence[Line], p: PriceTable, m: Measurements) -> Saving:
     options = {
         "on-demand": next(li for li in lines if li.component == "Kinesis on-demand").monthly_usd,
-        "provisioned": next(li for li in lines if li.component == "Kinesis provisioned").monthly_usd,
+        "provisioned": next(
+            li for li in lines if li.component == "Kinesis provisioned"
+        ).monthly_usd,
     }
     even = kinesis_break_even(s, p, m)
-    where = (
-        f"provisioned is cheaper above about {even:,.0f} events/s (all sources scaled together)"
-        if even is not None
-        else "the break-even lies outside 1/1000x..1000x of this workload"
-    )
-    return Saving(
-        "Kinesis capacity mode",
-        s.kinesis_mode,
-        options,
-        where,
-        {"break_even": {"events_per_second": even}} if even is not None else {},
-    )
+    if even.provisioned_always_cheaper:
+        where = "provisioned is cheaper at every rate from 1/1000x to 1000x of this workload"
+    elif even.events_per_second is not None:
+        where = f"provisioned is cheaper above about {even.events_per_second:,.0f} events/s"
+    else:
+        where = "on-demand is cheaper over 1/1000x..1000x of this workload"
+    if even.peak_factor is not None:
+        where += (
+            f"; on-demand wins once peaks exceed about {even.peak_factor:,.1f}x the average "
+            "(shards sized for the peak)"
+        )
+    found = {"events_per_second": even.events_per_second, "peak_factor": even.peak_factor}
+    figures = {"break_even": {k: v for k, v in found.items() if v is not None}}
+    return Saving("Kinesis capacity mode", s.kinesis_mode, options, where, figures)
 
 
 Comparison = Callable[[CostSettings, PriceTable, Measurements], Saving]

@@ -50,7 +50,9 @@ class CostSettings(BaseSettings):
         "published in batches of at most 5,000 lines.",
     )
     feed_polls_per_minute: float = Field(
-        default=1, ge=0, description="Feed polls per minute, all feeds together (one invocation each)."
+        default=1,
+        ge=0,
+        description="Feed polls per minute, all feeds together (one invocation each).",
     )
     feed_items_per_poll: float = Field(
         default=10, ge=0, description="New or updated feed items a poll emits."
@@ -126,7 +128,8 @@ class CostSettings(BaseSettings):
         default=128, ge=1, le=128, description="Firehose buffer size (archive objects)."
     )
     firehose_dynamic_partitioning: bool = Field(
-        default=True, description="Firehose dynamic partitioning by arrival hour (the archive layout)."
+        default=True,
+        description="Firehose dynamic partitioning by arrival hour (the archive layout).",
     )
     firehose_rounding: Literal["kinesis_record", "user_record"] = Field(
         default="kinesis_record",
