@@ -48,6 +48,9 @@ def flags() -> FlagParser:
         epilog=EXAMPLE,
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    for action in parser.parser._actions:  # the flags' default metavar for floats is SECONDS
+        if action.metavar == "SECONDS" and not action.dest.endswith("_seconds"):
+            action.metavar = "NUMBER"
     return parser
 
 

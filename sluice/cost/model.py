@@ -538,7 +538,7 @@ def _s3_requests(
         "S3 requests",
         cost,
         f"{puts / 1e6:,.2f} M PUT, {gets / 1e6:,.2f} M GET; {files_per_day:,.0f} data files/day "
-        f"at {s.commit_interval_seconds} s commits",
+        f"at {s.commit_interval_seconds:g} s commits",
         {"puts_per_month": puts, "gets_per_month": gets, "data_files_per_day": files_per_day},
     )
 
@@ -662,7 +662,7 @@ def _commit_saving(s: CostSettings, p: PriceTable, m: Measurements) -> Saving:
     for interval in sorted({*COMMIT_INTERVALS, s.commit_interval_seconds}):
         alt = s.model_copy(update={"commit_interval_seconds": interval})
         lines = _lines(alt, p, m)
-        label = f"{interval} s"
+        label = f"{interval:g} s"
         options[label] = _components(lines, names)
         requests = next(li for li in lines if li.component == "S3 requests").quantities
         figures[label] = {
@@ -674,7 +674,7 @@ def _commit_saving(s: CostSettings, p: PriceTable, m: Measurements) -> Saving:
         }
     return Saving(
         "Commit interval (S3 requests, metadata, Glue; small files)",
-        f"{s.commit_interval_seconds} s",
+        f"{s.commit_interval_seconds:g} s",
         options,
         f"measured per commit: {m.commits.data_files_per_commit:g} data files, "
         f"{m.commits.files_written_per_commit:g} files written, "

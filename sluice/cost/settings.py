@@ -114,9 +114,9 @@ class CostSettings(BaseSettings):
         description="Days of snapshots kept (sluice maintain --expire-older-than): their metadata "
         "files are stored.",
     )
-    commit_interval_seconds: int = Field(
+    commit_interval_seconds: float = Field(
         default=60,
-        ge=1,
+        gt=0,
         le=86_400,
         description="The job's commit interval (SLUICE_COMMIT_INTERVAL_SECONDS): one flush per "
         "interval, each writing the measured files.",

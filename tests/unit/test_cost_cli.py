@@ -100,3 +100,17 @@ def test_json_round_trip(capsys: pytest.CaptureFixture[str]) -> None:
     code, again, _ = run(capsys, "--json", *_as_flags(first["inputs"]))
     assert code == 0
     assert orjson.loads(again) == first
+
+
+def test_help_lists_every_setting_with_its_variable_and_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["cost", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.startswith("usage: sluice cost")
+    for option, default in [("iot_events_per_second", "2000"), ("commit_interval_seconds", "60"),
+                            ("kinesis_mode", "on-demand"), ("aggregation", "on")]:  # fmt: skip
+        assert f"--{option}" in text
+        assert f"SLUICE_{option.upper()}; default: {default})" in text
