@@ -113,6 +113,11 @@ $(FLINK_STAMP): requirements-flink.lock pyproject.toml
 
 flink-venv: $(FLINK_STAMP)
 
+# The local Flink cluster for real (tests/flink, marker `flink`, deselected from `make test`): start,
+# a checkpointed PyFlink job, the TaskManager SIGKILLed and replaced, recovery, stop (about 1-2 min).
+test-flink: install flink-venv
+	$(BIN)/pytest -q -p no:cacheprovider -m flink tests/flink
+
 flink-lock:
 	rm -rf .lock-venv-flink && $(FLINK_PYTHON) -m venv .lock-venv-flink
 	.lock-venv-flink/bin/python -m pip install --quiet --upgrade pip "setuptools>=77"

@@ -16,6 +16,7 @@ Ctrl-C on the command that started them does not stop the cluster; ``stop`` does
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -44,17 +45,24 @@ __all__ = [
     "flink_home",
     "free_port",
     "rest_get",
+    "running_cluster",
     "start",
     "start_taskmanager",
     "status",
     "stop",
+    "submit_python",
 ]
 
 HOST = "127.0.0.1"
 IDENT = "sluice"  # FLINK_IDENT_STRING: pid and log files are named flink-sluice-<daemon>...
 JOBMANAGER, TASKMANAGER = "standalonesession", "taskexecutor"
 MIN_JAVA = 11  # Flink 2.x runs on Java 11, 17 and 21
-_LOG_FILES_COPIED = ("log4j.properties", "log4j-cli.properties", "log4j-console.properties", "logback.xml")
+_LOG_FILES_COPIED = (
+    "log4j.properties",
+    "log4j-cli.properties",
+    "log4j-console.properties",
+    "logback.xml",
+)
 
 
 class ClusterError(ConfigError):
@@ -302,7 +310,7 @@ def _script(cluster: Cluster, name: str) -> None:
 def rest_get(rest: str, path: str, timeout: float = 5.0) -> Any:
     """GET ``http://<rest><path>`` as JSON; ``None`` when nothing answers."""
     try:
-        with urllib.request.urlopen(f"http://{rest}{path}", timeout=timeout) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(f"http://{rest}{path}", timeout=timeout) as response:
             return json.loads(response.read())
     except (urllib.error.URLError, OSError, ValueError):
         return None
@@ -324,7 +332,9 @@ def _first_error(log: Path) -> str:
 def _died(cluster: Cluster, daemon: str, what: str) -> ClusterError:
     log = cluster.log_of(daemon)
     reason = _first_error(log)
-    return ClusterError(f"the {what} exited during start: see {log}" + (f" ({reason})" if reason else ""))
+    return ClusterError(
+        f"the {what} exited during start: see {log}" + (f" ({reason})" if reason else "")
+    )
 
 
 def _taskmanagers(cluster: Cluster) -> list[dict[str, Any]] | None:
@@ -333,22 +343,29 @@ def _taskmanagers(cluster: Cluster) -> list[dict[str, Any]] | None:
 
 
 def _wait_for_taskmanager(
-    cluster: Cluster, settings: ClusterSettings, known: set[str], jm_pids: list[int]
+    cluster: Cluster,
+    settings: ClusterSettings,
+    known: set[str],
+    jm_pids: list[int],
+    *,
+    free: bool,
 ) -> dict[str, Any]:
-    """Wait until a TaskManager not in ``known`` is registered with all its slots free."""
+    """Wait until a TaskManager not in ``known`` is registered with its slots (all of them free
+    when ``free``: a replacement's slots may be taken at once by a job waiting for them)."""
     deadline = time.monotonic() + settings.start_timeout_seconds
     slots = int(_template(settings.config_template).get("taskmanager.numberOfTaskSlots", 1))
     while time.monotonic() < deadline:
         if not any(_is_ours(pid, cluster.conf_dir) for pid in jm_pids):
             raise _died(cluster, JOBMANAGER, "JobManager")
         for tm in _taskmanagers(cluster) or []:
-            if tm.get("id") not in known and tm.get("freeSlots") == tm.get("slotsNumber") == slots:
+            ready = tm.get("slotsNumber") == slots and (not free or tm.get("freeSlots") == slots)
+            if tm.get("id") not in known and ready:
                 return tm
         if not cluster.pids(TASKMANAGER):
             raise _died(cluster, TASKMANAGER, "TaskManager")
         time.sleep(0.5)
     raise ClusterError(
-        f"no TaskManager with {slots} free slots registered within "
+        f"no TaskManager with {slots}{' free' if free else ''} slots registered within "
         f"{settings.start_timeout_seconds:g} s: see {cluster.log_of(TASKMANAGER)} and "
         f"{cluster.log_of(JOBMANAGER)} (or raise --start_timeout_seconds)"
     )
@@ -427,7 +444,7 @@ def start(settings: ClusterSettings) -> Cluster:
         if not jm_pids:
             raise _died(cluster, JOBMANAGER, "JobManager")
         _script(cluster, "taskmanager.sh")
-        _wait_for_taskmanager(cluster, settings, set(), jm_pids)
+        _wait_for_taskmanager(cluster, settings, set(), jm_pids, free=True)
     except BaseException:
         _terminate(cluster, settings.stop_timeout_seconds)
         raise
@@ -442,7 +459,7 @@ def start_taskmanager(settings: ClusterSettings) -> tuple[Cluster, int]:
     before = set(cluster.pids(TASKMANAGER))
     try:
         _script(cluster, "taskmanager.sh")
-        _wait_for_taskmanager(cluster, settings, known, cluster.pids(JOBMANAGER))
+        _wait_for_taskmanager(cluster, settings, known, cluster.pids(JOBMANAGER), free=False)
     except BaseException:
         for pid in set(cluster.pids(TASKMANAGER)) - before:
             _signal(pid, signal.SIGKILL)
@@ -452,10 +469,8 @@ def start_taskmanager(settings: ClusterSettings) -> tuple[Cluster, int]:
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _all_pids(cluster: Cluster) -> Iterator[int]:
@@ -521,6 +536,48 @@ def status(settings: ClusterSettings) -> dict[str, Any]:
         "checkpoints": str(cluster.checkpoints),
         "logs": str(cluster.log_dir),
     }
+
+
+def submit_python(cluster: Cluster, script: Path, *args: str, timeout: float = 300.0) -> str:
+    """Submit a PyFlink program to the cluster, detached (``flink run -m HOST:PORT -d --python``),
+    and return its job id. The client runs from ``.venv-flink`` with this cluster's configuration;
+    its output goes to ``<folder>/log/submit.log``."""
+    command = [
+        "bash",
+        str(cluster.flink_home / "bin" / "flink"),
+        "run",
+        "-m",
+        cluster.rest,
+        "-d",
+        "--python",
+        str(script),
+        *args,
+    ]
+    log = cluster.log_dir / "submit.log"
+    try:
+        done = subprocess.run(
+            command,
+            env=flink_environment(cluster),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ClusterError(f"flink run did not return within {timeout:g} s: see {log}") from None
+    with log.open("a") as out:
+        out.write(f"$ {' '.join(command)}\n{done.stdout}{done.stderr}\n")
+    found = re.search(r"JobID ([0-9a-f]{32})", done.stdout + done.stderr)
+    if done.returncode != 0 or not found:
+        reason = next(
+            (line for line in (done.stderr + done.stdout).splitlines() if "Error" in line), ""
+        )
+        raise ClusterError(
+            f"flink run --python {script} failed (exit {done.returncode}): see {log}"
+            + (f" ({reason.strip()[:200]})" if reason else "")
+        )
+    return found.group(1)
 
 
 def running_cluster(settings: ClusterSettings) -> Cluster:

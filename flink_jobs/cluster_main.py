@@ -20,7 +20,6 @@ from sluice.core.flags import FlagParser
 __all__ = ["main"]
 
 
-
 def _settings(action: str, argv: Sequence[str], description: str) -> ClusterSettings:
     flags = FlagParser(f"sluice flink cluster {action}", ClusterSettings, description=description)
     _, overrides = flags.parse(list(argv))

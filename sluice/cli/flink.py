@@ -35,7 +35,9 @@ def register(commands: Any) -> None:
     cluster = groups.add_parser(
         "cluster", help="a local standalone Flink cluster: start, stop, status, start-taskmanager"
     )
-    actions = cluster.add_subparsers(dest="action", required=True, title="actions", metavar="ACTION")
+    actions = cluster.add_subparsers(
+        dest="action", required=True, title="actions", metavar="ACTION"
+    )
     for name, text in ACTIONS.items():
         action = actions.add_parser(name, help=text, add_help=False)
         action.set_defaults(handler=run_cluster, forwards=True, parser_of=action, verb=name)
