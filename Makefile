@@ -118,6 +118,14 @@ flink-venv: $(FLINK_STAMP)
 test-flink: install flink-venv
 	$(BIN)/pytest -q -p no:cacheprovider -m flink tests/flink
 
+# The jars of flink_conf/jars.lock, fetched with Maven into $(JAR_CACHE) (outside the repository) and
+# checked against their SHA-256; one line per jar that is not served or fails. JARS_SET=pyflink
+# fetches only the PyFlink job's set (the Beam job server of set `beam` is not served here).
+JAR_CACHE ?= $(HOME)/.cache/sluice/jars
+JARS_SET  ?=
+flink-jars: install
+	SLUICE_JAR_CACHE=$(JAR_CACHE) $(BIN)/python -m flink_jobs.jars fetch $(if $(JARS_SET),--set $(JARS_SET))
+
 flink-lock:
 	rm -rf .lock-venv-flink && $(FLINK_PYTHON) -m venv .lock-venv-flink
 	.lock-venv-flink/bin/python -m pip install --quiet --upgrade pip "setuptools>=77"

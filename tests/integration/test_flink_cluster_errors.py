@@ -29,7 +29,7 @@ def sluice(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 def refusal(proc: subprocess.CompletedProcess[str]) -> str:
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("sluice: "), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("sluice"), proc.stderr
     assert "Traceback" not in proc.stderr
     return lines[0]
 
@@ -92,3 +92,21 @@ def test_help_lists_the_options():
     proc = sluice("flink", "cluster", "start", "--help")
     assert proc.returncode == 0
     assert "--flink_dir" in proc.stdout and "SLUICE_REST_PORT" in proc.stdout
+
+
+def test_the_flink_runner_refuses_to_start_without_the_job_server_jar(tmp_path: Path):
+    env = os.environ | {"SLUICE_JAR_CACHE": str(tmp_path / "jars")}
+    line = refusal(sluice("job", "run", "--runner", "FlinkRunner", env=env))
+    assert "beam-runners-flink-2.2-job-server-2.77.0.jar" in line
+    assert "run 'make flink-jars'" in line
+    assert not (tmp_path / "jars").exists()  # looked for, never downloaded
+
+
+def test_a_cached_jar_that_fails_its_checksum_is_refused(tmp_path: Path, monkeypatch):
+    from flink_jobs.jars import JarError, cached_jar, find
+
+    monkeypatch.setenv("SLUICE_JAR_CACHE", str(tmp_path))
+    jar = find("iceberg-flink-runtime-2.0")
+    (tmp_path / jar.file_name).write_bytes(b"not the jar")
+    with pytest.raises(JarError, match=r"fails its checksum.*make flink-jars"):
+        cached_jar(jar)
