@@ -42,6 +42,7 @@ __all__ = [
     "Cluster",
     "ClusterError",
     "flink_environment",
+    "flatten_config",
     "flink_home",
     "free_port",
     "rest_get",
@@ -51,6 +52,7 @@ __all__ = [
     "status",
     "stop",
     "submit_python",
+    "write_config",
 ]
 
 HOST = "127.0.0.1"
@@ -196,12 +198,12 @@ def _check_free(port: int, what: str) -> None:
 # --- configuration --------------------------------------------------------------------------------
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_config(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{name}."))
+            flat.update(flatten_config(value, f"{name}."))
         else:
             flat[name] = value
     return flat
@@ -214,7 +216,7 @@ def _template(path: Path) -> dict[str, Any]:
         raise ClusterError(f"cannot read the Flink configuration template {path}: {err}") from None
     if not isinstance(tree, Mapping):
         raise ClusterError(f"the Flink configuration template {path} is not a YAML mapping")
-    return _flatten(tree)
+    return flatten_config(tree)
 
 
 def write_config(settings: ClusterSettings, cluster: Cluster) -> Path:
