@@ -126,6 +126,10 @@ JARS_SET  ?=
 flink-jars: install
 	SLUICE_JAR_CACHE=$(JAR_CACHE) $(BIN)/python -m flink_jobs.jars fetch $(if $(JARS_SET),--set $(JARS_SET))
 
+# Flink SQL events/s on a local cluster (the reference for the Flink jobs): 1M seeded readings.
+bench-flink: install flink-venv
+	$(BIN)/python -m benchmarks.flink_sql
+
 flink-lock:
 	rm -rf .lock-venv-flink && $(FLINK_PYTHON) -m venv .lock-venv-flink
 	.lock-venv-flink/bin/python -m pip install --quiet --upgrade pip "setuptools>=77"
