@@ -60,7 +60,9 @@ def run_job(rest_cluster: Any, path: Path) -> dict[str, float]:
     while True:
         job = rest_get(rest_cluster.rest, f"/jobs/{job_id}") or {}
         vertices = {v.get("status") for v in job.get("vertices", [])}
-        if job.get("state") == "RUNNING" and vertices <= {"RUNNING", "FINISHED"} and vertices:
+        if job.get("state") == "FINISHED" or (
+            job.get("state") == "RUNNING" and vertices and vertices <= {"RUNNING", "FINISHED"}
+        ):
             break
         if job.get("state") in ("FAILED", "CANCELED"):
             raise SystemExit(f"the benchmark job {job_id} {job['state']}: see the cluster's logs")
