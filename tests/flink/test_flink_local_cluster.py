@@ -9,6 +9,7 @@ REST API, the checkpoint folder and /proc say what happened.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -128,6 +129,11 @@ def test_cluster_runs_a_checkpointed_job_survives_a_killed_taskmanager_and_stops
     assert "@127.0.0.1:" in tms[0]["path"]
     jm_pids, tm_pids = cluster.pids("standalonesession"), cluster.pids("taskexecutor")
     assert len(jm_pids) == 1 and len(tm_pids) == 1 and jm_pids != tm_pids
+    shown = sluice("flink", "cluster", "status", "--flink_dir", str(folder))
+    assert shown.returncode == 0, shown.stderr
+    status = json.loads(shown.stdout)
+    assert (status["rest"], status["taskmanagers"], status["slots_total"]) == (rest, 1, 2)
+    assert status["jobmanager_pids"] == jm_pids and status["taskmanager_pids"] == tm_pids
     config = (folder / "conf" / "config.yaml").read_text()
     assert "taskmanager.numberOfTaskSlots: 2" in config
     assert f"execution.checkpointing.dir: {(folder / 'checkpoints').as_uri()}" in config
