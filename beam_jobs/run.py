@@ -17,6 +17,7 @@ import apache_beam as beam
 import orjson
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from beam_jobs.flink_runner import flink_job_server
 from beam_jobs.metrics import query_counters
 from beam_jobs.pipeline import build
 from beam_jobs.preflight import check_catalog, check_stream
@@ -76,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _, overrides = job_flags().parse(list(sys.argv[1:] if argv is None else argv))
         settings = load_job_settings(overrides)
+        job_server = flink_job_server(settings)  # FlinkRunner: a verified jar, never a download
         check_stream(settings)
         check_catalog(settings)
     except ConfigError as err:
@@ -83,7 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging()
     tune_gc()
-    pipeline = beam.Pipeline(options=pipeline_options(settings, streaming=True))
+    options = pipeline_options(settings, streaming=True)
+    if job_server is not None:
+        options = PipelineOptions.from_dictionary(
+            {**options.get_all_options(drop_default=True), "flink_job_server_jar": str(job_server)}
+        )
+    pipeline = beam.Pipeline(options=options)
     build(pipeline, settings)
     return run_and_report(pipeline)
 

@@ -12,6 +12,7 @@ import pytest
 COMMANDS = [
     (), ("parse",), ("query",), ("tables",), ("maintain",), ("dead-letters",), ("job",),
     ("job", "run"), ("replay",), ("edge",), ("edge", "serve"), ("edge", "poll"), ("samples",),
+    ("flink",), ("flink", "cluster"), ("flink", "cluster", "start"), ("flink", "cluster", "stop"),
 ]  # fmt: skip
 
 
