@@ -321,6 +321,8 @@ class _Commit(beam.DoFn):
             self.totals[table] = self.totals.get(table, 0) + rows
         if report.duplicates:
             self.counters.count("duplicates", report.duplicates)
+        if report.conflicts:
+            self.counters.count("conflicts", report.conflicts)
         if report.dead_lettered:
             self.counters.dead_lettered(ErrorType.SCHEMA_VIOLATION.value, report.dead_lettered)
         if report.rows:

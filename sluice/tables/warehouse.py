@@ -155,6 +155,8 @@ class FlushReport:
     """Of ``duplicates``, the re-driven events."""
     dead_lettered: int = 0
     """Dead letters the writer made (records that cannot be stored)."""
+    conflicts: int = 0
+    """Commits another writer got in first; the flush was decided again on the new snapshots."""
 
 
 @dataclass(slots=True)
@@ -357,6 +359,7 @@ class ExactlyOnceWriter:
                 self._wait_after_conflict(attempt)
                 self._after_conflict(batches)
         report.rows = {**committed, **report.rows}
+        report.conflicts = attempt
         for batch in batches:
             self._flushed[batch.shard_id] = max(
                 self._flushed.get(batch.shard_id, -1), batch.last_sequence
