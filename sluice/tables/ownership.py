@@ -66,10 +66,11 @@ class WriterFenced(SluiceError):
 
 def fenced_message(text: str) -> str | None:
     """The one-line ``WriterFenced`` message inside ``text`` (a runner's error report), if any."""
-    start = text.find(FENCED_MARKER)
+    start = text.rfind(FENCED_MARKER)  # runners nest the error's text in their own
     if start < 0:
         return None
-    return text[start + len(FENCED_MARKER) :].splitlines()[0].strip().rstrip("'\"")
+    line = text[start + len(FENCED_MARKER) :].splitlines()[0]
+    return line.split(" [while running ")[0].strip().rstrip("'\"")
 
 
 @dataclass(frozen=True, slots=True)
