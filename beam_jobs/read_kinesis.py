@@ -185,7 +185,12 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
     def split(self, element: str, restriction: StreamRestriction) -> Iterator[StreamRestriction]:
         """One restriction per lineage of the shards listed now (one for the whole stream if the
         listing is empty); a restriction already split, or with progress, stays whole."""
-        if restriction.owned is not None or restriction.positions or restriction.stopped:
+        if (
+            not self._settings.split_by_lineage
+            or restriction.owned is not None
+            or restriction.positions
+            or restriction.stopped
+        ):
             yield restriction
             return
         groups = lineages(self._list_shards())

@@ -126,6 +126,10 @@ class JobSettings(CoreSettings, WarehouseSettings):
             "stop_when_idle_seconds": self.stop_when_idle_seconds,
             "bundle_seconds": self.commit_interval_seconds,
             "region_name": self.region_name,
+            # The FnApiRunner runs every restriction on its one worker, one after the other (it
+            # cannot run an unbounded read on several: see ARCHITECTURE), so there one restriction
+            # polling all shards each round keeps every shard fresh; Flink reads lineages in parallel.
+            "split_by_lineage": self.runner == "FlinkRunner",
             **start,
         }
 
