@@ -27,7 +27,7 @@ from beam_jobs.settings import JobSettings, load_job_settings
 from sluice.core.errors import ConfigError
 from sluice.core.flags import FlagParser
 from sluice.core.runtime import tune_gc
-from sluice.tables.ownership import fenced_message
+from sluice.tables.ownership import FENCED_MARKER, fenced_message
 
 __all__ = ["configure_logging", "job_flags", "main", "pipeline_options", "run_and_report"]
 
@@ -67,6 +67,22 @@ def run_and_report(pipeline: beam.Pipeline) -> int:
     return 0
 
 
+_BEAM_ERROR_LOGGERS = (
+    "apache_beam.runners.common",
+    "apache_beam.runners.worker.sdk_worker",
+    "apache_beam.runners.worker.bundle_processor",
+    "apache_beam.runners.portability.fn_api_runner.fn_runner",
+)
+"""Where Beam logs a failed bundle with its traceback before raising it."""
+
+
+class _WithoutFencing(logging.Filter):
+    """Drops Beam's traceback of a fenced writer: the job reports fencing in one line itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return FENCED_MARKER not in record.getMessage()
+
+
 def configure_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -74,6 +90,10 @@ def configure_logging() -> None:
     sluice_log.addHandler(handler)
     sluice_log.setLevel(logging.INFO)
     sluice_log.propagate = False
+    for name in _BEAM_ERROR_LOGGERS:
+        beam_log = logging.getLogger(name)
+        if not any(isinstance(f, _WithoutFencing) for f in beam_log.filters):
+            beam_log.addFilter(_WithoutFencing())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
