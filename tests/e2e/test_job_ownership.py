@@ -9,7 +9,7 @@
   ``--on_new_stream``, and with ``--on_new_stream start_from_position`` reads the new stream whole;
 - another stream name against the same folder: refused with one line naming ``--stream_name``.
 
-Runtime: about 30 s (seven job starts at about 2 s each, three 3 s idle waits).
+Runtime: about 45 s (seven job starts at about 2 s each, idle waits of 2 to 3 s each).
 """
 
 from __future__ import annotations
