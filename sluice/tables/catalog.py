@@ -56,10 +56,13 @@ METADATA_VERSIONS_KEPT = 10
 TABLE_PROPERTIES = {
     "write.metadata.delete-after-commit.enabled": "true",
     "write.metadata.previous-versions-max": str(METADATA_VERSIONS_KEPT),
+    "commit.retry.num-retries": "0",
 }
-"""Properties every table gets, new or existing (``ensure_tables``): without them every commit leaves
-a ``metadata.json`` listing every snapshot behind for good, so metadata grows with the square of the
-commits."""
+"""Properties every table gets, new or existing (``ensure_tables``): without the first two every commit
+leaves a ``metadata.json`` listing every snapshot behind for good, so metadata grows with the square of
+the commits. No retries inside pyiceberg: on a concurrent commit it would re-apply the same rows and
+positions on the new snapshot, never asking whether another writer wrote them meanwhile (two jobs on
+one state folder doubled rows that way); the writer re-reads the table and decides again itself."""
 
 
 class WarehouseSettings(BaseSettings):
@@ -241,19 +244,19 @@ def table_positions(table: Table) -> dict[str, int]:
     return {}
 
 
-def first_start(tables: Mapping[str, Table], resolved: str) -> str:
+def first_start(tables: Mapping[str, Table], resolved: str, *, replace: bool = False) -> str:
     """The start every table agreed on at the job's first run, recording ``resolved`` where missing.
 
     ``resolved`` is the configured start made absolute: ``trim_horizon`` or an epoch-seconds
     timestamp (LATEST resolved to the moment of the first start). Tables that already hold a start
     keep it (the earliest wins if a crash, or two jobs starting together, left them different); the
-    rest get that value.
+    rest get that value. ``replace``: every table gets ``resolved`` (a recreated stream read anew).
     """
     for attempt in range(2):
         recorded = [
             t.properties[START_PROPERTY] for t in tables.values() if START_PROPERTY in t.properties
         ]
-        start = _earliest(recorded) if recorded else resolved
+        start = _earliest(recorded) if recorded and not replace else resolved
         try:
             for table in tables.values():
                 if table.properties.get(START_PROPERTY) != start:
