@@ -24,6 +24,7 @@ import sys
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any
@@ -120,10 +121,14 @@ def _line_results(
                        (name, line.number))
             for line in batch.oversized
         ]  # fmt: skip
-        yield BatchResult(result.valid, [*result.dead_letters, *too_long])
+        yield BatchResult(
+            result.valid, [*result.dead_letters, *too_long], missing_metrics=result.missing_metrics
+        )
 
 
-def _iot_results(stream: IO[bytes], name: str) -> Iterator[BatchResult[Any]]:
+def _iot_results(
+    stream: IO[bytes], name: str, parse_iot_batch: ParseBatch
+) -> Iterator[BatchResult[Any]]:
     """NDJSON, or one JSON array document (as device captures often are)."""
     peek = getattr(stream, "peek", None)
     start = peek(64)[:64] if peek is not None else b""
@@ -201,6 +206,7 @@ def _parse(args: argparse.Namespace, out: IO[bytes], dead: IO[bytes]) -> dict[st
     record_filter = RecordFilter(() if args.no_filters else settings.filter_rules, args.source)
     totals: dict[str, Any] = {"valid": 0, "dead_letters": 0}
     dropped: dict[str, int] = {}
+    missing = 0
     with ExitStack() as stack:
         enricher = None
         if settings.geoip_city_db is not None:
@@ -212,6 +218,7 @@ def _parse(args: argparse.Namespace, out: IO[bytes], dead: IO[bytes]) -> dict[st
                 )
             )
         log_parser = LogParser(settings.log_format) if args.source == "weblog" else None
+        parse_iot = partial(parse_iot_batch, sentinels=settings.sentinels())
         feed = builtin_feed(args.feed) if args.source == "feed" else None
         for name in args.files:
             stream = stack.enter_context(open_input(name))
@@ -223,7 +230,7 @@ def _parse(args: argparse.Namespace, out: IO[bytes], dead: IO[bytes]) -> dict[st
                         stream, name, Source.WEBLOG, log_parser.parse_batch, MAX_LINE_BYTES
                     )
                 else:
-                    batches = _iot_results(stream, name)
+                    batches = _iot_results(stream, name, parse_iot)
                 for result in batches:
                     valid = result.valid
                     if enricher is not None:
@@ -241,8 +248,11 @@ def _parse(args: argparse.Namespace, out: IO[bytes], dead: IO[bytes]) -> dict[st
                     _write(dead, result.dead_letters)
                     totals["valid"] += len(filtered.kept)
                     totals["dead_letters"] += len(result.dead_letters)
+                    missing += result.missing_metrics
             except (OSError, EOFError, zlib.error) as err:
                 raise ConfigError(f"cannot read {name}: {err}") from None
     if dropped:
         totals["filtered"] = dropped
+    if missing:
+        totals["missing_metrics"] = missing
     return totals

@@ -25,6 +25,7 @@ from sluice.core.contracts import (
 from sluice.core.deadletters import MAX_DEAD_LETTERS
 from sluice.core.errors import ConfigError, LogFormatError
 from sluice.parsing.feeds import USGS_EARTHQUAKES, FeedSpec
+from sluice.parsing.iot import Sentinels
 from sluice.parsing.weblog import LogParser
 from sluice.transform.filters import DEFAULT_RULES, FilterRule
 
@@ -58,6 +59,13 @@ class CoreSettings(BaseSettings):
     feeds: tuple[FeedSpec, ...] = Field(
         default=(USGS_EARTHQUAKES,), description="Polled JSON APIs (see sluice.parsing.feeds)."
     )
+    iot_sentinels: tuple[float | str, ...] = Field(
+        default=(),
+        description="IoT values that mean 'not measured', as a JSON list such as "
+        '[-200, -999, "NaN"]: a metric equal to a number of the list, or a value equal to a '
+        "string of it, is left out of its reading and counted as a missing metric "
+        "(missing_metrics), never a dead letter. Default: none.",
+    )
     max_future_seconds: int = Field(
         default=MAX_FUTURE_SECONDS,
         ge=0,
@@ -86,6 +94,17 @@ class CoreSettings(BaseSettings):
     def time_horizon(self) -> TimeHorizon:
         """The event-time bounds every parse applies (``sluice.core.contracts.TimeHorizon``)."""
         return TimeHorizon(self.max_future_seconds, self.min_event_time)
+
+    def sentinels(self) -> Sentinels:
+        """``iot_sentinels`` as the IoT parser takes them (``sluice.parsing.iot.Sentinels``)."""
+        return Sentinels(self.iot_sentinels)
+
+    @field_validator("iot_sentinels", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple) and any(isinstance(v, bool) for v in value):
+            raise ValueError("sentinels are numbers or strings, not true/false")
+        return value
 
     @field_validator("min_event_time")
     @classmethod
