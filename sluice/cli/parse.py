@@ -127,7 +127,7 @@ def _line_results(
 
 
 def _iot_results(
-    stream: IO[bytes], name: str, parse_iot_batch: ParseBatch
+    stream: IO[bytes], name: str, parse_iot_batch: Callable[..., BatchResult[Any]]
 ) -> Iterator[BatchResult[Any]]:
     """NDJSON, or one JSON array document (as device captures often are)."""
     peek = getattr(stream, "peek", None)

@@ -201,13 +201,13 @@ def normalize_reading(
         given_metrics, given_attributes = obj.get("metrics"), obj.get("attributes")
         if not isinstance(given_metrics, dict) or not isinstance(given_attributes, dict | None):
             return obj  # the contract says what is wrong
-        metrics, attributes = dict(given_metrics), dict(given_attributes or {})
-        dropped = sentinels.remove_from(metrics, attributes)
+        kept_metrics, kept_attributes = dict(given_metrics), dict(given_attributes or {})
+        dropped = sentinels.remove_from(kept_metrics, kept_attributes)
         if not dropped:
             return obj
         if missing is not None:
             missing[0] += dropped
-        return {**obj, "metrics": metrics, "attributes": attributes}
+        return {**obj, "metrics": kept_metrics, "attributes": kept_attributes}
     wrapper: Mapping[str, Any] = {}
     body: Mapping[str, Any] = obj
     payload = obj.get("payload")
