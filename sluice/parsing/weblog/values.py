@@ -110,9 +110,13 @@ def decode_escapes(fields: dict[str, Any]) -> bool:
     dict of the parser's own); whether any byte sequence was not UTF-8."""
     replaced = False
     for key, value in fields.items():
-        if key != "request" and value:
-            fields[key], was = _map_strings(value, _unescape_if_needed)
-            replaced = replaced or was
+        if not value:
+            continue
+        if key == "request":  # kept as logged; its bytes still say whether the client sent UTF-8
+            replaced = replaced or ("\\x" in value and unescape(value)[1])
+            continue
+        fields[key], was = _map_strings(value, _unescape_if_needed)
+        replaced = replaced or was
     return replaced
 
 
