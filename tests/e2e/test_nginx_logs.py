@@ -159,7 +159,7 @@ def send(host: str, port: int, payload: bytes) -> bytes:
     with socket.socket(family, socket.SOCK_STREAM) as conn:
         conn.settimeout(5)
         conn.connect((host, port))
-        conn.sendall(payload if b"Connection:" in payload else payload)
+        conn.sendall(payload)
         chunks = []
         while True:
             try:
