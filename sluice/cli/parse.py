@@ -45,6 +45,7 @@ from sluice.core.inputs import (
     read_bounded,
 )
 from sluice.parsing.feeds import MAX_DOCUMENT_BYTES, FeedSpec, builtin_feed, parse_feed_document
+from sluice.parsing.feeds_file import load_feeds_file, select_feed
 from sluice.parsing.iot import parse_iot_batch
 from sluice.parsing.weblog import MAX_LINE_BYTES, LogParser
 from sluice.transform.filters import RecordFilter
@@ -74,7 +75,16 @@ def register(commands: Any) -> None:
         "default: auto)",
     )
     parser.add_argument(
-        "--feed", default="usgs", help="feed: the built-in feed spec (default: usgs)"
+        "--feed",
+        help="feed: the feed spec by name: from --feed-spec, else from the configured feeds "
+        "(SLUICE_FEEDS, SLUICE_FEEDS_FILE), else built in (default: usgs; with --feed-spec, the "
+        "file's only feed)",
+    )
+    parser.add_argument(
+        "--feed-spec",
+        type=Path,
+        metavar="FEEDS_FILE",
+        help='feed: a feeds file, {"feeds": [spec, ...]} in JSON or YAML (as SLUICE_FEEDS_FILE)',
     )
     parser.add_argument("--geoip-db", type=Path, help="weblog: MaxMind City/Country database")
     parser.add_argument("--asn-db", type=Path, help="weblog: MaxMind ASN database")
@@ -189,6 +199,18 @@ def _feed_results(stream: IO[bytes], name: str, feed: FeedSpec) -> Iterator[Batc
         yield BatchResult([], [letter])
 
 
+def _feed_spec(args: argparse.Namespace, configured: tuple[FeedSpec, ...]) -> FeedSpec:
+    if args.feed_spec is not None:
+        return select_feed(
+            load_feeds_file(args.feed_spec), args.feed, f"feeds file {args.feed_spec}"
+        )
+    name = args.feed or "usgs"
+    for spec in configured:
+        if spec.name == name:
+            return spec
+    return builtin_feed(name)
+
+
 def _write(out: IO[bytes], records: Sequence[BaseModel]) -> None:
     if records:
         out.write(b"\n".join(r.model_dump_json().encode() for r in records) + b"\n")
@@ -201,6 +223,8 @@ def _parse(args: argparse.Namespace, out: IO[bytes], dead: IO[bytes]) -> dict[st
         raise ConfigError(
             "--log-format, --geoip-db and --asn-db apply to 'sluice parse weblog' only"
         )
+    if args.source != "feed" and (args.feed or args.feed_spec):
+        raise ConfigError("--feed and --feed-spec apply to 'sluice parse feed' only")
     if args.asn_db and not args.geoip_db:
         raise ConfigError("--asn-db needs --geoip-db")
     record_filter = RecordFilter(() if args.no_filters else settings.filter_rules, args.source)
@@ -219,7 +243,7 @@ def _parse(args: argparse.Namespace, out: IO[bytes], dead: IO[bytes]) -> dict[st
             )
         log_parser = LogParser(settings.log_format) if args.source == "weblog" else None
         parse_iot = partial(parse_iot_batch, sentinels=settings.sentinels())
-        feed = builtin_feed(args.feed) if args.source == "feed" else None
+        feed = _feed_spec(args, settings.feeds) if args.source == "feed" else None
         for name in args.files:
             stream = stack.enter_context(open_input(name))
             try:

@@ -25,6 +25,7 @@ from sluice.core.contracts import (
 from sluice.core.deadletters import MAX_DEAD_LETTERS
 from sluice.core.errors import ConfigError, LogFormatError
 from sluice.parsing.feeds import USGS_EARTHQUAKES, FeedSpec
+from sluice.parsing.feeds_file import load_feeds_file
 from sluice.parsing.iot import Sentinels
 from sluice.parsing.weblog import LogParser
 from sluice.transform.filters import DEFAULT_RULES, FilterRule
@@ -57,7 +58,13 @@ class CoreSettings(BaseSettings):
         default=None, description="JSON file with a list of filter rules, replacing filter_rules."
     )
     feeds: tuple[FeedSpec, ...] = Field(
-        default=(USGS_EARTHQUAKES,), description="Polled JSON APIs (see sluice.parsing.feeds)."
+        default=(USGS_EARTHQUAKES,),
+        description="Polled JSON APIs as JSON (see sluice.parsing.feeds); feeds_file replaces them.",
+    )
+    feeds_file: Path | None = Field(
+        default=None,
+        description='File of feeds, {"feeds": [spec, ...]} in JSON or YAML (.yaml/.yml), '
+        "replacing feeds (see sluice.parsing.feeds_file).",
     )
     iot_sentinels: tuple[float | str, ...] = Field(
         default=(),
@@ -119,6 +126,16 @@ class CoreSettings(BaseSettings):
         except LogFormatError as err:
             raise ValueError(str(err)) from None
         return value
+
+    @model_validator(mode="after")
+    def _load_feeds_file(self) -> CoreSettings:
+        if self.feeds_file is not None:
+            try:
+                specs = load_feeds_file(self.feeds_file)
+            except ConfigError as err:
+                raise ValueError(str(err)) from None
+            object.__setattr__(self, "feeds", specs)
+        return self
 
     @model_validator(mode="after")
     def _load_filters_file(self) -> CoreSettings:
