@@ -133,7 +133,7 @@ class CoreSettings(BaseSettings):
             try:
                 specs = load_feeds_file(self.feeds_file)
             except ConfigError as err:
-                raise ValueError(str(err)) from None
+                raise ValueError(f"feeds_file: {err}") from None
             object.__setattr__(self, "feeds", specs)
         return self
 

@@ -35,7 +35,6 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sluice.core.contracts import (
@@ -309,16 +308,23 @@ def _id_part(item: Mapping[str, Any], path: str) -> str | int | float:
     return value
 
 
+def _id_bytes(value: str | int | float) -> bytes:
+    """A typed spelling of an id value: ``1``, ``1.0`` and ``"1"`` differ."""
+    if isinstance(value, str):
+        return b"s" + value.encode("utf-8", "surrogatepass")
+    return (b"i" if isinstance(value, int) else b"f") + repr(value).encode()
+
+
 def _item_id(spec: FeedSpec, item: Mapping[str, Any]) -> str:
-    """The item's id: its ``id_field`` as text, or the hash of its ``id_fields`` values (their
-    JSON, joined by U+001F): the same values always give the same id, and ``1`` differs from ``"1"``."""
+    """The item's id: its ``id_field`` as text, or the hash of its ``id_fields`` values (typed,
+    joined by U+001F): the same values always give the same id, and ``1`` differs from ``"1"``."""
     if spec.id_fields is None:
         return str(_id_part(item, spec.id_field or ""))
     digest = hashlib.blake2b(digest_size=16)
     for index, path in enumerate(spec.id_fields):
         if index:
             digest.update(b"\x1f")
-        digest.update(orjson.dumps(_id_part(item, path)))
+        digest.update(_id_bytes(_id_part(item, path)))
     return digest.hexdigest()
 
 
