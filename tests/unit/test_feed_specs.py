@@ -197,3 +197,13 @@ def test_select_feed() -> None:
     with pytest.raises(ConfigError, match="has 3 feeds; name one with --feed"):
         select_feed(specs, None, "f")
     assert select_feed(specs[:1], None, "f") is specs[0]
+
+
+def test_the_readme_shows_the_worked_specs_the_tests_use() -> None:
+    import yaml  # type: ignore[import-untyped]
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert tuple(FeedSpec.model_validate(s) for s in yaml.safe_load(block)["feeds"]) == tuple(
+        EXAMPLES.values()
+    )
