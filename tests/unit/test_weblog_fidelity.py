@@ -137,3 +137,45 @@ def test_property_upstream_lists(entries: list[str], data: st.DataObject) -> Non
     text = entries[0] + "".join(s + e for s, e in zip(separators, entries[1:], strict=True))
     expected = [None if e == "-" else e for e in entries]
     assert upstream_list(text) == ([] if text == "-" else expected)
+
+
+SPECS = [
+    "auto",
+    "combined",
+    f"escape=json {JSON_FORMAT}",
+    JSON_FORMAT,
+    'escape=none $remote_addr [$time_local] "$request" $status "$http_user_agent"',
+]
+
+
+@given(st.one_of(st.binary(max_size=300), st.text(max_size=300)), st.sampled_from(SPECS))
+def test_property_any_input_is_a_record_a_letter_or_skipped(data: bytes | str, spec: str) -> None:
+    result = LogParser(spec).parse_batch([data])
+    assert len(result.valid) + result.rejected + result.skipped == 1
+    for record in result.valid:
+        record.model_dump_json()  # every decoded value is UTF-8 text
+
+
+@given(st.binary(max_size=80))
+def test_property_user_agent_bytes_come_back_in_every_format(agent: bytes) -> None:
+    # GIVEN any User-Agent bytes, logged as nginx logs them in a default and in a JSON format
+    text = agent.decode("utf-8", "surrogateescape")
+    escaped = canonical_request(text)
+    default_line = f'1.2.3.4 - - {T} "GET / HTTP/1.1" 200 1 "-" "{escaped}"'
+    json_value = text.replace("\\", "\\\\").replace('"', '\\"').encode("utf-8", "surrogateescape")
+    json_line = (
+        b'{"t":"' + ISO.encode() + b'","ip":"1.2.3.4","req":"GET / HTTP/1.1","s":200,"ua":"'
+        + json_value + b'","rl":1,"h":"h","p":"80"}'
+    )  # fmt: skip
+    decoded = agent.decode("utf-8", "replace")
+    # WHEN parsed THEN both give the bytes read as UTF-8, flagged exactly when they were not UTF-8
+    for spec, line in (
+        ("combined", default_line.encode()),
+        (f"escape=json {JSON_FORMAT}", json_line),
+    ):
+        result = LogParser(spec).parse_batch([line])
+        if any(c < 0x20 or c == 0x7F for c in agent) and spec != "combined":
+            continue  # raw control characters are not what escape=json writes
+        (record,) = result.valid
+        assert record.user_agent == (decoded or None) or decoded.strip() == "-"
+        assert record.invalid_utf8 == (decoded != agent.decode("utf-8", "surrogateescape"))
