@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluice.core.config import load_settings
@@ -133,6 +133,7 @@ def test_time_formats(time_format: str, value: Any, expected: datetime) -> None:
     assert item.event_time == expected
 
 
+@settings(deadline=None)
 @given(st.lists(st.one_of(st.text(min_size=1), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False)), min_size=1, max_size=4))  # fmt: skip
 def test_property_id_fields_hash_is_deterministic_and_typed(values: list[Any]) -> None:
     paths = [f"k{i}" for i in range(len(values))]

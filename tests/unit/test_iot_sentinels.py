@@ -6,7 +6,7 @@ import math
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluice.core.config import load_settings
@@ -68,6 +68,7 @@ def test_a_reading_of_only_sentinels_is_still_a_reading() -> None:
     assert result.missing_metrics == 1
 
 
+@settings(deadline=None)
 @given(
     st.dictionaries(
         st.from_regex(r"[a-z]{1,8}", fullmatch=True),

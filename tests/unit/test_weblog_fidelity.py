@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluice.core.contracts import WebAccessLog
@@ -115,6 +115,7 @@ def test_new_fields_stay_off_the_wire_while_unset() -> None:
     assert WebAccessLog.model_validate(payload) == flagged
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=60))
 def test_property_escaped_bytes_decode_back(data: bytes) -> None:
     # GIVEN any bytes, escaped as nginx does WHEN unescaped THEN they are the bytes read as UTF-8
@@ -124,6 +125,7 @@ def test_property_escaped_bytes_decode_back(data: bytes) -> None:
     assert replaced == (text != data.decode("utf-8", "surrogateescape"))
 
 
+@settings(deadline=None)
 @given(
     st.lists(
         st.sampled_from(["0.010", "0.002", "-", "10.0.0.1:80", "unix:/tmp/s"]),
@@ -148,6 +150,7 @@ SPECS = [
 ]
 
 
+@settings(deadline=None)
 @given(st.one_of(st.binary(max_size=300), st.text(max_size=300)), st.sampled_from(SPECS))
 def test_property_any_input_is_a_record_a_letter_or_skipped(data: bytes | str, spec: str) -> None:
     result = LogParser(spec).parse_batch([data])
@@ -156,6 +159,7 @@ def test_property_any_input_is_a_record_a_letter_or_skipped(data: bytes | str, s
         record.model_dump_json()  # every decoded value is UTF-8 text
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=80))
 def test_property_user_agent_bytes_come_back_in_every_format(agent: bytes) -> None:
     # GIVEN any User-Agent bytes, logged as nginx logs them in a default and in a JSON format
