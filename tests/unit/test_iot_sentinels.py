@@ -71,7 +71,7 @@ def test_a_reading_of_only_sentinels_is_still_a_reading() -> None:
 @settings(deadline=None)
 @given(
     st.dictionaries(
-        st.from_regex(r"[a-z]{1,8}", fullmatch=True),
+        st.from_regex(r"m_[a-z]{1,8}", fullmatch=True),
         st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.sampled_from([-200, -999])),
         max_size=20,
     )
