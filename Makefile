@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install lint typecheck test test-core test-realdata reliability reliability-short demo bench lock clean \
+.PHONY: help install nginx lint typecheck test test-core test-realdata reliability reliability-short demo bench lock clean \
 	flink-venv flink-lock flink-jars test-flink bench-flink
 
 help:
@@ -31,6 +31,16 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
+# Debian's nginx for the real-nginx end-to-end test (tests/e2e/test_nginx_logs.py): nothing when an
+# nginx binary is already there, else apt-get (as root, or through sudo -n). The package's service is
+# never started by the test, which runs its own nginx as a foreground process on a loopback port.
+NGINX_PACKAGE ?= nginx
+nginx:
+	@if command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx; then :; \
+	elif test "$$(id -u)" = 0; then apt-get install -y --no-install-recommends $(NGINX_PACKAGE) >/dev/null; \
+	elif sudo -n true 2>/dev/null; then sudo -n apt-get install -y --no-install-recommends $(NGINX_PACKAGE) >/dev/null; \
+	else echo "make nginx: cannot install $(NGINX_PACKAGE) (not root, no sudo): the real-nginx test will skip"; fi
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -53,7 +63,7 @@ test-core:
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck nginx
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
 	$(MAKE) --no-print-directory test-core
 

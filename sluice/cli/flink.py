@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sluice.core.extras import require
 
 __all__ = ["register"]
 
@@ -44,7 +43,6 @@ def register(commands: Any) -> None:
 
 
 def run_cluster(args: argparse.Namespace, rest: list[str]) -> int:
-    require("flink", "yaml")
     from flink_jobs.cluster_main import main
 
     return main(args.verb, rest, ACTIONS[args.verb])

@@ -27,6 +27,7 @@ from pyiceberg.exceptions import (
     NoSuchTableError,
     TableAlreadyExistsError,
 )
+from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
 from sluice.core.errors import ConfigError
@@ -177,8 +178,9 @@ def open_catalog(settings: WarehouseSettings) -> Catalog:
 def ensure_tables(catalog: Catalog, settings: WarehouseSettings) -> dict[str, Table]:
     """Create the namespace and any missing table (format v2); return every table by name.
 
-    Tables that exist get ``TABLE_PROPERTIES`` where they lack them. Safe when several processes
-    start on a new catalog at once: a table another one created first is loaded instead.
+        Tables that exist get ``TABLE_PROPERTIES`` and the spec's columns where they lack them (schema
+    evolution: a table created by an older Sluice gains the new optional columns). Safe when several processes
+        start on a new catalog at once: a table another one created first is loaded instead.
     """
     try:
         catalog.create_namespace(settings.namespace)
@@ -209,8 +211,29 @@ def ensure_tables(catalog: Catalog, settings: WarehouseSettings) -> dict[str, Ta
                 )
             except TableAlreadyExistsError:  # another process created it in the meantime
                 table = catalog.load_table(identifier)
+        table = _add_missing_columns(table, definition.schema)
         tables[name] = _set_missing_properties(table, TABLE_PROPERTIES)
     return tables
+
+
+def _add_missing_columns(table: Table, schema: Schema) -> Table:
+    """Schema evolution of a table created by an older Sluice: every column of ``schema`` it lacks
+    is added (optional, so old rows read NULL); nothing is ever removed, renamed or retyped. A
+    concurrent change (another process adding them too) is re-read once."""
+    for attempt in range(2):
+        present = {field.name for field in table.schema().fields}
+        missing = [field for field in schema.fields if field.name not in present]
+        if not missing:
+            break
+        try:
+            with table.update_schema() as update:
+                for field in missing:
+                    update.add_column(field.name, field.field_type, doc=field.doc)
+        except CommitFailedException:
+            if attempt:
+                raise
+            table = table.refresh()
+    return table
 
 
 def _set_missing_properties(table: Table, properties: Mapping[str, str]) -> Table:
