@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-
 __all__ = ["register"]
 
 ACTIONS = {

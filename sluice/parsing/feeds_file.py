@@ -26,7 +26,7 @@ MAX_FEEDS_FILE_BYTES = 1024 * 1024
 def _decode(path: Path, data: bytes) -> Any:
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
-            import yaml  # type: ignore[import-untyped]
+            import yaml
         except ImportError:  # pragma: no cover - PyYAML is a dependency of the core
             raise ConfigError(
                 f"feeds file {path}: reading YAML needs PyYAML (pip install pyyaml)"
