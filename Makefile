@@ -5,16 +5,21 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install lint typecheck test test-core test-realdata reliability reliability-short demo bench lock clean
+.PHONY: help install nginx lint typecheck test test-core test-realdata reliability reliability-short demo bench lock clean \
+	flink-venv flink-lock flink-jars test-flink bench-flink
 
 help:
 	@echo "make test   - create .venv, install pinned dependencies, lint (ruff, import contracts), type-check, run the tests"
 	@echo "make test-core - the core alone in a fresh venv with only its declared dependencies (part of make test)"
 	@echo "make demo   - run the pipeline locally on generated sample data"
-	@echo "make bench  - measure throughput of the core stages"
+	@echo "make bench  - measure throughput of the core stages; write reports/measurements.json (sluice cost)"
 	@echo "make lock   - re-resolve requirements.in into requirements.lock"
 	@echo "make reliability - the fault and hostile-input suite at full scale; writes reports/reliability.md"
 	@echo "make reliability-short - the same scenarios at a small scale (a few minutes)"
+	@echo "make flink-venv - create .venv-flink (PyFlink 2.2.1 and its Flink distribution, the core) from requirements-flink.lock"
+	@echo "make flink-jars - fetch the jars of flink_conf/jars.lock with Maven into $$HOME/.cache/sluice/jars and verify their SHA-256"
+	@echo "make test-flink - the local Flink cluster test (start, a checkpointed job, TaskManager killed and replaced, stop)"
+	@echo "make bench-flink - Flink SQL events/s on the local cluster (the reference for the Flink jobs)"
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +30,16 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# Debian's nginx for the real-nginx end-to-end test (tests/e2e/test_nginx_logs.py): nothing when an
+# nginx binary is already there, else apt-get (as root, or through sudo -n). The package's service is
+# never started by the test, which runs its own nginx as a foreground process on a loopback port.
+NGINX_PACKAGE ?= nginx
+nginx:
+	@if command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx; then :; \
+	elif test "$$(id -u)" = 0; then apt-get install -y --no-install-recommends $(NGINX_PACKAGE) >/dev/null; \
+	elif sudo -n true 2>/dev/null; then sudo -n apt-get install -y --no-install-recommends $(NGINX_PACKAGE) >/dev/null; \
+	else echo "make nginx: cannot install $(NGINX_PACKAGE) (not root, no sudo): the real-nginx test will skip"; fi
 
 lint: install
 	$(BIN)/ruff check .
@@ -48,7 +63,7 @@ test-core:
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck $(CHECKOV_STAMP)
+test: lint typecheck nginx $(CHECKOV_STAMP)
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
 	$(MAKE) --no-print-directory test-core
 
@@ -89,10 +104,13 @@ reliability-short: install $(AUDIT_VENV)/bin/pip-audit
 demo: install
 	$(BIN)/python -m infra.local.demo
 
+# The last step measures what `sluice cost` prices (real edge, stage and writer code on the seeded
+# samples, and the Beam job end to end) into reports/measurements.json, which is committed.
 bench: install
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python tests/pipeline/kinesis_throughput.py
 	$(BIN)/python -m benchmarks.job
+	$(BIN)/python -m benchmarks.measure --job-events 100000 --out reports/measurements.json
 
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
@@ -102,5 +120,48 @@ lock:
 	  .lock-venv/bin/python -m pip freeze; } > requirements.lock
 	rm -rf .lock-venv
 
+# .venv-flink: PyFlink pins Beam <= 2.61 and pyarrow < 17, so it has its own environment and lock.
+# Python 3.12 (pyenv), the interpreter of MSF's FLINK-2_2 runtime: the Python workers of the local
+# cluster load exactly the cp312 wheels the MSF application ships in dep/.
+FLINK_VENV   ?= .venv-flink
+FLINK_PYTHON ?= $(shell pyenv prefix 3.12.1 2>/dev/null || echo /nonexistent)/bin/python3.12
+FLINK_STAMP  := $(FLINK_VENV)/.installed-$(shell cat requirements-flink.lock pyproject.toml | cksum | cut -d' ' -f1)
+
+$(FLINK_STAMP): requirements-flink.lock pyproject.toml
+	@test -x $(FLINK_PYTHON) || { echo "make flink-venv: Python 3.12 not found at $(FLINK_PYTHON): run 'pyenv install 3.12.1' or set FLINK_PYTHON"; exit 2; }
+	@test -x $(FLINK_VENV)/bin/python || $(FLINK_PYTHON) -m venv $(FLINK_VENV)
+	$(FLINK_VENV)/bin/python -m pip install --quiet --upgrade pip "setuptools>=77"
+	$(FLINK_VENV)/bin/python -m pip install --quiet -r requirements-flink.lock
+	$(FLINK_VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@rm -f $(FLINK_VENV)/.installed-*
+	@touch $(FLINK_STAMP)
+
+flink-venv: $(FLINK_STAMP)
+
+# The local Flink cluster for real (tests/flink, marker `flink`, deselected from `make test`): start,
+# a checkpointed PyFlink job, the TaskManager SIGKILLed and replaced, recovery, stop (about 1-2 min).
+test-flink: install flink-venv
+	$(BIN)/pytest -q -p no:cacheprovider -m flink tests/flink
+
+# The jars of flink_conf/jars.lock, fetched with Maven into $(JAR_CACHE) (outside the repository) and
+# checked against their SHA-256; one line per jar that is not served or fails. JARS_SET=pyflink
+# fetches only the PyFlink job's set (the Beam job server of set `beam` is not served here).
+JAR_CACHE ?= $(HOME)/.cache/sluice/jars
+JARS_SET  ?=
+flink-jars: install
+	SLUICE_JAR_CACHE=$(JAR_CACHE) $(BIN)/python -m flink_jobs.jars fetch $(if $(JARS_SET),--set $(JARS_SET))
+
+# Flink SQL events/s on a local cluster (the reference for the Flink jobs): 1M seeded readings.
+bench-flink: install flink-venv
+	$(BIN)/python -m benchmarks.flink_sql
+
+flink-lock:
+	rm -rf .lock-venv-flink && $(FLINK_PYTHON) -m venv .lock-venv-flink
+	.lock-venv-flink/bin/python -m pip install --quiet --upgrade pip "setuptools>=77"
+	.lock-venv-flink/bin/python -m pip install --quiet -r requirements-flink.in
+	{ echo "# Generated by 'make flink-lock' from requirements-flink.in on Python 3.12.1 (pip freeze of a fresh venv). Do not edit."; \
+	  .lock-venv-flink/bin/python -m pip freeze; } > requirements-flink.lock
+	rm -rf .lock-venv-flink
+
 clean:
-	rm -rf $(VENV) $(CORE_VENV) $(AUDIT_VENV) $(CHECKOV_VENV) .reliability .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) $(CORE_VENV) $(AUDIT_VENV) $(CHECKOV_VENV) $(FLINK_VENV) .reliability .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info

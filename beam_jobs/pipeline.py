@@ -12,7 +12,9 @@ Dead letters of every stage ride inside their batch to ``WriteToIceberg``, which
 ``dead_letters`` table: one sink for all of them, committed with the same positions as the data.
 
 Exactly-once: see ``sluice.tables.warehouse``. The job resumes each shard after the smallest position its
-tables hold, so it can be killed at any moment (SIGKILL included) and started again.
+tables hold, so it can be killed at any moment (SIGKILL included) and started again. At start it
+claims the tables (``sluice.tables.ownership``: a new epoch, the stream's identity), so an older job
+still running on the same tables is fenced at its next commit.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -43,6 +46,7 @@ from sluice.stream.stages import (
     window_batch,
 )
 from sluice.tables.archive import encode_batch
+from sluice.tables.ownership import Owner, StreamIdentity, claim_tables
 from sluice.tables.warehouse import (
     DEFAULT_POSITIONS_COMMIT_SECONDS,
     ExactlyOnceWriter,
@@ -56,10 +60,12 @@ from sluice.transform.filters import RecordFilter
 __all__ = [
     "ApplyFilters",
     "EnrichWithGeoIp",
+    "JobStart",
     "ParseAndValidate",
     "WindowAndAggregate",
     "WriteToIceberg",
     "build",
+    "claim_start",
     "local_root",
     "process",
     "start_position",
@@ -279,11 +285,16 @@ class _Commit(beam.DoFn):
     """
 
     def __init__(
-        self, warehouse: WarehouseSettings, window_seconds: int, positions_commit_seconds: float
+        self,
+        warehouse: WarehouseSettings,
+        window_seconds: int,
+        positions_commit_seconds: float,
+        owner: Owner | None,
     ) -> None:
         super().__init__()
         self.warehouse, self.window_seconds = warehouse, window_seconds
         self.positions_commit_seconds = positions_commit_seconds
+        self.owner = owner
 
     def setup(self) -> None:
         catalog = open_catalog(self.warehouse)
@@ -291,6 +302,7 @@ class _Commit(beam.DoFn):
             ensure_tables(catalog, self.warehouse),
             self.window_seconds,
             positions_commit_seconds=self.positions_commit_seconds,
+            owner=self.owner,
         )
         self.counters = StageCounters(Stage.WRITE)
         self.totals: dict[str, int] = {}
@@ -309,6 +321,8 @@ class _Commit(beam.DoFn):
             self.totals[table] = self.totals.get(table, 0) + rows
         if report.duplicates:
             self.counters.count("duplicates", report.duplicates)
+        if report.conflicts:
+            self.counters.count("conflicts", report.conflicts)
         if report.dead_lettered:
             self.counters.dead_lettered(ErrorType.SCHEMA_VIOLATION.value, report.dead_lettered)
         if report.rows:
@@ -333,66 +347,106 @@ class _Commit(beam.DoFn):
 class WriteToIceberg(
     beam.PTransform[beam.pvalue.PCollection[JobBatch], beam.pvalue.PCollection[JobBatch]]
 ):
-    """Commit event rows, window rows and dead letters with their source positions, once per bundle."""
+    """Commit event rows, window rows and dead letters with their source positions, once per bundle.
+
+    Every worker commits the batches it holds (the shards it reads): the writers of one job merge
+    each other's positions, and ``owner`` (the job's claim) fences them once a newer job claims
+    the tables.
+    """
 
     def __init__(
         self,
         warehouse: WarehouseSettings,
         window_seconds: int,
         positions_commit_seconds: float = DEFAULT_POSITIONS_COMMIT_SECONDS,
+        owner: Owner | None = None,
     ) -> None:
         super().__init__()
         self.warehouse, self.window_seconds = warehouse, window_seconds
         self.positions_commit_seconds = positions_commit_seconds
+        self.owner = owner
 
     def expand(
         self, batches: beam.pvalue.PCollection[JobBatch]
     ) -> beam.pvalue.PCollection[JobBatch]:
         return batches | "CommitWithPositions" >> beam.ParDo(
-            _Commit(self.warehouse, self.window_seconds, self.positions_commit_seconds)
+            _Commit(self.warehouse, self.window_seconds, self.positions_commit_seconds, self.owner)
         )
 
 
-def start_position(settings: JobSettings, now: float | None = None) -> StartPosition:
-    """Where reading starts: after each table's committed positions, else where the job first started.
+@dataclass(frozen=True, slots=True)
+class JobStart:
+    """Where the job reads from, and the claim its writers commit under."""
 
-    A shard resumes after the smallest position all tables hold for it. A shard some table holds no
+    start: StartPosition
+    owner: Owner
+
+
+def start_position(settings: JobSettings, now: float | None = None) -> StartPosition:
+    """``claim_start(settings, None, now).start``: the start, without checking a stream's identity."""
+    return claim_start(settings, None, now).start
+
+
+def claim_start(
+    settings: JobSettings, stream: StreamIdentity | None, now: float | None = None
+) -> JobStart:
+    """Claim the tables for this job, then say where reading starts.
+
+    The claim (``sluice.tables.ownership.claim_tables``) checks ``stream`` against the stream the
+    tables hold positions of (a different or recreated stream is a ``ConfigError``, unless
+    ``--on_new_stream start_from_position`` resets a recreated one) and gives this job a new epoch,
+    so an older job on the same tables is fenced. Claiming first, reading positions after, means no
+    older job commits past the positions read.
+
+    Reading resumes after each table's committed positions, else where the job first started. A
+    shard resumes after the smallest position all tables hold for it. A shard some table holds no
     position for (killed between two tables' commits, or a shard that had no data yet) is read from
     the job's first start, recorded in the tables at the first run: LATEST means "when the job was
     first started", never "now", so nothing that arrived while the job was down is skipped.
     """
     warehouse = settings.warehouse_settings()
     tables = ensure_tables(open_catalog(warehouse), warehouse)
+    claim = claim_tables(tables, stream, on_new_stream=settings.on_new_stream, now=now)
     if settings.start_position == "trim_horizon":
         resolved = "trim_horizon"
     elif settings.start_position == "at_timestamp" and settings.start_timestamp is not None:
         resolved = repr(settings.start_timestamp.timestamp())
     else:
         resolved = repr(time.time() if now is None else now)
-    first = first_start(tables, resolved)
+    first = first_start(tables, resolved, replace=claim.reset)
     positions = ExactlyOnceWriter(tables, settings.window_seconds).resume_positions()
-    return StartPosition(
+    start = StartPosition(
         kind="TRIM_HORIZON" if first == "trim_horizon" else "AT_TIMESTAMP",
         timestamp=None if first == "trim_horizon" else datetime.fromtimestamp(float(first), UTC),
         after_sequence={shard: str(sequence) for shard, sequence in positions.items()},
     )
+    return JobStart(start, claim.owner)
 
 
-def build(pipeline: beam.Pipeline, settings: JobSettings) -> beam.pvalue.PCollection[JobBatch]:
+def build(
+    pipeline: beam.Pipeline, settings: JobSettings, job_start: JobStart | None = None
+) -> beam.pvalue.PCollection[JobBatch]:
     """Apply the whole job to ``pipeline``. Its result is the tables: the collection returned is
-    empty (``WriteToIceberg`` emits nothing) and only marks the end of the graph."""
+    empty (``WriteToIceberg`` emits nothing) and only marks the end of the graph.
+
+    ``job_start``: from ``claim_start`` (``sluice job run`` claims before building, with the
+    stream's identity); None claims here without one."""
+    if job_start is None:
+        job_start = claim_start(settings, None)
     read = pipeline | "ReadFromKinesis" >> ReadFromKinesis(
-        **settings.kinesis_read(start=start_position(settings))
+        **settings.kinesis_read(start=job_start.start)
     )
     if settings.archive:
         read = read | "ArchiveRawRecords" >> ArchiveRawRecords(
             settings.warehouse_settings().resolved_warehouse()
         )
-    return process(read, settings)
+    return process(read, settings, job_start.owner)
 
 
 def process(
-    batches: beam.pvalue.PCollection[SourceBatch], settings: JobSettings
+    batches: beam.pvalue.PCollection[SourceBatch],
+    settings: JobSettings,
+    owner: Owner | None = None,
 ) -> beam.pvalue.PCollection[JobBatch]:
     """The stages after the source, shared by the stream job and ``sluice replay`` (output: empty)."""
     return (
@@ -412,5 +466,6 @@ def process(
             settings.warehouse_settings(),
             settings.window_seconds,
             settings.positions_commit_seconds,
+            owner,
         )
     )

@@ -2,8 +2,9 @@
 
 In: the job's settings and the standard AWS environment (``AWS_REGION``/``AWS_DEFAULT_REGION``,
 ``AWS_ENDPOINT_URL``, credentials).
-Out: nothing when everything answers; otherwise a ``ConfigError`` of one line naming what to set
-or start, raised before the pipeline is built.
+Out: the stream's identity (``check_stream``: name, ARN, creation time, which the tables' owner
+records) when everything answers; otherwise a ``ConfigError`` of one line naming what to set or
+start, raised before the pipeline is built.
 
 Why: without these checks a missing region or a stopped local endpoint surfaced as a traceback of
 about 190 lines from inside the Beam runner, after the pipeline had started.
@@ -27,6 +28,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from beam_jobs.settings import JobSettings
 from sluice.core.aws_errors import aws_error
 from sluice.core.errors import ConfigError
+from sluice.tables.ownership import StreamIdentity
 from sluice.tables.warehouse import open_catalog
 
 __all__ = ["check_catalog", "check_stream"]
@@ -48,13 +50,15 @@ def _endpoint() -> str:
     return os.environ.get("AWS_ENDPOINT_URL_KINESIS") or os.environ.get("AWS_ENDPOINT_URL") or ""
 
 
-def check_stream(settings: JobSettings) -> None:
-    """The stream exists and answers, with the credentials at hand."""
+def check_stream(settings: JobSettings) -> StreamIdentity:
+    """The stream exists and answers, with the credentials at hand; returns who it is."""
     region = region_of(settings)
     where = _endpoint() or f"the Kinesis endpoint of {region}"
     try:
         client = boto3.client("kinesis", region_name=region, config=_QUICK)
-        client.describe_stream_summary(StreamName=settings.stream_name)
+        summary = client.describe_stream_summary(StreamName=settings.stream_name)[
+            "StreamDescriptionSummary"
+        ]
     except NoRegionError:
         raise ConfigError("no AWS region: set AWS_REGION, or give --region_name") from None
     except NoCredentialsError:
@@ -76,6 +80,11 @@ def check_stream(settings: JobSettings) -> None:
         raise ConfigError(f"Kinesis at {where} refused DescribeStreamSummary: {found}") from None
     except BotoCoreError as err:
         raise ConfigError(f"cannot call Kinesis at {where}: {err}") from None
+    return StreamIdentity(
+        name=settings.stream_name,
+        arn=str(summary["StreamARN"]),
+        created=float(summary["StreamCreationTimestamp"].timestamp()),
+    )
 
 
 def check_catalog(settings: JobSettings) -> None:

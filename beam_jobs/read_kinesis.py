@@ -17,10 +17,13 @@ What retries cannot fix (stream missing, access denied, throttled beyond the ret
 ``KinesisReadError``, failing the bundle so the runner retries from its last checkpoint.
 
 Why this shape: Beam Python's own Kinesis IO is a Java cross-language transform (jars, Docker). Here
-one splittable-DoFn element reads a whole stream. Its restriction (``StreamRestriction``) holds the
-last sequence number read from every shard and the shards read to their end, so a checkpoint is
-exact, resharding keeps order (a child shard is read only after its parents), and the source emits
-batches, not records, because Python pays per element.
+one splittable-DoFn element stands for the stream; its initial restriction is split into one
+restriction per shard *lineage* (shards linked by splits and merges, ``sluice.stream.kinesis.shards
+.lineages``), which the runner reads in parallel (Flink: one per parallel instance; the FnApiRunner
+with ``direct_num_workers``). A restriction (``StreamRestriction``) holds the last sequence number
+read from each of its shards and those read to their end, so a checkpoint is exact; it follows its
+lineage's resharding itself (a child shard is read only after its parents, and children found at
+run time join it), and the source emits batches, not records, because Python pays per element.
 
 Only the Beam parts live here: the restriction tracker, the splittable DoFn and the ``PTransform``.
 The element types, positions, settings, shard rules and the reader itself are engine-free, in
@@ -49,10 +52,17 @@ from beam_jobs.kinesis_client import BOTOCORE_ERRORS, kinesis_client
 from beam_jobs.metrics import StageCounters
 from sluice.core.config import config_error
 from sluice.core.contracts import Stage
-from sluice.stream.kinesis.positions import STOP_READING, ShardClaim, StopReading, StreamRestriction
-from sluice.stream.kinesis.reader import KinesisStreamReader
+from sluice.stream.kinesis.positions import (
+    STOP_READING,
+    AdoptShards,
+    ShardClaim,
+    StopReading,
+    StreamRestriction,
+)
+from sluice.stream.kinesis.reader import KinesisClient, KinesisStreamReader
 from sluice.stream.kinesis.records import SourceBatch
 from sluice.stream.kinesis.settings import KinesisReadSettings
+from sluice.stream.kinesis.shards import ShardInfo, lineages
 
 __all__ = ["ReadFromKinesis", "StreamRestrictionTracker"]
 
@@ -60,9 +70,9 @@ __all__ = ["ReadFromKinesis", "StreamRestrictionTracker"]
 class StreamRestrictionTracker(RestrictionTracker):
     """Tracks claims against a ``StreamRestriction``; splits only to checkpoint.
 
-    A stream's shards are read by one element in order (parents before children), so there is no
-    useful way to hand part of the work to another worker: ``try_split`` with a fraction above 0
-    declines. ``try_split(0)`` (a checkpoint, also what ``defer_remainder`` asks for) returns the
+    A lineage's shards are read by one restriction in order (parents before children), so there is
+    no useful way to hand part of it to another worker: ``try_split`` with a fraction above 0
+    declines (the parallel work is the lineages, made by the initial ``split``). ``try_split(0)`` (a checkpoint, also what ``defer_remainder`` asks for) returns the
     done part, ``stopped``, and the rest from the current positions; later claims fail, so the
     ``process`` call must return. ``check_done`` passes only once the restriction is stopped, which
     catches a ``process`` call that returns without deferring or claiming the end.
@@ -73,6 +83,7 @@ class StreamRestrictionTracker(RestrictionTracker):
         self._positions = restriction.position_map()
         self._finished = set(restriction.finished)
         self._stopped = restriction.stopped
+        self._owned = restriction.owned
         self._claims = 0
 
     def _snapshot(self, *, stopped: bool) -> StreamRestriction:
@@ -81,16 +92,22 @@ class StreamRestrictionTracker(RestrictionTracker):
             finished=frozenset(self._finished),
             start_timestamp=self._start.start_timestamp,
             stopped=stopped,
+            owned=self._owned,
         )
 
     def current_restriction(self) -> StreamRestriction:
         return self._snapshot(stopped=self._stopped)
 
-    def try_claim(self, position: ShardClaim | StopReading) -> bool:
+    def try_claim(self, position: ShardClaim | AdoptShards | StopReading) -> bool:
         if self._stopped:
             return False
         if isinstance(position, StopReading):
             self._stopped = True
+            return True
+        if isinstance(position, AdoptShards):
+            if self._owned is None:
+                raise ValueError("a restriction of the whole stream adopts no shards")
+            self._owned = self._owned | position.shards
             return True
         shard = position.shard_id
         if shard in self._finished:
@@ -147,12 +164,14 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
     """The splittable DoFn: element = stream name, restriction = ``StreamRestriction``.
 
     It is its own RestrictionProvider because the initial restriction depends on the settings
-    (LATEST is pinned to the time the restriction is made).
+    (LATEST is pinned to the time the restriction is made), and its split on the stream's shards.
+    One reader per restriction (they keep per-lineage pacing and idle state), sharing one client.
     """
 
     def __init__(self, settings: KinesisReadSettings) -> None:
         self._settings = settings
-        self._reader: KinesisStreamReader | None = None
+        self._client: KinesisClient | None = None
+        self._readers: dict[frozenset[str] | None, KinesisStreamReader] = {}
         self._counters = StageCounters(Stage.READ)
 
     # RestrictionProvider -----------------------------------------------------------------------
@@ -164,7 +183,34 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
         return StreamRestrictionTracker(restriction)
 
     def split(self, element: str, restriction: StreamRestriction) -> Iterator[StreamRestriction]:
-        yield restriction  # one element reads every shard, in parent-before-child order
+        """One restriction per lineage of the shards listed now (one for the whole stream if the
+        listing is empty); a restriction already split, or with progress, stays whole."""
+        if (
+            not self._settings.split_by_lineage
+            or restriction.owned is not None
+            or restriction.positions
+            or restriction.stopped
+        ):
+            yield restriction
+            return
+        groups = lineages(self._list_shards())
+        if not groups:
+            yield restriction
+            return
+        for group in groups:
+            yield StreamRestriction(start_timestamp=restriction.start_timestamp, owned=group)
+
+    def _list_shards(self) -> dict[str, ShardInfo]:
+        client = self._client if self._client is not None else kinesis_client(self._settings)
+        try:
+            # The reader's own discovery, with its retries and error messages.
+            lister = KinesisStreamReader(
+                client, self._settings, errors=BOTOCORE_ERRORS, counters=None
+            )
+            return lister.list_shards()
+        finally:
+            if client is not self._client:
+                client.close()
 
     def restriction_size(self, element: str, restriction: StreamRestriction) -> float:
         return 0.0 if restriction.stopped else 1.0
@@ -172,16 +218,23 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
     # DoFn --------------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        self._reader = KinesisStreamReader(
-            kinesis_client(self._settings),
-            self._settings,
-            errors=BOTOCORE_ERRORS,
-            counters=self._counters,
-        )
+        self._client = kinesis_client(self._settings)
+
+    def _reader_for(self, restriction: StreamRestriction) -> KinesisStreamReader:
+        key = restriction.owned
+        if key is not None:  # a lineage grows by adoption; its reader stays the one it started with
+            key = next((k for k in self._readers if k is not None and k <= key), key)
+        reader = self._readers.get(key)
+        if reader is None:
+            assert self._client is not None, "setup() creates the client"
+            reader = self._readers[key] = KinesisStreamReader(
+                self._client, self._settings, errors=BOTOCORE_ERRORS, counters=self._counters
+            )
+        return reader
 
     def teardown(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
+        if self._client is not None:
+            self._client.close()
 
     @beam.DoFn.unbounded_per_element()
     def process(
@@ -192,11 +245,10 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
     ) -> Iterator[TimestampedValue[SourceBatch]]:
         if element != self._settings.stream_name:
             raise ValueError(f"element {element!r} is not the configured stream")
-        reader = self._reader
-        assert reader is not None, "setup() creates the reader"
+        reader = self._reader_for(tracker.current_restriction())
         claims_failed = False
 
-        def claim(shard_claim: ShardClaim) -> bool:
+        def claim(shard_claim: ShardClaim | AdoptShards) -> bool:
             nonlocal claims_failed
             claimed: bool = tracker.try_claim(shard_claim)
             claims_failed = claims_failed or not claimed
@@ -211,7 +263,7 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
             if claims_failed:  # the runner took the rest of the restriction as a checkpoint
                 break
             self._advance_watermark(reader, watermark)
-            if reader.should_stop():
+            if reader.should_stop() or reader.exhausted():
                 tracker.try_claim(STOP_READING)
                 finished = True
             elif time.monotonic() >= deadline:
@@ -249,6 +301,12 @@ class ReadFromKinesis(beam.PTransform[beam.pvalue.PBegin, beam.pvalue.PCollectio
     @property
     def settings(self) -> KinesisReadSettings:
         return self._settings
+
+    def initial_restrictions(self) -> list[StreamRestriction]:
+        """The restrictions the runner starts with: the initial one, split by shard lineage
+        (what ``split`` yields on a worker; lists the stream's shards)."""
+        fn = _ReadStreamFn(self._settings)
+        return list(fn.split(self._settings.stream_name, fn.initial_restriction("")))
 
     def restriction_coder(self) -> Coder:
         """The coder Beam encodes this read's restrictions with at every checkpoint."""

@@ -47,6 +47,12 @@ class JobSettings(CoreSettings, WarehouseSettings):
         description="Where to start when the tables hold no position: trim_horizon, latest (the "
         "job's first start, recorded in the tables) or at_timestamp (with start_timestamp).",
     )
+    on_new_stream: Literal["refuse", "start_from_position"] = Field(
+        default="refuse",
+        description="When the stream was recreated since the tables' positions were written (same "
+        "name, new creation time): refuse (stop with one line) or start_from_position (forget the "
+        "old stream's positions and read the new one from start_position; logged).",
+    )
     start_timestamp: datetime | None = Field(
         default=None, description="ISO-8601 time for start_position=at_timestamp (naive: UTC)."
     )
@@ -120,6 +126,10 @@ class JobSettings(CoreSettings, WarehouseSettings):
             "stop_when_idle_seconds": self.stop_when_idle_seconds,
             "bundle_seconds": self.commit_interval_seconds,
             "region_name": self.region_name,
+            # The FnApiRunner runs every restriction on its one worker, one after the other (it
+            # cannot run an unbounded read on several: see ARCHITECTURE), so there one restriction
+            # polling all shards each round keeps every shard fresh; Flink reads lineages in parallel.
+            "split_by_lineage": self.runner == "FlinkRunner",
             **start,
         }
 

@@ -39,6 +39,7 @@ from sluice.edges.polling import (
     FeedPoller,
     FeedPollSummary,
     Fetch,
+    SecretLookup,
     urllib_fetch,
 )
 from sluice.parsing.feeds import FeedSpec
@@ -122,14 +123,37 @@ def build_store(settings: FeedPollerSettings) -> CheckpointStore:
     return DynamoDbCheckpointStore(settings.checkpoint_table, client)
 
 
+def build_secret_lookup() -> SecretLookup:
+    """Secrets Manager's ``GetSecretValue`` (``SecretString``), one client per container, each
+    secret read once per container (a rotated key is picked up by the next cold start)."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "secretsmanager",
+        config=Config(connect_timeout=3, read_timeout=5, retries={"mode": "standard"}),
+    )
+    cache: dict[str, str] = {}
+
+    def lookup(secret_id: str) -> str:
+        if secret_id not in cache:
+            cache[secret_id] = str(client.get_secret_value(SecretId=secret_id)["SecretString"])
+        return cache[secret_id]
+
+    return lookup
+
+
 def build_poller(
     settings: FeedPollerSettings,
     *,
     emit: Emit | None = None,
     store: CheckpointStore | None = None,
     fetch: Fetch | None = None,
+    secrets: SecretLookup | None = None,
 ) -> FeedPoller:
-    """A ``FeedPoller`` wired to production I/O unless ``emit``, ``store`` or ``fetch`` is given."""
+    """A ``FeedPoller`` wired to production I/O unless ``emit``, ``store``, ``fetch`` or
+    ``secrets`` is given (Secrets Manager only when a feed's API key is a secret)."""
+    uses_secrets = any(f.api_key is not None and f.api_key.secret_id for f in settings.feeds)
     return FeedPoller(
         fetch=fetch or urllib_fetch,
         store=store or build_store(settings),
@@ -137,6 +161,7 @@ def build_poller(
         config=settings.poller_config(),
         # The lease owner names the log stream of the holder, so a busy lease can be traced.
         owner_prefix=os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME"),
+        secrets=secrets or (build_secret_lookup() if uses_secrets else None),
     )
 
 

@@ -49,6 +49,7 @@ tracer = Tracer(service=SERVICE)
 publisher = KinesisPublisher.from_settings(settings, logger=logger)
 body_limits = settings.body_limits()
 horizon = settings.time_horizon()
+sentinels = settings.sentinels()
 
 
 def _response(
@@ -79,6 +80,7 @@ def lambda_handler(event: APIGatewayProxyEventV2, context: LambdaContext) -> dic
         body_limits,
         horizon=horizon,
         max_dead_letters=settings.max_dead_letters,
+        sentinels=sentinels,
     )
     counts = IngestCounts()
     counts.add(
@@ -100,6 +102,7 @@ def lambda_handler(event: APIGatewayProxyEventV2, context: LambdaContext) -> dic
             "status": outcome.status,
             "accepted": outcome.accepted,
             "rejected": outcome.rejected,
+            "missing_metrics": outcome.missing_metrics,
             "publish": report.as_dict() if report else None,
         },
     )

@@ -48,7 +48,17 @@ CREATE TABLE IF NOT EXISTS sluice.web_requests (
   `lat` double,
   `lon` double,
   `asn` bigint,
-  `as_org` string
+  `as_org` string,
+  `invalid_utf8` boolean COMMENT 'Logged bytes that were not UTF-8 (read as U+FFFD)',
+  `response_bytes` bigint COMMENT '$bytes_sent: bytes sent, headers included',
+  `request_length` bigint COMMENT '$request_length: bytes received',
+  `server_port` int,
+  `ssl_protocol` string,
+  `upstream_addr` array<string> COMMENT 'One entry per upstream tried',
+  `upstream_status` array<int>,
+  `upstream_response_time` array<double> COMMENT 'Seconds, per upstream tried',
+  `upstream_connect_time` array<double> COMMENT 'Seconds, per upstream tried',
+  `upstream_header_time` array<double> COMMENT 'Seconds, per upstream tried'
 )
 PARTITIONED BY (day(`event_time`))
 LOCATION 's3://sluice-warehouse/warehouse/sluice.db/web_requests'

@@ -23,9 +23,11 @@ import argparse
 import hashlib
 import io
 import json
+import re
 import subprocess
 import sys
 import time
+import tomllib
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -62,20 +64,17 @@ FAILED_STATES = frozenset(
 DONE_STATES = frozenset({"CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"})
 # The core packages the edges import (never the tables, analysts or CLI layers).
 CORE_PACKAGES = ("core", "parsing", "transform", "stream", "edges")
+
+
+def _core_requirements() -> tuple[str, ...]:
+    """The core's declared dependencies (pyproject's ``project.dependencies``), names only."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return tuple(re.split(r"[<>=!~;\[ ]", dep, maxsplit=1)[0] for dep in project["dependencies"])
+
+
 # What the edges need beyond the Lambda runtime (which has boto3): the core's dependencies and
 # Powertools with the X-Ray SDK its Tracer uses. Versions come from requirements.lock.
-LAMBDA_REQUIREMENTS = (
-    "pydantic",
-    "pydantic-settings",
-    "orjson",
-    "geoip2",
-    "datasketches",
-    "numpy",
-    "aws-kinesis-agg",
-    "six",
-    "aws-lambda-powertools",
-    "aws-xray-sdk",
-)
+LAMBDA_REQUIREMENTS = (*_core_requirements(), "aws-lambda-powertools", "aws-xray-sdk")
 # The functions' runtime is python3.12 (Amazon Linux 2023, glibc 2.34): the lock's numpy 2.4 ships
 # manylinux_2_28 wheels only, which python3.11's Amazon Linux 2 (glibc 2.26) cannot load.
 LAMBDA_PYTHON = "3.12"

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Sequence
 
 from sluice import __version__
-from sluice.cli import dead_letters, deploy, edge, job, maintain, parse, query, samples
+from sluice.cli import cost, dead_letters, deploy, edge, flink, job, maintain, parse, query, samples
 from sluice.core.errors import SluiceError
 from sluice.core.flags import ErrorParser, unknown_option
 from sluice.core.runtime import tune_gc
@@ -30,7 +30,7 @@ DESCRIPTION = (
     "them, and Iceberg tables keep the results, and every rejected input as a dead letter, for "
     "analysts."
 )
-GROUPS = (parse, query, maintain, dead_letters, job, edge, samples, deploy)
+GROUPS = (parse, query, maintain, dead_letters, job, edge, flink, samples, cost, deploy)
 
 
 def build_parser() -> argparse.ArgumentParser:

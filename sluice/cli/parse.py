@@ -24,6 +24,7 @@ import sys
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any
@@ -44,6 +45,7 @@ from sluice.core.inputs import (
     read_bounded,
 )
 from sluice.parsing.feeds import MAX_DOCUMENT_BYTES, FeedSpec, builtin_feed, parse_feed_document
+from sluice.parsing.feeds_file import load_feeds_file, select_feed
 from sluice.parsing.iot import parse_iot_batch
 from sluice.parsing.weblog import MAX_LINE_BYTES, LogParser
 from sluice.transform.filters import RecordFilter
@@ -73,7 +75,16 @@ def register(commands: Any) -> None:
         "default: auto)",
     )
     parser.add_argument(
-        "--feed", default="usgs", help="feed: the built-in feed spec (default: usgs)"
+        "--feed",
+        help="feed: the feed spec by name: from --feed-spec, else from the configured feeds "
+        "(SLUICE_FEEDS, SLUICE_FEEDS_FILE), else built in (default: usgs; with --feed-spec, the "
+        "file's only feed)",
+    )
+    parser.add_argument(
+        "--feed-spec",
+        type=Path,
+        metavar="FEEDS_FILE",
+        help='feed: a feeds file, {"feeds": [spec, ...]} in JSON or YAML (as SLUICE_FEEDS_FILE)',
     )
     parser.add_argument("--geoip-db", type=Path, help="weblog: MaxMind City/Country database")
     parser.add_argument("--asn-db", type=Path, help="weblog: MaxMind ASN database")
@@ -120,10 +131,14 @@ def _line_results(
                        (name, line.number))
             for line in batch.oversized
         ]  # fmt: skip
-        yield BatchResult(result.valid, [*result.dead_letters, *too_long])
+        yield BatchResult(
+            result.valid, [*result.dead_letters, *too_long], missing_metrics=result.missing_metrics
+        )
 
 
-def _iot_results(stream: IO[bytes], name: str) -> Iterator[BatchResult[Any]]:
+def _iot_results(
+    stream: IO[bytes], name: str, parse_iot_batch: Callable[..., BatchResult[Any]]
+) -> Iterator[BatchResult[Any]]:
     """NDJSON, or one JSON array document (as device captures often are)."""
     peek = getattr(stream, "peek", None)
     start = peek(64)[:64] if peek is not None else b""
@@ -184,6 +199,18 @@ def _feed_results(stream: IO[bytes], name: str, feed: FeedSpec) -> Iterator[Batc
         yield BatchResult([], [letter])
 
 
+def _feed_spec(args: argparse.Namespace, configured: tuple[FeedSpec, ...]) -> FeedSpec:
+    if args.feed_spec is not None:
+        return select_feed(
+            load_feeds_file(args.feed_spec), args.feed, f"feeds file {args.feed_spec}"
+        )
+    name = args.feed or "usgs"
+    for spec in configured:
+        if spec.name == name:
+            return spec
+    return builtin_feed(name)
+
+
 def _write(out: IO[bytes], records: Sequence[BaseModel]) -> None:
     if records:
         out.write(b"\n".join(r.model_dump_json().encode() for r in records) + b"\n")
@@ -196,11 +223,14 @@ def _parse(args: argparse.Namespace, out: IO[bytes], dead: IO[bytes]) -> dict[st
         raise ConfigError(
             "--log-format, --geoip-db and --asn-db apply to 'sluice parse weblog' only"
         )
+    if args.source != "feed" and (args.feed or args.feed_spec):
+        raise ConfigError("--feed and --feed-spec apply to 'sluice parse feed' only")
     if args.asn_db and not args.geoip_db:
         raise ConfigError("--asn-db needs --geoip-db")
     record_filter = RecordFilter(() if args.no_filters else settings.filter_rules, args.source)
     totals: dict[str, Any] = {"valid": 0, "dead_letters": 0}
     dropped: dict[str, int] = {}
+    missing = 0
     with ExitStack() as stack:
         enricher = None
         if settings.geoip_city_db is not None:
@@ -212,7 +242,8 @@ def _parse(args: argparse.Namespace, out: IO[bytes], dead: IO[bytes]) -> dict[st
                 )
             )
         log_parser = LogParser(settings.log_format) if args.source == "weblog" else None
-        feed = builtin_feed(args.feed) if args.source == "feed" else None
+        parse_iot = partial(parse_iot_batch, sentinels=settings.sentinels())
+        feed = _feed_spec(args, settings.feeds) if args.source == "feed" else None
         for name in args.files:
             stream = stack.enter_context(open_input(name))
             try:
@@ -223,7 +254,7 @@ def _parse(args: argparse.Namespace, out: IO[bytes], dead: IO[bytes]) -> dict[st
                         stream, name, Source.WEBLOG, log_parser.parse_batch, MAX_LINE_BYTES
                     )
                 else:
-                    batches = _iot_results(stream, name)
+                    batches = _iot_results(stream, name, parse_iot)
                 for result in batches:
                     valid = result.valid
                     if enricher is not None:
@@ -241,8 +272,11 @@ def _parse(args: argparse.Namespace, out: IO[bytes], dead: IO[bytes]) -> dict[st
                     _write(dead, result.dead_letters)
                     totals["valid"] += len(filtered.kept)
                     totals["dead_letters"] += len(result.dead_letters)
+                    missing += result.missing_metrics
             except (OSError, EOFError, zlib.error) as err:
                 raise ConfigError(f"cannot read {name}: {err}") from None
     if dropped:
         totals["filtered"] = dropped
+    if missing:
+        totals["missing_metrics"] = missing
     return totals

@@ -25,6 +25,8 @@ from sluice.core.contracts import (
 from sluice.core.deadletters import MAX_DEAD_LETTERS
 from sluice.core.errors import ConfigError, LogFormatError
 from sluice.parsing.feeds import USGS_EARTHQUAKES, FeedSpec
+from sluice.parsing.feeds_file import load_feeds_file
+from sluice.parsing.iot import Sentinels
 from sluice.parsing.weblog import LogParser
 from sluice.transform.filters import DEFAULT_RULES, FilterRule
 
@@ -56,7 +58,20 @@ class CoreSettings(BaseSettings):
         default=None, description="JSON file with a list of filter rules, replacing filter_rules."
     )
     feeds: tuple[FeedSpec, ...] = Field(
-        default=(USGS_EARTHQUAKES,), description="Polled JSON APIs (see sluice.parsing.feeds)."
+        default=(USGS_EARTHQUAKES,),
+        description="Polled JSON APIs as JSON (see sluice.parsing.feeds); feeds_file replaces them.",
+    )
+    feeds_file: Path | None = Field(
+        default=None,
+        description='File of feeds, {"feeds": [spec, ...]} in JSON or YAML (.yaml/.yml), '
+        "replacing feeds (see sluice.parsing.feeds_file).",
+    )
+    iot_sentinels: tuple[float | str, ...] = Field(
+        default=(),
+        description="IoT values that mean 'not measured', as a JSON list such as "
+        '[-200, -999, "NaN"]: a metric equal to a number of the list, or a value equal to a '
+        "string of it, is left out of its reading and counted as a missing metric "
+        "(missing_metrics), never a dead letter. Default: none.",
     )
     max_future_seconds: int = Field(
         default=MAX_FUTURE_SECONDS,
@@ -87,6 +102,17 @@ class CoreSettings(BaseSettings):
         """The event-time bounds every parse applies (``sluice.core.contracts.TimeHorizon``)."""
         return TimeHorizon(self.max_future_seconds, self.min_event_time)
 
+    def sentinels(self) -> Sentinels:
+        """``iot_sentinels`` as the IoT parser takes them (``sluice.parsing.iot.Sentinels``)."""
+        return Sentinels(self.iot_sentinels)
+
+    @field_validator("iot_sentinels", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple) and any(isinstance(v, bool) for v in value):
+            raise ValueError("sentinels are numbers or strings, not true/false")
+        return value
+
     @field_validator("min_event_time")
     @classmethod
     def _valid_horizon(cls, value: datetime) -> datetime:
@@ -100,6 +126,16 @@ class CoreSettings(BaseSettings):
         except LogFormatError as err:
             raise ValueError(str(err)) from None
         return value
+
+    @model_validator(mode="after")
+    def _load_feeds_file(self) -> CoreSettings:
+        if self.feeds_file is not None:
+            try:
+                specs = load_feeds_file(self.feeds_file)
+            except ConfigError as err:
+                raise ValueError(f"feeds_file: {err}") from None
+            object.__setattr__(self, "feeds", specs)
+        return self
 
     @model_validator(mode="after")
     def _load_filters_file(self) -> CoreSettings:

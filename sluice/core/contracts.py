@@ -352,6 +352,59 @@ class WebAccessLog(_Contract):
     )
     flags: list[str] = Field(default_factory=list, description="Labels set by filters, e.g. 'bot'.")
     geo: GeoInfo | None = None
+    # Added in schema version 1 without a bump, left out of the wire form while unset
+    # (``_omit_unset_new_fields``), so a record that does not use them travels as before.
+    invalid_utf8: bool = Field(
+        default=False,
+        description="Some logged bytes were not UTF-8 (nginx logs what clients send); they read as "
+        "U+FFFD in the decoded fields. ``request`` keeps them as \\xNN.",
+    )
+    response_bytes: int | None = Field(
+        default=None, ge=0, le=MAX_INT64, description="$bytes_sent: bytes sent, headers included."
+    )
+    request_length: int | None = Field(
+        default=None, ge=0, le=MAX_INT64, description="$request_length: bytes received."
+    )
+    server_port: int | None = Field(default=None, ge=0, le=65535, description="$server_port.")
+    ssl_protocol: str | None = Field(default=None, description="$ssl_protocol, e.g. TLSv1.3.")
+    upstream_addr: list[str | None] = Field(
+        default_factory=list, description="$upstream_addr: one entry per upstream tried."
+    )
+    upstream_status: list[int | None] = Field(
+        default_factory=list, description="$upstream_status: one entry per upstream tried."
+    )
+    upstream_response_time: list[float | None] = Field(
+        default_factory=list, description="$upstream_response_time, seconds, per upstream tried."
+    )
+    upstream_connect_time: list[float | None] = Field(
+        default_factory=list, description="$upstream_connect_time, seconds, per upstream tried."
+    )
+    upstream_header_time: list[float | None] = Field(
+        default_factory=list, description="$upstream_header_time, seconds, per upstream tried."
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_new_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name, unset in _WEB_OPTIONAL_DEFAULTS:
+            if data.get(name, unset) == unset:
+                data.pop(name, None)
+        return data
+
+
+_WEB_OPTIONAL_DEFAULTS: tuple[tuple[str, Any], ...] = (
+    ("invalid_utf8", False),
+    ("response_bytes", None),
+    ("request_length", None),
+    ("server_port", None),
+    ("ssl_protocol", None),
+    ("upstream_addr", []),
+    ("upstream_status", []),
+    ("upstream_response_time", []),
+    ("upstream_connect_time", []),
+    ("upstream_header_time", []),
+)
+"""The fields ``WebAccessLog`` gained within schema version 1, with their unset values."""
 
 
 FeedValue = str | int | float | bool | None

@@ -94,6 +94,9 @@ class BatchResult(Generic[T]):
     """Blank records (``is_blank``): neither records nor dead letters."""
     suppressed: dict[ErrorType, int] = field(default_factory=dict)
     """Rejections over the cap, by reason: in a ``too_many_errors`` letter, not one letter each."""
+    missing_metrics: int = 0
+    """IoT values equal to a configured sentinel (``-200``, ``"NaN"``), left out of their readings:
+    missing metrics, not dead letters (``sluice.parsing.iot.Sentinels``)."""
 
     @property
     def rejected(self) -> int:
@@ -105,6 +108,7 @@ class BatchResult(Generic[T]):
         self.valid.extend(other.valid)
         self.dead_letters.extend(other.dead_letters)
         self.skipped += other.skipped
+        self.missing_metrics += other.missing_metrics
         for reason, count in other.suppressed.items():
             self.suppressed[reason] = self.suppressed.get(reason, 0) + count
 

@@ -1,6 +1,6 @@
 """Optional dependencies, one extra per layer, checked before use with an actionable message.
 
-In: the name of an extra (``tables``, ``query``, ``edges``, ``beam``, ``dev``) and the modules it
+In: the name of an extra (``tables``, ``query``, ``edges``, ``beam``, ``flink``, ``dev``) and the modules it
 provides.
 Out: nothing when they are importable; otherwise ``MissingExtraError`` (a ``ConfigError``): one line
 naming the extra and the ``pip install`` that adds it. The CLI prints it and exits 2.
@@ -24,6 +24,7 @@ EXTRAS: dict[str, str] = {
     "edges": "the Lambda edges and their AWS clients (boto3, Powertools)",
     "beam": "the Apache Beam stream job (apache-beam, boto3)",
     "deploy": "sluice deploy and destroy (boto3, aws-sam-translator, PyYAML)",
+    "flink": "the local Flink cluster (nothing beyond the core); Flink itself is .venv-flink",
     "dev": "tests, linters, sample and demo-database generators",
 }
 

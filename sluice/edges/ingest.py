@@ -64,7 +64,7 @@ from sluice.core.deadletters import (
 )
 from sluice.core.errors import RecordRejected, SluiceError
 from sluice.core.inputs import encode_json, gunzip_bounded
-from sluice.parsing.iot import parse_iot_record
+from sluice.parsing.iot import NO_SENTINELS, Sentinels, parse_iot_record
 from sluice.parsing.weblog import MAX_LINE_BYTES, LogParser
 from sluice.stream.envelopes import wrap_access_log, wrap_dead_letter, wrap_reading
 
@@ -157,6 +157,8 @@ class IotIngestOutcome:
     """Rejections over the cap, by reason (summarized in one ``too_many_errors`` letter)."""
     skipped: int = 0
     """Blank NDJSON lines."""
+    missing_metrics: int = 0
+    """Values equal to a configured sentinel, left out of their readings (not dead letters)."""
 
     @property
     def rejected(self) -> int:
@@ -331,12 +333,15 @@ def ingest_iot_request(
     now: datetime | None = None,
     horizon: TimeHorizon = DEFAULT_HORIZON,
     max_dead_letters: int = MAX_DEAD_LETTERS,
+    sentinels: Sentinels = NO_SENTINELS,
 ) -> IotIngestOutcome:
     """Turn one HTTP request into envelopes and a response. Never raises for bad input.
 
     ``horizon`` bounds event times around ``now`` (the request's time); ``max_dead_letters`` caps
-    the dead letters of the request built one by one. Their defaults are ``CoreSettings``' own.
+    the dead letters of the request built one by one; values equal to one of ``sentinels`` become
+    missing metrics (counted in ``missing_metrics``). Their defaults are ``CoreSettings``' own.
     """
+    missing = [0]
     now = now or datetime.now(UTC)
     if request.method.upper() != "POST":
         # Not data, so no dead letter: API Gateway routes only POST here; this guards local use.
@@ -367,7 +372,11 @@ def ingest_iot_request(
         if raw is None:
             skipped += 1
             continue
-        outcomes = (raw,) if isinstance(raw, Rejection) else parse_iot_record(raw, context)
+        outcomes = (
+            (raw,)
+            if isinstance(raw, Rejection)
+            else parse_iot_record(raw, context, sentinels, missing)
+        )
         index = 0
         for outcome in outcomes:
             if not isinstance(outcome, Rejection):
@@ -392,7 +401,7 @@ def ingest_iot_request(
     envelopes.extend(wrap_dead_letter(letter, now) for letter in letters_out.dead_letters)
     return IotIngestOutcome(
         202 if accepted else 400, envelopes, accepted, letters_out.dead_letters, errors,
-        letters_out.suppressed, skipped,
+        letters_out.suppressed, skipped, missing[0],
     )  # fmt: skip
 
 

@@ -10,17 +10,32 @@ or time (``missing_field``), an unusable time or one outside the ``TimeHorizon``
 string or number or holds control characters, values nested too deep to re-encode). At most
 ``max_dead_letters`` per document one by one, the rest summarized (``too_many_errors``).
 
-Paths are dotted, with integer segments indexing lists: ``geometry.coordinates.1``.
+Paths are dotted, with integer segments indexing lists: ``geometry.coordinates.1``. A path starting
+with ``$.`` reads a top-level scalar member of the response instead of the item (a forecast's
+``$.latitude``); each item then carries those members under ``"$"``, so its dead letter is whole.
+
+Where the items are:
+- ``items_path``: the list of items (empty: the document is the list; ``"."``: the document is one
+  item, a status snapshot);
+- ``items_columns``: an object of parallel arrays (``hourly: {time: [...], temperature_2m: [...]}``,
+  as forecast APIs send), zipped into one item per index; its scalar members go into every item.
+  Arrays of different lengths make the document a dead letter.
+Item identity: ``id_field`` (one path), or ``id_fields`` (several: sensor + time), whose values are
+joined and hashed (BLAKE2b, 128 bits, hex) into ``item_id``, deterministically.
+Times (``time_format``): ``epoch_ms``, ``epoch_s``, or ``iso8601`` with or without an offset; no
+offset means UTC. A document without the path its spec names is one dead letter that keeps the
+document (bounded) and says which path is missing.
 USGS earthquake GeoJSON ships as the ready example ``USGS_EARTHQUAKES``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sluice.core.contracts import (
     DEFAULT_HORIZON,
@@ -44,9 +59,11 @@ from sluice.core.inputs import decode_json, encode_json
 __all__ = [
     "MAX_DOCUMENT_BYTES",
     "USGS_EARTHQUAKES",
+    "ApiKeySpec",
     "FeedSpec",
     "PaginationSpec",
     "builtin_feed",
+    "feed_items",
     "get_path",
     "parse_feed_document",
     "parse_feed_item",
@@ -75,6 +92,32 @@ class PaginationSpec(BaseModel):
     max_pages: int = Field(default=100, ge=1, description="Stop after this many pages per poll.")
 
 
+class ApiKeySpec(BaseModel):
+    """Where a feed's API key comes from and how it is sent. The key itself is never configuration,
+    never logged and never in a URL the poller reports: it is added to the request as it leaves."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    env: str | None = Field(default=None, description="Environment variable holding the key.")
+    secret_id: str | None = Field(
+        default=None, description="AWS Secrets Manager secret (name or ARN) holding the key."
+    )
+    secret_key: str | None = Field(
+        default=None, description="Member of a JSON secret holding the key; none: the whole secret."
+    )
+    header: str | None = Field(default=None, description="Send it in this header (X-API-Key).")
+    prefix: str = Field(default="", description="Text before the key in the header ('Bearer ').")
+    query_param: str | None = Field(default=None, description="Send it as this query parameter.")
+
+    @model_validator(mode="after")
+    def _one_source_one_place(self) -> ApiKeySpec:
+        if (self.env is None) == (self.secret_id is None):
+            raise ValueError("give exactly one of env and secret_id")
+        if (self.header is None) == (self.query_param is None):
+            raise ValueError("give exactly one of header and query_param")
+        return self
+
+
 class FeedSpec(BaseModel):
     """One polled JSON API, as configuration. Every field is documented; unknown keys are refused."""
 
@@ -82,10 +125,27 @@ class FeedSpec(BaseModel):
 
     name: str = Field(min_length=1, pattern=r"^[a-z0-9_\-]+$", description="Feed name in tables.")
     url: str | None = Field(default=None, description="Where the poller fetches the feed.")
-    items_path: str = Field(default="", description="Path of the item list; empty: the document.")
-    id_field: str = Field(description="Path of the item id within an item.")
+    items_path: str = Field(
+        default="",
+        description="Path of the item list; empty: the document is the list; '.': the document "
+        "is one item (a status snapshot).",
+    )
+    items_columns: str | None = Field(
+        default=None,
+        description="Path of an object of parallel arrays zipped into one item per index "
+        "(column-oriented APIs); item paths are then relative to one such item.",
+    )
+    id_field: str | None = Field(default=None, description="Path of the item id within an item.")
+    id_fields: tuple[str, ...] | None = Field(
+        default=None,
+        min_length=1,
+        description="Paths whose values, joined and hashed, are the item id (items without one id).",
+    )
     time_field: str = Field(description="Path of the event time within an item.")
-    time_format: TimeFormat = "iso8601"
+    time_format: TimeFormat = Field(
+        default="iso8601",
+        description="epoch_ms, epoch_s, or iso8601 with or without an offset (none: UTC).",
+    )
     updated_field: str | None = Field(default=None, description="Path of the last-update time.")
     lat_field: str | None = None
     lon_field: str | None = None
@@ -96,8 +156,30 @@ class FeedSpec(BaseModel):
         default_factory=dict, description="Extra fields: output name -> path within an item."
     )
     pagination: PaginationSpec = PaginationSpec()
+    api_key: ApiKeySpec | None = Field(default=None, description="The API key, if one is needed.")
     timeout_seconds: float = Field(default=10.0, gt=0)
     max_retries: int = Field(default=3, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _one_identity(self) -> FeedSpec:
+        if (self.id_field is None) == (self.id_fields is None):
+            raise ValueError("give exactly one of id_field and id_fields")
+        if self.items_columns is not None and self.items_path not in ("",):
+            raise ValueError("give items_path or items_columns, not both")
+        if self.items_path.startswith("$.") or (self.items_columns or "").startswith("$."):
+            raise ValueError("items_path and items_columns are paths in the document, without '$.'")
+        return self
+
+    def item_paths(self) -> list[str]:
+        """Every path read within an item."""
+        paths = [self.time_field, *(self.id_fields or (self.id_field or "",))]
+        paths += [p for p in (self.updated_field, self.lat_field, self.lon_field) if p]
+        paths += [*self.fields.values(), *([self.fields_path] if self.fields_path else [])]
+        return paths
+
+    def reads_root(self) -> bool:
+        """Some item path reads the document's top level (``$.name``)."""
+        return any(path.startswith(ROOT_PREFIX) for path in self.item_paths())
 
 
 USGS_EARTHQUAKES = FeedSpec(
@@ -120,11 +202,16 @@ BUILTIN_FEEDS: dict[str, FeedSpec] = {
 }
 
 _MISSING = object()
+ROOT_PREFIX = "$."
+"""An item path starting with it reads a top-level scalar member of the response."""
+ROOT_KEY = "$"
+"""Where an item carries the response's top-level scalar members its spec reads."""
 
 
 def get_path(obj: Any, path: str) -> Any:
-    """Follow a dotted path through objects and lists; a missing step gives ``None``."""
-    if not path:
+    """Follow a dotted path through objects and lists; a missing step gives ``None``. The empty
+    path and ``.`` are ``obj`` itself."""
+    if not path or path == ".":
         return obj
     for step in path.split("."):
         if isinstance(obj, Mapping):
@@ -174,35 +261,27 @@ def parse_feed_item(spec: FeedSpec, item: Any, context: dict[str, Any] | None = 
         raise RecordRejected(
             ErrorType.SCHEMA_VIOLATION, f"an item must be an object, not {type(item).__name__}"
         )
-    item_id = get_path(item, spec.id_field)
-    if item_id is None or item_id == "":
-        raise RecordRejected(ErrorType.MISSING_FIELD, f"no item id at {spec.id_field!r}")
-    if isinstance(item_id, bool) or not isinstance(item_id, str | int | float):
-        raise RecordRejected(
-            ErrorType.SCHEMA_VIOLATION,
-            f"the item id at {spec.id_field!r} must be a string or a number, "
-            f"not {type(item_id).__name__}",
-        )
-    event_time = get_path(item, spec.time_field)
+    item_id = _item_id(spec, item)
+    event_time = get_path(item, _path(spec.time_field))
     if event_time is None:
         raise RecordRejected(ErrorType.MISSING_FIELD, f"no event time at {spec.time_field!r}")
-    updated = get_path(item, spec.updated_field) if spec.updated_field else None
+    updated = get_path(item, _path(spec.updated_field)) if spec.updated_field else None
     fields: dict[str, FeedValue] = {}
     if spec.fields_path is not None:
-        members = get_path(item, spec.fields_path)
+        members = get_path(item, _path(spec.fields_path))
         if isinstance(members, Mapping):
-            fields.update((str(k), _scalar(str(k), v)) for k, v in members.items())
+            fields.update((str(k), _scalar(str(k), v)) for k, v in members.items() if k != ROOT_KEY)
     for name, path in spec.fields.items():
-        fields[name] = _scalar(name, get_path(item, path))
+        fields[name] = _scalar(name, get_path(item, _path(path)))
     location = None
     if spec.lat_field and spec.lon_field:
-        lat, lon = get_path(item, spec.lat_field), get_path(item, spec.lon_field)
+        lat, lon = get_path(item, _path(spec.lat_field)), get_path(item, _path(spec.lon_field))
         if lat is not None and lon is not None:
             location = {"lat": lat, "lon": lon}
     return FeedItem.model_validate(
         {
             "feed": spec.name,
-            "item_id": str(item_id),
+            "item_id": item_id,
             "event_time": parse_time(event_time, spec.time_format),
             "updated_time": None if updated is None else parse_time(updated, spec.time_format),
             "location": location,
@@ -212,14 +291,89 @@ def parse_feed_item(spec: FeedSpec, item: Any, context: dict[str, Any] | None = 
     )
 
 
-def feed_items(spec: FeedSpec, document: Any) -> list[Any]:
-    """The item list of a decoded document; raises ``RecordRejected`` when there is none."""
-    items = get_path(document, spec.items_path)
-    if not isinstance(items, list):
+def _path(path: str) -> str:
+    """An item path as ``get_path`` follows it: ``$.name`` reads the item's ``"$"`` member."""
+    return ROOT_KEY + "." + path[len(ROOT_PREFIX) :] if path.startswith(ROOT_PREFIX) else path
+
+
+def _id_part(item: Mapping[str, Any], path: str) -> str | int | float:
+    value = get_path(item, _path(path))
+    if value is None or value == "":
+        raise RecordRejected(ErrorType.MISSING_FIELD, f"no item id at {path!r}")
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise RecordRejected(
             ErrorType.SCHEMA_VIOLATION,
-            f"no item list at {spec.items_path or 'the document root'!r}",
+            f"the item id at {path!r} must be a string or a number, not {type(value).__name__}",
         )
+    return value
+
+
+def _id_bytes(value: str | int | float) -> bytes:
+    """A typed spelling of an id value: ``1``, ``1.0`` and ``"1"`` differ."""
+    if isinstance(value, str):
+        return b"s" + value.encode("utf-8", "surrogatepass")
+    return (b"i" if isinstance(value, int) else b"f") + repr(value).encode()
+
+
+def _item_id(spec: FeedSpec, item: Mapping[str, Any]) -> str:
+    """The item's id: its ``id_field`` as text, or the hash of its ``id_fields`` values (typed,
+    joined by U+001F): the same values always give the same id, and ``1`` differs from ``"1"``."""
+    if spec.id_fields is None:
+        return str(_id_part(item, spec.id_field or ""))
+    digest = hashlib.blake2b(digest_size=16)
+    for index, path in enumerate(spec.id_fields):
+        if index:
+            digest.update(b"\x1f")
+        digest.update(_id_bytes(_id_part(item, path)))
+    return digest.hexdigest()
+
+
+def _zip_columns(spec: FeedSpec, document: Any) -> list[Any]:
+    path = spec.items_columns or ""
+    columns = get_path(document, path)
+    if not isinstance(columns, Mapping):
+        raise RecordRejected(ErrorType.SCHEMA_VIOLATION, f"no object of arrays at {path!r}")
+    arrays = {k: v for k, v in columns.items() if isinstance(v, list)}
+    if not arrays:
+        raise RecordRejected(ErrorType.SCHEMA_VIOLATION, f"no arrays in the object at {path!r}")
+    lengths = {len(v) for v in arrays.values()}
+    if len(lengths) > 1:
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in arrays.items())
+        raise RecordRejected(
+            ErrorType.SCHEMA_VIOLATION, f"the arrays at {path!r} differ in length: {sizes}"
+        )
+    scalars = {k: v for k, v in columns.items() if k not in arrays}
+    names = list(arrays)
+    return [
+        {**scalars, **dict(zip(names, row, strict=True))}
+        for row in zip(*arrays.values(), strict=True)
+    ]
+
+
+def feed_items(spec: FeedSpec, document: Any) -> list[Any]:
+    """The items of a decoded document; raises ``RecordRejected`` when its spec's path is missing."""
+    if spec.items_columns is not None:
+        items = _zip_columns(spec, document)
+    elif spec.items_path == ".":
+        if not isinstance(document, Mapping):
+            raise RecordRejected(
+                ErrorType.SCHEMA_VIOLATION,
+                f"the document must be one object, not {type(document).__name__}",
+            )
+        items = [document]
+    else:
+        found = get_path(document, spec.items_path)
+        if not isinstance(found, list):
+            raise RecordRejected(
+                ErrorType.SCHEMA_VIOLATION,
+                f"no item list at {spec.items_path or 'the document root'!r}",
+            )
+        items = found
+    if spec.reads_root() and isinstance(document, Mapping):
+        roots = {
+            k: v for k, v in document.items() if not isinstance(v, Mapping | list) and k != ROOT_KEY
+        }
+        items = [{**item, ROOT_KEY: roots} if isinstance(item, Mapping) else item for item in items]
     return items
 
 

@@ -24,6 +24,12 @@ Real devices send different shapes, so the parser accepts (and docs/ARCHITECTURE
 Timestamps: ISO-8601 (no zone means UTC) or epoch numbers, whose unit their magnitude decides: below
 1e12 seconds, then milliseconds, microseconds, nanoseconds (``sluice.core.contracts.epoch_to_datetime``).
 Nested objects are flattened with dots (``Wifi.RSSI``); booleans become 1.0/0.0 metrics.
+
+Missing values: devices mark a value they could not measure with a sentinel (``-200`` in the UCI air
+quality set, ``-999``, the string ``"NaN"``). ``Sentinels`` (``CoreSettings.iot_sentinels``,
+``SLUICE_IOT_SENTINELS``; none by default) lists them: a metric equal to a numeric sentinel, or a
+value equal to a string sentinel (which would otherwise be an attribute), is left out of the reading
+and counted (``BatchResult.missing_metrics``), never a dead letter: the rest of the reading is good.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from sluice.core.deadletters import (
 from sluice.core.errors import RecordRejected
 from sluice.core.inputs import MAX_RECORD_BYTES, decode_json, encode_json
 
-__all__ = ["parse_iot_batch", "parse_iot_record"]
+__all__ = ["NO_SENTINELS", "Sentinels", "parse_iot_batch", "parse_iot_record"]
 
 MAX_FIELDS = 512
 MAX_DEPTH = 8
@@ -71,6 +77,51 @@ _CANONICAL = frozenset(
 )
 
 STAGE = Stage.PARSE
+
+
+class Sentinels:
+    """Values that mean "not measured": numbers compare by value (``-200`` matches ``-200.0``),
+    strings exactly (``"NaN"``, ``"N/A"``). Booleans are no sentinels (``True == 1``)."""
+
+    __slots__ = ("numbers", "strings")
+
+    def __init__(self, values: Iterable[float | str] = ()) -> None:
+        numbers: set[float] = set()
+        strings: set[str] = set()
+        for value in values:
+            if isinstance(value, bool):
+                raise ValueError(f"a sentinel is a number or a string, not {value!r}")
+            if isinstance(value, str):
+                strings.add(value)
+            else:
+                numbers.add(float(value))
+        self.numbers = frozenset(numbers)
+        self.strings = frozenset(strings)
+
+    def __bool__(self) -> bool:
+        return bool(self.numbers or self.strings)
+
+    def remove_from(self, metrics: dict[str, Any], attributes: dict[str, str]) -> int:
+        """Drop the sentinel values of ``metrics`` and ``attributes`` (both new dicts of the
+        parser's own); how many were dropped."""
+        missing = 0
+        if self.numbers:
+            for name in [
+                k
+                for k, v in metrics.items()
+                if type(v) is not bool and isinstance(v, int | float) and v in self.numbers
+            ]:
+                del metrics[name]
+                missing += 1
+        if self.strings:
+            for bag in (metrics, attributes):
+                for name in [k for k, v in bag.items() if type(v) is str and v in self.strings]:
+                    del bag[name]
+                    missing += 1
+        return missing
+
+
+NO_SENTINELS = Sentinels()
 
 
 def _first(obj: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
@@ -133,14 +184,30 @@ def _location(body: Mapping[str, Any]) -> Any:
     return {"lat": lat, "lon": lon}
 
 
-def normalize_reading(obj: Any) -> dict[str, Any]:
-    """Map one decoded device message of any accepted shape onto the canonical reading shape."""
+def normalize_reading(
+    obj: Any, sentinels: Sentinels = NO_SENTINELS, missing: list[int] | None = None
+) -> dict[str, Any]:
+    """Map one decoded device message of any accepted shape onto the canonical reading shape.
+
+    Values equal to one of ``sentinels`` are left out; their number is added to ``missing[0]``.
+    """
     if not isinstance(obj, dict):
         raise RecordRejected(
             ErrorType.SCHEMA_VIOLATION, f"a reading must be a JSON object, got {type(obj).__name__}"
         )
     if obj.keys() <= _CANONICAL and isinstance(obj.get("device_id"), str):
-        return obj  # the shape our own edges emit: nothing to map
+        if not sentinels:
+            return obj  # the shape our own edges emit: nothing to map
+        given_metrics, given_attributes = obj.get("metrics"), obj.get("attributes")
+        if not isinstance(given_metrics, dict) or not isinstance(given_attributes, dict | None):
+            return obj  # the contract says what is wrong
+        kept_metrics, kept_attributes = dict(given_metrics), dict(given_attributes or {})
+        dropped = sentinels.remove_from(kept_metrics, kept_attributes)
+        if not dropped:
+            return obj
+        if missing is not None:
+            missing[0] += dropped
+        return {**obj, "metrics": kept_metrics, "attributes": kept_attributes}
     wrapper: Mapping[str, Any] = {}
     body: Mapping[str, Any] = obj
     payload = obj.get("payload")
@@ -173,6 +240,10 @@ def normalize_reading(obj: Any) -> dict[str, Any]:
     if isinstance(given_attributes, dict):
         attributes.update(given_attributes)
     _flatten_into(body, "", 0, metrics, attributes)
+    if sentinels:
+        dropped = sentinels.remove_from(metrics, attributes)
+        if missing is not None:
+            missing[0] += dropped
     if isinstance(topic, str):
         attributes.setdefault("topic", topic)
     message_id = _first(body, MESSAGE_ID_KEYS) or _first(wrapper, MESSAGE_ID_KEYS)
@@ -222,20 +293,27 @@ def _item_raw(raw: bytes | str, decoded: Any, item: Any) -> bytes | str:
 
 
 def parse_iot_record(
-    raw: bytes | str, context: dict[str, Any] | None = None
+    raw: bytes | str,
+    context: dict[str, Any] | None = None,
+    sentinels: Sentinels = NO_SENTINELS,
+    missing: list[int] | None = None,
 ) -> list[IotReading | Rejection]:
     """The readings and rejections of one raw record, in order: at least one, more for an array.
 
     ``context``: the contracts' validation context (``TimeHorizon.context``); none: the default
-    horizon around now. Never raises for bad input.
+    horizon around now. Values equal to one of ``sentinels`` become missing metrics, counted in
+    ``missing[0]`` when given. Never raises for bad input.
     """
     try:
         decoded = decode_json(raw)
     except RecordRejected as rejected:
         return [Rejection(rejected.error_type, rejected.message, raw)]
     if type(decoded) is not list:  # the common case: one reading, no array to walk
-        return [_parse_item(raw, decoded, decoded, context)]
-    outcomes = [_parse_item(raw, decoded, item, context) for item in _flatten_arrays(decoded)]
+        return [_parse_item(raw, decoded, decoded, context, sentinels, missing)]
+    outcomes = [
+        _parse_item(raw, decoded, item, context, sentinels, missing)
+        for item in _flatten_arrays(decoded)
+    ]
     # ``[]``, ``[[], []]``: valid JSON, no reading
     return outcomes or [Rejection(ErrorType.SCHEMA_VIOLATION, "an array with no reading", raw)]
 
@@ -245,13 +323,18 @@ _validate: Callable[..., IotReading] = IotReading.__pydantic_validator__.validat
 
 
 def _parse_item(
-    raw: bytes | str, decoded: Any, item: Any, context: dict[str, Any] | None
+    raw: bytes | str,
+    decoded: Any,
+    item: Any,
+    context: dict[str, Any] | None,
+    sentinels: Sentinels,
+    missing: list[int] | None,
 ) -> IotReading | Rejection:
     if type(item) is not dict:  # no exception on the path a flood of junk takes
         message = f"a reading must be a JSON object, got {type(item).__name__}"
         return Rejection(ErrorType.SCHEMA_VIOLATION, message, _item_raw(raw, decoded, item))
     try:
-        return _validate(normalize_reading(item), context=context)
+        return _validate(normalize_reading(item, sentinels, missing), context=context)
     except RecordRejected as rejected:
         return Rejection(rejected.error_type, rejected.message, _item_raw(raw, decoded, item))
     except ValidationError as err:
@@ -266,13 +349,16 @@ def parse_iot_batch(
     horizon: TimeHorizon = DEFAULT_HORIZON,
     now: datetime | None = None,
     max_dead_letters: int = MAX_DEAD_LETTERS,
+    sentinels: Sentinels = NO_SENTINELS,
 ) -> BatchResult[IotReading]:
     """Parse a batch of raw device messages. Never raises for bad input.
 
     ``horizon`` and ``now`` bound event times (``now`` defaults to the time of the call);
     ``max_dead_letters`` caps the dead letters built one by one (``CappedDeadLetters``). Their
-    defaults are ``CoreSettings``' own.
+    defaults are ``CoreSettings``' own. Values equal to one of ``sentinels``
+    (``CoreSettings.iot_sentinels``) are left out and counted in ``missing_metrics``.
     """
+    missing = [0]
     result: BatchResult[IotReading] = BatchResult()
     letters = CappedDeadLetters(Source.IOT, stage, max_dead_letters)
     context = horizon.context(now)
@@ -281,10 +367,11 @@ def parse_iot_batch(
         if len(raw) <= MAX_RECORD_BYTES and is_blank(raw):  # an over-long one is too_large
             result.skipped += 1
             continue
-        for outcome in parse_iot_record(raw, context):
+        for outcome in parse_iot_record(raw, context, sentinels, missing):
             if type(outcome) is Rejection:
                 letters.add(outcome)
             else:
                 valid.append(outcome)  # type: ignore[arg-type]
+    result.missing_metrics = missing[0]
     letters.finish(result)
     return result

@@ -27,6 +27,7 @@ from pyiceberg.exceptions import (
     NoSuchTableError,
     TableAlreadyExistsError,
 )
+from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
 from sluice.core.errors import ConfigError
@@ -56,10 +57,13 @@ METADATA_VERSIONS_KEPT = 10
 TABLE_PROPERTIES = {
     "write.metadata.delete-after-commit.enabled": "true",
     "write.metadata.previous-versions-max": str(METADATA_VERSIONS_KEPT),
+    "commit.retry.num-retries": "0",
 }
-"""Properties every table gets, new or existing (``ensure_tables``): without them every commit leaves
-a ``metadata.json`` listing every snapshot behind for good, so metadata grows with the square of the
-commits."""
+"""Properties every table gets, new or existing (``ensure_tables``): without the first two every commit
+leaves a ``metadata.json`` listing every snapshot behind for good, so metadata grows with the square of
+the commits. No retries inside pyiceberg: on a concurrent commit it would re-apply the same rows and
+positions on the new snapshot, never asking whether another writer wrote them meanwhile (two jobs on
+one state folder doubled rows that way); the writer re-reads the table and decides again itself."""
 
 
 class WarehouseSettings(BaseSettings):
@@ -174,8 +178,9 @@ def open_catalog(settings: WarehouseSettings) -> Catalog:
 def ensure_tables(catalog: Catalog, settings: WarehouseSettings) -> dict[str, Table]:
     """Create the namespace and any missing table (format v2); return every table by name.
 
-    Tables that exist get ``TABLE_PROPERTIES`` where they lack them. Safe when several processes
-    start on a new catalog at once: a table another one created first is loaded instead.
+        Tables that exist get ``TABLE_PROPERTIES`` and the spec's columns where they lack them (schema
+    evolution: a table created by an older Sluice gains the new optional columns). Safe when several processes
+        start on a new catalog at once: a table another one created first is loaded instead.
     """
     try:
         catalog.create_namespace(settings.namespace)
@@ -206,8 +211,29 @@ def ensure_tables(catalog: Catalog, settings: WarehouseSettings) -> dict[str, Ta
                 )
             except TableAlreadyExistsError:  # another process created it in the meantime
                 table = catalog.load_table(identifier)
+        table = _add_missing_columns(table, definition.schema)
         tables[name] = _set_missing_properties(table, TABLE_PROPERTIES)
     return tables
+
+
+def _add_missing_columns(table: Table, schema: Schema) -> Table:
+    """Schema evolution of a table created by an older Sluice: every column of ``schema`` it lacks
+    is added (optional, so old rows read NULL); nothing is ever removed, renamed or retyped. A
+    concurrent change (another process adding them too) is re-read once."""
+    for attempt in range(2):
+        present = {field.name for field in table.schema().fields}
+        missing = [field for field in schema.fields if field.name not in present]
+        if not missing:
+            break
+        try:
+            with table.update_schema() as update:
+                for field in missing:
+                    update.add_column(field.name, field.field_type, doc=field.doc)
+        except CommitFailedException:
+            if attempt:
+                raise
+            table = table.refresh()
+    return table
 
 
 def _set_missing_properties(table: Table, properties: Mapping[str, str]) -> Table:
@@ -241,19 +267,19 @@ def table_positions(table: Table) -> dict[str, int]:
     return {}
 
 
-def first_start(tables: Mapping[str, Table], resolved: str) -> str:
+def first_start(tables: Mapping[str, Table], resolved: str, *, replace: bool = False) -> str:
     """The start every table agreed on at the job's first run, recording ``resolved`` where missing.
 
     ``resolved`` is the configured start made absolute: ``trim_horizon`` or an epoch-seconds
     timestamp (LATEST resolved to the moment of the first start). Tables that already hold a start
     keep it (the earliest wins if a crash, or two jobs starting together, left them different); the
-    rest get that value.
+    rest get that value. ``replace``: every table gets ``resolved`` (a recreated stream read anew).
     """
     for attempt in range(2):
         recorded = [
             t.properties[START_PROPERTY] for t in tables.values() if START_PROPERTY in t.properties
         ]
-        start = _earliest(recorded) if recorded else resolved
+        start = _earliest(recorded) if recorded and not replace else resolved
         try:
             for table in tables.values():
                 if table.properties.get(START_PROPERTY) != start:

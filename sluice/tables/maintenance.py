@@ -12,9 +12,10 @@ lineage, so:
 - compaction commits carry the table's current positions in their own summaries.
 
 A commit is guarded by the catalog (the table's branch must still point at the snapshot the
-maintenance read). A running job holding the table open gets a ``CommitFailedException`` on its next
-commit after a compaction (no data is lost or doubled: rows and positions commit together), so run
-``--compact`` while the job is stopped, or let the job restart and resume from its positions.
+maintenance read), and pyiceberg retries no commit (``TABLE_PROPERTIES``). A running job whose commit
+meets a compaction re-reads the table and decides its flush again (the compaction moved no shard);
+a compaction that meets a job's commit fails with ``CommitFailedException`` and is simply run again,
+best while the job is stopped.
 """
 
 from __future__ import annotations

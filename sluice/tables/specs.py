@@ -67,6 +67,10 @@ def _strings_list(element_id: int) -> ListType:
     return ListType(element_id, StringType(), element_required=False)
 
 
+def _doubles_list(element_id: int) -> ListType:
+    return ListType(element_id, DoubleType(), element_required=False)
+
+
 IOT_READINGS = Schema(
     _f(1, "event_id", StringType(), True, "Deterministic id: re-deliveries share it"),
     _f(2, "device_id", StringType(), True),
@@ -108,6 +112,17 @@ WEB_REQUESTS = Schema(
     _f(25, "lon", DoubleType()),
     _f(26, "asn", LongType()),
     _f(27, "as_org", StringType()),
+    # Added later: optional columns with new ids; ``ensure_tables`` adds them to existing tables.
+    _f(28, "invalid_utf8", BooleanType(), doc="Logged bytes that were not UTF-8 (read as U+FFFD)"),
+    _f(29, "response_bytes", LongType(), doc="$bytes_sent: bytes sent, headers included"),
+    _f(30, "request_length", LongType(), doc="$request_length: bytes received"),
+    _f(31, "server_port", IntegerType()),
+    _f(32, "ssl_protocol", StringType()),
+    _f(33, "upstream_addr", _strings_list(44), doc="One entry per upstream tried"),
+    _f(34, "upstream_status", ListType(45, IntegerType(), element_required=False)),
+    _f(35, "upstream_response_time", _doubles_list(46), doc="Seconds, per upstream tried"),
+    _f(36, "upstream_connect_time", _doubles_list(47), doc="Seconds, per upstream tried"),
+    _f(37, "upstream_header_time", _doubles_list(48), doc="Seconds, per upstream tried"),
 )
 
 FEED_ITEMS = Schema(
@@ -309,6 +324,16 @@ def web_rows(items: Iterable[Stamped]) -> pa.Table:
                 "lon": geo.lon if geo else None,
                 "asn": geo.asn if geo else None,
                 "as_org": geo.as_org if geo else None,
+                "invalid_utf8": r.invalid_utf8,
+                "response_bytes": r.response_bytes,
+                "request_length": r.request_length,
+                "server_port": r.server_port,
+                "ssl_protocol": r.ssl_protocol,
+                "upstream_addr": r.upstream_addr,
+                "upstream_status": r.upstream_status,
+                "upstream_response_time": r.upstream_response_time,
+                "upstream_connect_time": r.upstream_connect_time,
+                "upstream_header_time": r.upstream_header_time,
             }
         )
     return _table("web_requests", rows)

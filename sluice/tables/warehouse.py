@@ -43,6 +43,7 @@ Exactly-once, without any runner state:
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import (
     And,
     BooleanExpression,
@@ -77,6 +79,7 @@ from sluice.tables.catalog import (
     open_catalog,
     table_positions,
 )
+from sluice.tables.ownership import OWNER_PROPERTY, Owner, WriterFenced, check_owner
 from sluice.tables.rows import (
     as_table_schema,
     build_rows,
@@ -133,6 +136,10 @@ _LOOKUP_RANGES = 16
 """At most this many event-time ranges in one duplicate lookup (nearby ranges are merged)."""
 _LOOKUP_GAP = timedelta(minutes=1)
 """Candidate event times closer than this share a lookup range."""
+COMMIT_ATTEMPTS = 12
+"""Tries of one flush against commits of other writers (each after re-reading the tables)."""
+_CONFLICT_BACKOFF_SECONDS = 0.05
+"""First wait before a flush is tried again after a conflict (doubles, with jitter, up to 1 s)."""
 
 
 @dataclass(slots=True)
@@ -148,6 +155,8 @@ class FlushReport:
     """Of ``duplicates``, the re-driven events."""
     dead_lettered: int = 0
     """Dead letters the writer made (records that cannot be stored)."""
+    conflicts: int = 0
+    """Commits another writer got in first; the flush was decided again on the new snapshots."""
 
 
 @dataclass(slots=True)
@@ -179,7 +188,18 @@ class ExactlyOnceWriter:
 
     ``positions_commit_seconds``: how long a table that receives nothing may leave its positions
     unrecorded. ``deduplicate``: drop repeated event ids (on by default; off, only re-driven events
-    are de-duplicated). ``clock``: epoch seconds now (tests pass their own).
+    are de-duplicated). ``owner``: the job this writer commits for (``sluice.tables.ownership``);
+    every commit records it, and a table a newer job claimed fences this writer (``WriterFenced``).
+    ``clock``: epoch seconds now (tests pass their own).
+
+    Several writers may commit to the same tables at once (parallel workers of one job, each
+    writing the shards it reads). Every commit is a compare-and-swap on the snapshot this writer
+    read (pyiceberg's own retries are off, see ``TABLE_PROPERTIES``). On a conflict the writer
+    re-reads every table and compares, for each shard of the flush, the table's position with the
+    one it built on: if the other writer advanced only other shards, the flush is decided again on
+    the new snapshots (rows, window merges and duplicate lookups included) and retried; if it
+    committed records of a shard of this flush, or the table belongs to a newer job, this writer
+    is fenced and writes nothing more.
     """
 
     def __init__(
@@ -189,9 +209,14 @@ class ExactlyOnceWriter:
         *,
         positions_commit_seconds: float = DEFAULT_POSITIONS_COMMIT_SECONDS,
         deduplicate: bool = True,
+        owner: Owner | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.tables = dict(tables)
+        self.owner = owner
+        if owner is not None:
+            for name, table in self.tables.items():
+                check_owner(name, table, owner)
         self.window_seconds = window_seconds
         self.positions_commit_seconds = positions_commit_seconds
         self.deduplicate = deduplicate
@@ -239,7 +264,12 @@ class ExactlyOnceWriter:
             end = self._chain_end.get(shard)
             keep: list[JobBatch] = []
             for batch in batches:
-                if end is None or batch.previous_sequence is None or batch.previous_sequence == end:
+                if (
+                    end is None
+                    or batch.previous_sequence is None
+                    or batch.previous_sequence == end
+                    or self._written_through(shard, batch.previous_sequence, end)
+                ):
                     ready.append(batch)
                     end = batch.last_sequence
                 else:
@@ -249,6 +279,59 @@ class ExactlyOnceWriter:
             self._pending[shard] = keep
             held += len(keep)
         return ready, held
+
+    def _written_through(self, shard: str, previous: int, end: int) -> bool:
+        """Whether another writer of this job carried ``shard`` on from ``end`` to ``previous``.
+
+        A runner may hand a shard's reading (the restriction) to another worker between bundles
+        and back; the batches then continue that worker's chain, which some table's positions show.
+        """
+        if previous < end:
+            return False
+        # Fresh copies: the writer's own tables stay at the snapshots its positions describe.
+        fresh = [t.catalog.load_table(t.name()) for t in self.tables.values()]
+        return any(table_positions(t).get(shard, -1) >= previous for t in fresh)
+
+    # --- commits against other writers ---------------------------------------------------------------
+
+    def _wait_after_conflict(self, attempt: int) -> None:
+        delay = min(1.0, _CONFLICT_BACKOFF_SECONDS * 2**attempt)
+        time.sleep(random.uniform(delay / 2, delay))
+
+    def _after_conflict(self, batches: Sequence[JobBatch]) -> None:
+        """Re-read every table after a failed compare-and-swap; fence, or take the new positions.
+
+        ``self.positions`` is what this writer built on (what it read, or its own commits). A
+        shard of this flush whose position changed meanwhile *and* now covers records of this
+        flush (past where its chain starts) was written by someone else: committing would double
+        those records, so the writer is fenced. Shards the flush does not touch take the table's
+        value (another writer's progress), and so does a shard the table moved only up to this
+        flush's start (the worker that read it before this one committed it).
+        """
+        starts: dict[str, int] = {}
+        for batch in batches:
+            start = batch.previous_sequence if batch.previous_sequence is not None else -1
+            starts[batch.shard_id] = min(starts.get(batch.shard_id, start), start)
+        for name, table in self.tables.items():
+            table.refresh()
+            if self.owner is not None:
+                check_owner(name, table, self.owner)
+            fresh = table_positions(table)
+            known = self.positions[name]
+            for shard, start in starts.items():
+                now, before = fresh.get(shard, -1), known.get(shard, -1)
+                if now != before and now > start:
+                    raise WriterFenced(
+                        f"another writer committed records of shard {shard} to table {name} "
+                        f"(up to {now}; this writer built on {before} and holds records from "
+                        f"{start + 1}); this writer stopped without committing them"
+                    )
+            self.positions[name] = fresh
+            snapshot = table.current_snapshot()
+            if snapshot is not None:
+                self._committed_at[name] = max(
+                    self._committed_at[name], snapshot.timestamp_ms / 1000
+                )
 
     # --- one flush ---------------------------------------------------------------------------------
 
@@ -263,7 +346,20 @@ class ExactlyOnceWriter:
         if not batches:
             return report
         self._broken = True  # until every commit of this flush is done
-        self._flush(batches, report)
+        committed: dict[str, int] = {}
+        for attempt in range(COMMIT_ATTEMPTS):
+            report = FlushReport(batches=len(batches), held_back=held)
+            try:
+                self._flush(batches, report)
+                break
+            except CommitFailedException:
+                committed.update(report.rows)
+                if attempt == COMMIT_ATTEMPTS - 1:
+                    raise
+                self._wait_after_conflict(attempt)
+                self._after_conflict(batches)
+        report.rows = {**committed, **report.rows}
+        report.conflicts = attempt
         for batch in batches:
             self._flushed[batch.shard_id] = max(
                 self._flushed.get(batch.shard_id, -1), batch.last_sequence
@@ -317,13 +413,26 @@ class ExactlyOnceWriter:
             return done
         names = [*WINDOW_TABLES, *EVENT_TABLES.values(), "dead_letters"]
         for name in (n for n in names if n in self.tables):
-            positions = dict(self.positions[name])
-            for shard, end in self._flushed.items():
-                positions[shard] = max(positions.get(shard, -1), end)
-            if positions != self.positions[name]:
+            for attempt in range(COMMIT_ATTEMPTS):
+                positions = dict(self.positions[name])
+                for shard, end in self._flushed.items():
+                    positions[shard] = max(positions.get(shard, -1), end)
+                if positions == self.positions[name]:
+                    break
                 empty = self.tables[name].schema().as_arrow().empty_table()
-                self._commit_rows(name, empty, positions, self.clock(), FlushReport())
-                done.append(name)
+                try:
+                    self._commit_rows(name, empty, positions, self.clock(), FlushReport())
+                    done.append(name)
+                    break
+                except CommitFailedException:
+                    # Positions only move forward here (a maximum), so another writer's progress
+                    # is merged, never overwritten; a newer job fences.
+                    if attempt == COMMIT_ATTEMPTS - 1:
+                        raise
+                    table = self.tables[name].refresh()
+                    if self.owner is not None:
+                        check_owner(name, table, self.owner)
+                    self.positions[name] = table_positions(table)
         return done
 
     def _is_fresh(self, name: str, where: tuple[str, int]) -> bool:
@@ -629,7 +738,12 @@ class ExactlyOnceWriter:
         return positions
 
     def _properties(self, positions: Mapping[str, int]) -> dict[str, str]:
-        return {POSITIONS_PROPERTY: json.dumps({s: str(q) for s, q in sorted(positions.items())})}
+        properties = {
+            POSITIONS_PROPERTY: json.dumps({s: str(q) for s, q in sorted(positions.items())})
+        }
+        if self.owner is not None:
+            properties[OWNER_PROPERTY] = self.owner.encode()
+        return properties
 
     def _commit_rows(
         self,

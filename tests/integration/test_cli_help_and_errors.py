@@ -13,6 +13,7 @@ COMMANDS = [
     (), ("parse",), ("query",), ("tables",), ("maintain",), ("dead-letters",), ("job",),
     ("job", "run"), ("replay",), ("edge",), ("edge", "serve"), ("edge", "poll"), ("samples",),
     ("deploy",), ("destroy",),
+    ("flink",), ("flink", "cluster"), ("flink", "cluster", "start"), ("flink", "cluster", "stop"),
 ]  # fmt: skip
 
 

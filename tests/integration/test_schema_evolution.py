@@ -136,3 +136,45 @@ def test_new_optional_column_keeps_writer_and_old_queries_working(warehouse) -> 
     writer.catch_up()
     resumed = ExactlyOnceWriter(ensure_tables(catalog, settings), 60)
     assert resumed.resume_positions() == {"s": 5}
+
+
+def test_a_table_of_an_older_sluice_gains_the_new_web_columns(tmp_path: Path) -> None:
+    from pyiceberg.schema import Schema
+
+    from sluice.parsing.weblog import LogParser
+    from sluice.stream.envelopes import wrap_access_log
+    from sluice.tables.specs import TABLES
+
+    # GIVEN a warehouse whose web_requests table predates the nginx columns (ids 1-27), with a row
+    settings = WarehouseSettings(state_dir=tmp_path / "state")
+    catalog = open_catalog(settings)
+    catalog.create_namespace(settings.namespace)
+    spec = TABLES["web_requests"]
+    old = Schema(*(f for f in spec.schema.fields if f.field_id <= 27))
+    catalog.create_table(
+        f"{settings.namespace}.web_requests", schema=old, partition_spec=spec.partition_spec()
+    )
+    before = {
+        f.name for f in catalog.load_table(f"{settings.namespace}.web_requests").schema().fields
+    }
+    assert "invalid_utf8" not in before
+    # WHEN the job opens the tables and writes records using the new columns
+    tables = ensure_tables(catalog, settings)
+    assert {f.name for f in tables["web_requests"].schema().fields} == {
+        f.name for f in spec.schema.fields
+    }
+    parser = LogParser('$remote_addr [$time_local] "$request" $status $upstream_response_time')
+    lines = [
+        f'192.0.2.1 [26/Nov/2026:12:00:0{i} +0000] "GET /\\xFF HTTP/1.1" 200 0.010, 0.002 : 0.004'
+        for i in range(3)
+    ]
+    records = parser.parse_batch(lines, now=T0).valid
+    envelopes = [wrap_access_log(r, "f", i, ingest_time=T0) for i, r in enumerate(records)]
+    writer = ExactlyOnceWriter(tables, 60)
+    writer.add(batch(envelopes, 0, None))
+    writer.flush()
+    # THEN the new columns are queryable, and running ensure_tables again changes nothing
+    sql = "SELECT count(*), bool_and(invalid_utf8), max(len(upstream_response_time)) FROM web_requests"
+    assert run(catalog, settings.namespace, sql)[1] == [(3, True, 3)]
+    schema_id = tables["web_requests"].refresh().schema().schema_id
+    assert ensure_tables(catalog, settings)["web_requests"].schema().schema_id == schema_id

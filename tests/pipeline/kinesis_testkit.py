@@ -60,12 +60,13 @@ REGION = "us-east-1"
 
 # Running a read ------------------------------------------------------------------------------------
 
-_COLLECTED: dict[str, list[tuple[float, SourceBatch | int]]] = {}
+_COLLECTED: dict[str, list[tuple[float, SourceBatch | int, int]]] = {}
 _COLLECTED_LOCK = threading.Lock()
 
 
 class _Collect(beam.DoFn):
-    """Keeps each batch (or only its size) with the time it arrived, in arrival order, per run."""
+    """Keeps each batch (or only its size) with the time it arrived and the thread that handled it,
+    in arrival order, per run."""
 
     def __init__(self, run_id: str, keep_batches: bool) -> None:
         self._run_id = run_id
@@ -74,7 +75,11 @@ class _Collect(beam.DoFn):
     def process(self, batch: SourceBatch) -> None:
         with _COLLECTED_LOCK:
             _COLLECTED[self._run_id].append(
-                (time.monotonic(), batch if self._keep else len(batch.records))
+                (
+                    time.monotonic(),
+                    batch if self._keep else len(batch.records),
+                    threading.get_ident(),
+                )
             )
 
 
@@ -92,6 +97,8 @@ class ReadRun:
     seconds_to_last_batch: float | None
     """From pipeline construction to the sink receiving the last batch."""
     records_received: int
+    threads: list[int] = field(default_factory=list)
+    """The thread that handled each of ``batches`` (several with ``direct_num_workers``)."""
 
     def by_shard(self) -> dict[str, list[SourceBatch]]:
         shards: dict[str, list[SourceBatch]] = {}
@@ -107,17 +114,24 @@ class ReadRun:
 
 
 def run_read(
-    *, timeout_seconds: float = 60.0, keep_batches: bool = True, **settings: Any
+    *,
+    timeout_seconds: float = 60.0,
+    keep_batches: bool = True,
+    pipeline_flags: Sequence[str] = (),
+    **settings: Any,
 ) -> ReadRun:
     """Run ``ReadFromKinesis(**settings)`` into a collecting sink until it stops (stop-when-idle).
 
     The pipeline runs in a daemon thread, so a reader that never stops fails the test after
-    ``timeout_seconds`` instead of hanging the suite.
+    ``timeout_seconds`` instead of hanging the suite. ``pipeline_flags``: more Beam options (e.g.
+    ``--direct_num_workers=2``).
     """
     run_id = uuid.uuid4().hex
     _COLLECTED[run_id] = []
     started = time.monotonic()
-    pipeline = beam.Pipeline(options=PipelineOptions(flags=[], streaming=True, runner=TEST_RUNNER))
+    pipeline = beam.Pipeline(
+        options=PipelineOptions(flags=list(pipeline_flags), streaming=True, runner=TEST_RUNNER)
+    )
     _ = (
         pipeline
         | "ReadFromKinesis" >> ReadFromKinesis(**settings)
@@ -142,8 +156,11 @@ def run_read(
         raise AssertionError(f"the pipeline was still running after {timeout_seconds} s")
     if "error" in outcome:
         raise outcome["error"]
-    batches = [item for _, item in collected if isinstance(item, SourceBatch)]
-    sizes = [len(item.records) if isinstance(item, SourceBatch) else item for _, item in collected]
+    batches = [item for _, item, _ in collected if isinstance(item, SourceBatch)]
+    threads = [thread for _, item, thread in collected if isinstance(item, SourceBatch)]
+    sizes = [
+        len(item.records) if isinstance(item, SourceBatch) else item for _, item, _ in collected
+    ]
     return ReadRun(
         batches=batches,
         counters=query_counters(outcome["result"]),
@@ -152,6 +169,7 @@ def run_read(
         seconds_to_first_batch=collected[0][0] - started if collected else None,
         seconds_to_last_batch=collected[-1][0] - started if collected else None,
         records_received=sum(sizes),
+        threads=threads,
     )
 
 

@@ -266,11 +266,20 @@ def test_vrl_access_vectors(case: dict[str, Any]):
         record = parse_one(UPSTREAMINFO, line)
         check(record, expected)
         assert record.request_time == want["request_time"]
-        # VRL types the upstream values and keeps a '-' upstream_addr; ours keeps strings and drops
-        # '-' (an absent value), like every other unmapped variable.
+        # Variables with a column of their own fill it (the upstream ones as one entry per upstream
+        # tried); VRL keeps a '-' upstream_addr, ours has no entry (an absent value).
+        for key in ("request_length", "upstream_addr", "upstream_response_time", "upstream_status"):
+            value = getattr(record, key)
+            if key not in want or want[key] == "-":
+                assert value in (None, [])
+            else:
+                assert value == (want[key] if key == "request_length" else [want[key]])
+        # VRL types the other upstream values; ours keeps strings in extra and drops '-', like
+        # every other unmapped variable.
         extra_keys = set(want) - {
             "remote_addr", "remote_user", "timestamp", "request", "status", "body_bytes_size",
-            "http_referer", "http_user_agent", "request_time",
+            "http_referer", "http_user_agent", "request_time", "request_length", "upstream_addr",
+            "upstream_response_time", "upstream_status",
         }  # fmt: skip
         for key in extra_keys:
             if want[key] == "-":

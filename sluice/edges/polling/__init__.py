@@ -23,11 +23,14 @@ Why: one module per concern, each testable alone; this package exports only what
   the Lambda's settings share (``DEFAULT_*``);
 - ``poller``: ``FeedPoller``, with the steps of a poll and its delivery guarantee (leases, emit
   before checkpoint, re-emission with the same ids after a crash);
-- ``summary``: ``FeedPollSummary``.
+- ``summary``: ``FeedPollSummary``;
+- ``auth``: API keys from the environment or Secrets Manager (``SecretLookup``, injected), added to
+  each request as it leaves and kept out of every URL, log and error.
 """
 
 from __future__ import annotations
 
+from sluice.edges.polling.auth import SecretLookup
 from sluice.edges.polling.checkpoints import (
     DEFAULT_CHECKPOINT_MAX_BYTES,
     DEFAULT_SEEN_MAX_AGE_SECONDS,
@@ -87,6 +90,7 @@ __all__ = [
     "LeaseLost",
     "PollerConfig",
     "RetryPolicy",
+    "SecretLookup",
     "TransportError",
     "decode_seen_state",
     "encode_seen_state",

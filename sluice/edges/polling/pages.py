@@ -20,11 +20,17 @@ from typing import Any
 
 from sluice.core.contracts import DEFAULT_HORIZON, DeadLetter, FeedItem, Stage, TimeHorizon
 from sluice.core.deadletters import MAX_DEAD_LETTERS, BatchResult
-from sluice.core.errors import SluiceError
+from sluice.core.errors import RecordRejected, SluiceError
 from sluice.core.inputs import decode_json
 from sluice.edges.polling.checkpoints import SeenSet
 from sluice.edges.polling.transport import HttpResponse
-from sluice.parsing.feeds import MAX_DOCUMENT_BYTES, FeedSpec, get_path, parse_feed_document
+from sluice.parsing.feeds import (
+    MAX_DOCUMENT_BYTES,
+    FeedSpec,
+    feed_items,
+    get_path,
+    parse_feed_document,
+)
 
 __all__ = [
     "PageOutcome",
@@ -221,8 +227,10 @@ def read_page(
             spec, response.body if document is None else document, stage=STAGE,
             horizon=horizon, now=now, max_dead_letters=max_dead_letters,
         )  # fmt: skip
-        items = get_path(document, spec.items_path) if document is not None else None
-        items_on_page = len(items) if isinstance(items, list) else None
+        try:
+            items_on_page = len(feed_items(spec, document)) if document is not None else None
+        except RecordRejected:  # the document's letter says what is missing
+            items_on_page = None
         if items_on_page is None:
             document = None
     fresh, duplicates = seen.split(result)

@@ -65,6 +65,12 @@ from datetime import UTC, datetime
 
 from sluice.core.contracts import Envelope
 from sluice.core.errors import SluiceError
+from sluice.edges.polling.auth import (
+    ApiKeyUnavailable,
+    SecretLookup,
+    resolve_api_key,
+    with_api_key,
+)
 from sluice.edges.polling.checkpoints import (
     Checkpoint,
     CheckpointCorrupt,
@@ -182,8 +188,11 @@ class FeedPoller:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        secrets: SecretLookup | None = None,
     ) -> None:
         self.fetch = fetch
+        self.secrets = secrets
+        """Reads a feed's API key from Secrets Manager (``ApiKeySpec.secret_id``)."""
         self.store = store
         self.emit = emit
         self.config = config or PollerConfig()
@@ -223,10 +232,26 @@ class FeedPoller:
         lease_deadline = started + self.config.lease_seconds - self.config.lease_margin_seconds
         committed = False
         try:
+            fetch = self.fetch
+            if spec.api_key is not None:
+                key = resolve_api_key(spec.api_key, secrets=self.secrets)
+                fetch = with_api_key(self.fetch, spec.api_key, key)
             committed = self._poll_leased(
-                spec, checkpoint, owner, summary, deadline=deadline, lease_deadline=lease_deadline
+                fetch,
+                spec,
+                checkpoint,
+                owner,
+                summary,
+                deadline=deadline,
+                lease_deadline=lease_deadline,
             )
-        except (FeedFetchError, LeaseLost, CheckpointCorrupt, _PollAborted) as err:
+        except (
+            FeedFetchError,
+            LeaseLost,
+            CheckpointCorrupt,
+            _PollAborted,
+            ApiKeyUnavailable,
+        ) as err:
             log.error("feed poll failed", extra={"feed": spec.name, "error": str(err)})
             summary.status, summary.error = "failed", str(err)
         except Exception as err:  # emitter or store failure: logged with its traceback
@@ -240,6 +265,7 @@ class FeedPoller:
 
     def _poll_leased(
         self,
+        fetch: Fetch,
         spec: FeedSpec,
         checkpoint: Checkpoint,
         owner: str,
@@ -258,7 +284,7 @@ class FeedPoller:
         plan = PageWalk(spec)
         walk = start = _Walk(first_url=plan.first_url)
         walk_deadline = lease_deadline if deadline is None else min(deadline, lease_deadline)
-        for walk in self._walk(plan, start, spec, checkpoint, seen, walk_deadline):
+        for walk in self._walk(fetch, plan, start, spec, checkpoint, seen, walk_deadline):
             _record_walk(summary, walk)
         if walk.not_modified:
             summary.status, summary.complete = "not_modified", True
@@ -284,6 +310,7 @@ class FeedPoller:
 
     def _walk(
         self,
+        fetch: Fetch,
         plan: PageWalk,
         walk: _Walk,
         spec: FeedSpec,
@@ -302,7 +329,7 @@ class FeedPoller:
                 return
             url = plan.next_url
             headers = validators if walk.first_response is None else {}
-            fetched = self._fetch(self._request(url, spec, headers), policy, deadline)
+            fetched = self._fetch(fetch, self._request(url, spec, headers), policy, deadline)
             walk = replace(walk, retries=walk.retries + fetched.retries)
             if fetched.response is None:
                 # The pages already read are kept (emitted and checkpointed); a first page that
@@ -332,11 +359,13 @@ class FeedPoller:
         else:
             yield walk
 
-    def _fetch(self, request: HttpRequest, policy: RetryPolicy, deadline: float) -> _Fetched:
+    def _fetch(
+        self, fetch: Fetch, request: HttpRequest, policy: RetryPolicy, deadline: float
+    ) -> _Fetched:
         retries: list[RetryDecision] = []
         try:
             response = fetch_with_retries(
-                self.fetch,
+                fetch,
                 request,
                 policy,
                 sleep=self.sleep,

@@ -1,17 +1,20 @@
 """Where a Kinesis read starts, and the restriction that records how far it got.
 
 In: a start (``StartPosition``: TRIM_HORIZON, LATEST or AT_TIMESTAMP, plus saved per-shard sequence
-numbers to resume after) and, while reading, claims that a shard's batch was read (``ShardClaim``)
-or that the read ends (``STOP_READING``).
-Out: ``StreamRestriction``: the last sequence number read from every shard, the shards read to their
-end, and where shards without a position start. A runtime checkpoints it (Beam: the splittable
-DoFn's restriction, tracked by ``beam_jobs.read_kinesis.StreamRestrictionTracker``).
+numbers to resume after) and, while reading, claims that a shard's batch was read (``ShardClaim``),
+that shards born from the read's own shards join it (``AdoptShards``), or that the read ends
+(``STOP_READING``).
+Out: ``StreamRestriction``: the shards it reads (one *lineage*: shards linked by splits and merges,
+or the whole stream), the last sequence number read from each, the shards read to their end, and
+where shards without a position start. A runtime checkpoints it (Beam: the splittable DoFn's
+restriction, tracked by ``beam_jobs.read_kinesis.StreamRestrictionTracker``).
 
 Dead letters: none; these are positions, not records.
 
-Why one restriction for the whole stream: a stream's shards are read in parent-before-child order
-by one reader, so the checkpoint that holds every shard's position is exact, and resharding keeps
-order. Immutable and picklable, so a runtime can encode it at every checkpoint.
+Why one restriction per lineage: shards of different lineages never wait for each other, so they
+are read in parallel; within a lineage one reader follows splits and merges in parent-before-child
+order, so the checkpoint that holds its shards' positions is exact. Immutable and picklable, so a
+runtime can encode it at every checkpoint.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["STOP_READING", "ShardClaim", "StartPosition", "StopReading", "StreamRestriction"]
+__all__ = [
+    "STOP_READING",
+    "AdoptShards",
+    "ShardClaim",
+    "StartPosition",
+    "StopReading",
+    "StreamRestriction",
+]
 
 
 class StartPosition(BaseModel):
@@ -90,8 +100,10 @@ class StartPosition(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class StreamRestriction:
-    """The reading position of every shard of one stream: the whole of the SDF element's work.
+    """The reading position of the shards one reader reads: the whole of the SDF restriction's work.
 
+    ``owned``: the shards this restriction reads (a lineage, grown with ``AdoptShards`` as its
+    shards split or merge); None: every shard of the stream (the restriction before it is split).
     ``positions``: shard id -> last sequence number read by this reader, sorted by shard id
     (shards not listed have not produced a record yet). ``finished``: shards read to their end.
     ``start_timestamp``: where shards without a position start (None: TRIM_HORIZON; see
@@ -106,6 +118,7 @@ class StreamRestriction:
     finished: frozenset[str] = frozenset()
     start_timestamp: float | None = None
     stopped: bool = False
+    owned: frozenset[str] | None = None
 
     def position_map(self) -> dict[str, str]:
         return dict(self.positions)
@@ -121,6 +134,13 @@ class ShardClaim:
     shard_id: str
     sequence: str | None
     finished: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AdoptShards:
+    """A claim that ``shards`` (children of shards the restriction reads) are read by it from now on."""
+
+    shards: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)

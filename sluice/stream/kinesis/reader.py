@@ -36,11 +36,12 @@ from sluice.stream.kinesis.failures import (
     failure_kind,
     retry_policy,
 )
-from sluice.stream.kinesis.positions import ShardClaim, StreamRestriction
+from sluice.stream.kinesis.positions import AdoptShards, ShardClaim, StreamRestriction
 from sluice.stream.kinesis.records import SourceBatch, build_batch
 from sluice.stream.kinesis.settings import KinesisReadSettings
 from sluice.stream.kinesis.shards import (
     ShardInfo,
+    adopted_shards,
     ancestors,
     iterator_request,
     readable_shards,
@@ -113,12 +114,15 @@ class _Fetched:
     polled_at: float
 
 
-Claim = Callable[[ShardClaim], bool]
+Claim = Callable[[ShardClaim | AdoptShards], bool]
 """Claims a shard's batch against the runtime's restriction; False: stop, the runtime checkpointed."""
 
 
 class KinesisStreamReader:
-    """Reads one stream in rounds: each round polls every due shard once.
+    """Reads one stream, or one lineage of its shards, in rounds: each round polls every due shard once.
+
+    Which shards: those the restriction owns (``StreamRestriction.owned``; None: all). Children of
+    owned shards are claimed for the restriction (``AdoptShards``) as the listing shows them.
 
     ``errors`` names the client's exceptions (see ``ClientErrors``); ``counters`` receives the
     read's counts (by default they go nowhere); ``clock``, ``wall_clock``, ``sleep`` and ``rng``
@@ -158,6 +162,7 @@ class KinesisStreamReader:
         self._after_saved: set[str] = set()
         self._state: dict[str, _ShardState] = {}
         self._finished: set[str] = set()
+        self._owned: frozenset[str] | None = None
         self._discovered_at: float | None = None
         self._rediscover = True
         self._last_record_at: float | None = None
@@ -171,11 +176,21 @@ class KinesisStreamReader:
             self._last_record_at = now  # idle time counts from the first round
         positions = restriction.position_map()
         self._finished = set(restriction.finished)
+        self._owned = restriction.owned
         if (
             self._rediscover
             or now - (self._discovered_at or 0.0) >= self._settings.discovery_interval_seconds
         ):
             self._discover()
+        if self._owned is not None:
+            adopted = adopted_shards(self._owned, self._shards)
+            if adopted:
+                if not claim(AdoptShards(adopted)):
+                    return
+                _LOG.info(
+                    "stream %s: reading new shards %s", self._stream, ", ".join(sorted(adopted))
+                )
+                self._owned = self._owned | adopted
         for shard_id in self._due_shards():
             fetched = self._fetch(shard_id, positions.get(shard_id), restriction.start_timestamp)
             if fetched is None:
@@ -223,6 +238,16 @@ class KinesisStreamReader:
             return False
         return True
 
+    def exhausted(self) -> bool:
+        """True when a lineage's reader has nothing left: every shard it owns read to its end, and
+        a listing taken since shows no child to adopt. Never for the whole stream (``owned`` None)."""
+        if self._owned is None or self._rediscover or self._discovered_at is None:
+            return False
+        done = self._finished | self._saved_ancestors
+        return all(s in done for s in self._owned if s in self._shards) and not adopted_shards(
+            self._owned, self._shards
+        )
+
     def close(self) -> None:
         self._client.close()
 
@@ -233,7 +258,7 @@ class KinesisStreamReader:
     # Shards ------------------------------------------------------------------------------------
 
     def _open_shards(self) -> list[str]:
-        return readable_shards(self._shards, self._finished | self._saved_ancestors)
+        return readable_shards(self._shards, self._finished | self._saved_ancestors, self._owned)
 
     def _due_shards(self) -> list[str]:
         """Shards due for a poll, after waiting (briefly) for the first one if none is due yet.
@@ -251,7 +276,8 @@ class KinesisStreamReader:
         now = self._clock()
         return [s for s in shards if self._state_of(s).next_poll_at <= now]
 
-    def _discover(self) -> None:
+    def list_shards(self) -> dict[str, ShardInfo]:
+        """The stream's shards as ListShards lists them now (all pages, with retries)."""
         shards: dict[str, ShardInfo] = {}
         request: dict[str, Any] = {"StreamName": self._stream}
         while True:
@@ -265,6 +291,10 @@ class KinesisStreamReader:
             if not token:
                 break
             request = {"NextToken": token}  # ListShards refuses StreamName together with NextToken
+        return shards
+
+    def _discover(self) -> None:
+        shards = self.list_shards()
         if set(shards) != set(self._shards):
             _LOG.info("stream %s: shards %s", self._stream, ", ".join(sorted(shards)))
         self._shards = shards

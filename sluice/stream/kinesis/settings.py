@@ -61,6 +61,14 @@ class KinesisReadSettings(BaseModel):
             "0: one round of polls per bundle."
         ),
     )
+    split_by_lineage: bool = Field(
+        default=True,
+        description=(
+            "Split the read into one restriction per shard lineage (shards linked by splits and "
+            "merges), which a runner with several workers reads in parallel. Off: one restriction "
+            "reads every shard, each round polling all of them (best on a single worker)."
+        ),
+    )
     stop_when_idle_seconds: float | None = Field(
         default=None,
         gt=0,

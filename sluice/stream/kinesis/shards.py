@@ -9,7 +9,13 @@ Dead letters: none; these are pure rules over the listing.
 
 Why children wait for their parents: after a split or merge, a key's older records are in the
 parent shard; reading a child only once every parent is read to its end keeps every key's records
-in order.
+in order. Why lineages: shards linked by splits and merges (a connected part of the shard graph)
+are read by one reader, which follows their resharding itself; separate lineages are read in
+parallel. A child joins the lineage of its first parent (``ParentShardId``). A merge of two shards
+of *different* lineages (after the split) is read by the first parent's reader once that parent is
+read to its end and the other parent is closed: readers share nothing to learn that the other
+lineage's reader finished it, so keys of the adjacent parent may see child records before the last
+of that parent's (positions are per shard, so nothing is lost or doubled).
 """
 
 from __future__ import annotations
@@ -21,7 +27,15 @@ from typing import Any
 
 from sluice.stream.kinesis.positions import StartPosition
 
-__all__ = ["ShardInfo", "ancestors", "iterator_request", "readable_shards", "stream_watermark"]
+__all__ = [
+    "ShardInfo",
+    "adopted_shards",
+    "ancestors",
+    "iterator_request",
+    "lineages",
+    "readable_shards",
+    "stream_watermark",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,15 +70,66 @@ def ancestors(shard_ids: Iterable[str], shards: Mapping[str, ShardInfo]) -> set[
     return found
 
 
-def readable_shards(shards: Mapping[str, ShardInfo], done: set[str] | frozenset[str]) -> list[str]:
-    """Shards to read now, in id order: not done, and every parent done.
+def lineages(shards: Mapping[str, ShardInfo]) -> list[frozenset[str]]:
+    """The listed shards grouped by lineage (linked by a parent either way), sorted by smallest id."""
+    neighbours: dict[str, set[str]] = {s: set() for s in shards}
+    for shard_id, info in shards.items():
+        for parent in info.parents:
+            if parent in shards:
+                neighbours[shard_id].add(parent)
+                neighbours[parent].add(shard_id)
+    groups: list[frozenset[str]] = []
+    seen: set[str] = set()
+    for shard_id in sorted(shards):
+        if shard_id in seen:
+            continue
+        group, pending = set(), [shard_id]
+        while pending:
+            current = pending.pop()
+            if current not in group:
+                group.add(current)
+                pending.extend(neighbours[current] - group)
+        seen |= group
+        groups.append(frozenset(group))
+    return groups
 
-    A parent missing from the listing has aged out of the stream (retention), so it counts as done.
+
+def adopted_shards(owned: frozenset[str], shards: Mapping[str, ShardInfo]) -> frozenset[str]:
+    """Listed shards not in ``owned`` whose first parent is in it or adopted (children, grandchildren)."""
+    adopted: set[str] = set()
+    grew = True
+    while grew:
+        grew = False
+        for shard_id, info in shards.items():
+            if shard_id in owned or shard_id in adopted or not info.parents:
+                continue
+            if info.parents[0] in owned or info.parents[0] in adopted:
+                adopted.add(shard_id)
+                grew = True
+    return frozenset(adopted)
+
+
+def readable_shards(
+    shards: Mapping[str, ShardInfo],
+    done: set[str] | frozenset[str],
+    owned: frozenset[str] | None = None,
+) -> list[str]:
+    """Shards to read now, in id order: owned (None: all), not done, and every parent done.
+
+    A parent missing from the listing has aged out of the stream (retention), so it counts as done;
+    a parent of another lineage (not in ``owned``) counts as done once it is closed.
     """
     return [
         shard_id
         for shard_id, info in sorted(shards.items())
-        if shard_id not in done and all(p in done or p not in shards for p in info.parents)
+        if (owned is None or shard_id in owned)
+        and shard_id not in done
+        and all(
+            p in done
+            or p not in shards
+            or (owned is not None and p not in owned and shards[p].closed)
+            for p in info.parents
+        )
     ]
 
 
