@@ -59,7 +59,7 @@ __all__ = ["register"]
 MAX_ARRAY_DOCUMENT_BYTES = 64 * 1024 * 1024
 """Largest iot JSON array document read whole; a bigger one is one ``too_large`` dead letter."""
 
-ParseBatch = Callable[[Iterable[bytes]], BatchResult[Any]]
+ParseBatch = Callable[[Iterable[bytes | str]], BatchResult[Any]]
 
 
 def register(commands: Any) -> None:

@@ -277,6 +277,23 @@ class CappedDeadLetters:
             self._first = identity or (len(self.letters),)
         return None
 
+    @property
+    def saturated(self) -> bool:
+        """The cap is reached and the sample is full: a further rejection changes only the counts
+        (and the digest of suppressed records, when that is kept), so ``count`` can take many."""
+        return len(self.letters) >= self.limit and len(self._sample) >= SAMPLE_RECORDS
+
+    def count(self, error_type: ErrorType, raw: bytes | str, times: int = 1) -> None:
+        """``times`` rejections of ``error_type`` whose raw input is ``raw``, suppressed at once:
+        what ``add`` would do ``times`` times once ``saturated`` holds (checked)."""
+        if not self.saturated:
+            raise ValueError("count() is for rejections past the cap once the sample is full")
+        self.suppressed[error_type] = self.suppressed.get(error_type, 0) + times
+        if self._digest is not None:
+            data = _as_bytes(raw) + b"\n"
+            for _ in range(times):
+                self._digest.update(data)
+
     def finish(
         self,
         result: BatchResult[T],

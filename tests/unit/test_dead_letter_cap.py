@@ -8,12 +8,16 @@ counts by reason, a digest and a sample; the response still counts every rejecti
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
+from collections import Counter
 from datetime import UTC, datetime
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sluice.core.contracts import ErrorType, FeedItem, IotReading, Source, Stage, WebAccessLog
 from sluice.core.deadletters import (
@@ -122,6 +126,47 @@ def test_good_readings_among_the_junk_are_all_accepted() -> None:
     # the response lists the first letters and the summary, within its own limit
     assert [e["at"] for e in outcome.errors] == ["line 2", "line 3", "line 4", "line 5", "line 6",
                                                  "body"]  # fmt: skip
+
+
+_LINES = st.sampled_from(
+    [b"1", b"1\r", b"", b" ", b"\t\r", b'"x"', b"true", b"{", b"[", b"[]", b" {", b"-", b"\xff",
+     b"2.5e400", b'{"deviceId":"e","ts":1764158400}', GOOD, b"[" + GOOD + b"," + GOOD + b"]",
+     b" " + GOOD, GOOD + b"\r", b'{"deviceId":"d2","ts":"9999-12-31T23:59:59Z","t":1}']
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(_LINES, min_size=2, max_size=80), cap=st.integers(1, 12))
+def test_past_the_cap_the_bulk_count_gives_what_one_by_one_gives(
+    lines: list[bytes], cap: int
+) -> None:
+    # GIVEN an NDJSON body of readings, junk, blank and CRLF lines
+    body = b"\n".join(lines) + (b"\n" if len(lines) % 2 else b"")
+    # WHEN ingested with a small cap (the rest counted in bulk once the sample is full) and with
+    # a cap nothing reaches (every line parsed one by one)
+    capped = ingest_iot_request(IotRequest(body=body), now=NOW, max_dead_letters=cap)
+    every = ingest_iot_request(IotRequest(body=body), now=NOW, max_dead_letters=100_000)
+    # THEN the same readings in the same order, the same rejections by reason, the same blanks
+    assert capped.accepted == every.accepted and capped.skipped == every.skipped
+    readings = [encode(e) for e in capped.envelopes if e.kind == "record"]
+    assert readings == [encode(e) for e in every.envelopes if e.kind == "record"]
+    by_reason = Counter(d.error_type for d in capped.dead_letters)
+    by_reason.update(capped.suppressed)
+    del by_reason[ErrorType.TOO_MANY_ERRORS]
+    assert by_reason == Counter(d.error_type for d in every.dead_letters)
+    assert capped.rejected == every.rejected and capped.status == every.status
+
+
+def test_a_gzip_body_inflating_to_5_mib_of_junk_is_cheap_to_count() -> None:
+    # GIVEN 5 KB of gzip inflating to 5 MiB (the limit) of "1\n" and one good reading at its end
+    junk = (5 * 1024 * 1024 - len(GOOD)) // 2
+    body = gzip.compress(b"1\n" * junk + GOOD, 9)
+    request = IotRequest(body=body, content_type="application/json", content_encoding="gzip")
+    # WHEN ingested
+    outcome = ingest_iot_request(request, now=NOW)
+    # THEN every line is counted (one by one this took about 5 s of parsing; see the ARCHITECTURE)
+    assert (outcome.status, outcome.accepted, outcome.rejected) == (202, 1, junk)
+    assert outcome.suppressed == {ErrorType.SCHEMA_VIOLATION: junk - MAX_DEAD_LETTERS}
 
 
 def test_a_retried_body_yields_the_same_letters_summary_included() -> None:
