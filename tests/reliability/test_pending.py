@@ -12,12 +12,6 @@ PENDING = {
         "FaultProxy (tests/functional/faults.py) between sluice edge serve and moto: throttle, "
         "fail_entries, delay past the read timeout; clients retrying 5xx",
     ),
-    "endpoint_restart": (
-        "Endpoint killed and restarted during reads and commits",
-        "SIGSTOP/SIGCONT and SIGKILL of the LocalAws moto process while the job reads and "
-        "commits; moto's sequence numbers are per-shard counters, so re-putting the same records "
-        "in the same order after a restart recreates the same positions",
-    ),
     "resharding": (
         "Resharding while data flows",
         "split and merge with kinesis_testkit.split_shard_like_kinesis / "
