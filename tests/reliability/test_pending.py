@@ -12,12 +12,6 @@ PENDING = {
         "FaultProxy (tests/functional/faults.py) between sluice edge serve and moto: throttle, "
         "fail_entries, delay past the read timeout; clients retrying 5xx",
     ),
-    "resharding": (
-        "Resharding while data flows",
-        "split and merge with kinesis_testkit.split_shard_like_kinesis / "
-        "merge_shards_like_kinesis (moto's own SplitShard/MergeShards re-put records into the "
-        "wrong shards, see docs/ARCHITECTURE.md) while a producer puts keyed sequences",
-    ),
 }
 
 
