@@ -27,8 +27,9 @@ and one batch are held at a time, whatever the file size. Blank lines are skippe
 Dead letters (stage ``edge.logs``, ids from origin + position, so two equal bad lines are two
 letters): each line the log parser refuses (its reason), an over-long line (``too_large``, keeping
 its first bytes), a compressed stream that breaks off (``invalid_encoding``; the lines before the
-break are kept). At most ``max_dead_letters`` per published batch one by one, the rest summarized in
-one ``too_many_errors`` letter.
+break are kept). At most ``max_dead_letters`` per file (``read_log_stream``) or per set of calls
+sharing a ``log_dead_letters`` cap (a CloudWatch Logs event) one by one, the rest summarized in one
+``too_many_errors`` letter in the last batch.
 """
 
 from __future__ import annotations
@@ -554,17 +555,22 @@ def log_lines_to_envelopes(
     now: datetime | None = None,
     horizon: TimeHorizon = DEFAULT_HORIZON,
     max_dead_letters: int = MAX_DEAD_LETTERS,
+    letters: CappedDeadLetters | None = None,
+    last: bool = True,
 ) -> BatchResult[Envelope]:
     """Parse lines into envelopes with ids from ``origin`` + position; blank lines are skipped and
     counted. Never raises for bad input.
 
     ``horizon`` bounds event times around ``now``; at most ``max_dead_letters`` dead letters are
-    built one by one per call (a published batch), the rest summarized in one ``too_many_errors``
-    letter. Their defaults are ``CoreSettings``' own.
+    built one by one per call, the rest summarized in one ``too_many_errors`` letter. Their defaults
+    are ``CoreSettings``' own. For a cap over several calls (the batches of one file or one
+    CloudWatch Logs event), pass the same ``letters`` (``log_dead_letters``) to each, with
+    ``last=False`` but for the last call, which gets the summary.
     """
     now = now or datetime.now(UTC)
     result: BatchResult[Envelope] = BatchResult()
-    letters = CappedDeadLetters(Source.WEBLOG, stage, max_dead_letters, first_seen=now)
+    if letters is None:
+        letters = log_dead_letters(stage, max_dead_letters, now)
     context = horizon.context(now)
     parse = parser.parse_raw
     for line in lines:
@@ -584,8 +590,18 @@ def log_lines_to_envelopes(
             letters.add(outcome, identity=(origin, line.position))
         else:
             result.valid.append(wrap_access_log(outcome, origin, line.position, now))
-    letters.finish(result, scope=f"batch of {origin}")
+    if last:
+        letters.finish(result, scope=str(origin))
+    else:
+        letters.drain(result)
     return result
+
+
+def log_dead_letters(
+    stage: Stage = LOG_STAGE, max_dead_letters: int = MAX_DEAD_LETTERS, now: datetime | None = None
+) -> CappedDeadLetters:
+    """The capped dead letters of one log file or CloudWatch Logs event (``log_lines_to_envelopes``)."""
+    return CappedDeadLetters(Source.WEBLOG, stage, max_dead_letters, first_seen=now)
 
 
 def read_log_stream(
@@ -601,33 +617,37 @@ def read_log_stream(
     max_dead_letters: int = MAX_DEAD_LETTERS,
 ) -> Iterator[BatchResult[Envelope]]:
     """Batches of envelopes and dead letters for a log file, read as it streams
-    (``log_lines_to_envelopes`` per batch of ``batch_lines`` lines).
+    (``log_lines_to_envelopes`` per batch of ``batch_lines`` lines). The dead-letter cap spans the
+    file: at most ``max_dead_letters`` built one by one, and the ``too_many_errors`` summary of the
+    rest in the last batch (a batch without lines when the file ended on a batch boundary).
 
     A compressed stream that breaks off (truncated or corrupt gzip) ends the file with an
     ``invalid_encoding`` dead letter; the lines read before the break are kept.
     """
     if batch_lines < 1:
         raise ValueError("batch_lines must be >= 1")
+    now = now or datetime.now(UTC)
+    letters = log_dead_letters(stage, max_dead_letters, now)
 
-    def envelopes(lines: list[LogLine]) -> BatchResult[Envelope]:
+    def envelopes(lines: list[LogLine], final: bool) -> BatchResult[Envelope]:
         return log_lines_to_envelopes(
             parser, lines, origin, max_line_bytes=max_line_bytes, stage=stage, now=now,
-            horizon=horizon, max_dead_letters=max_dead_letters,
+            horizon=horizon, max_dead_letters=max_dead_letters, letters=letters, last=final,
         )  # fmt: skip
 
     batch: list[LogLine] = []
     last = 0
     try:
         for line in iter_bounded_lines(stream, max_line_bytes):
+            if len(batch) >= batch_lines:
+                yield envelopes(batch, False)
+                batch = []
             batch.append(line)
             last = int(line.position)
-            if len(batch) >= batch_lines:
-                yield envelopes(batch)
-                batch = []
     except (gzip.BadGzipFile, EOFError, zlib.error) as err:
         # Only decompression errors: a network error reading the object is not bad input and
         # must fail the invocation so that it is retried.
-        result = envelopes(batch)
+        result = envelopes(batch, True)
         result.dead_letters.append(
             dead_letter(
                 Source.WEBLOG, stage, ErrorType.INVALID_ENCODING,
@@ -637,8 +657,8 @@ def read_log_stream(
         )  # fmt: skip
         yield result
         return
-    if batch:
-        yield envelopes(batch)
+    if batch or letters.suppressed:
+        yield envelopes(batch, True)
 
 
 @dataclass(slots=True)

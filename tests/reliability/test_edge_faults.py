@@ -38,7 +38,11 @@ from report import FAIL, PASS, Result, measure
 from infra.local.stack import client
 from sluice.core.contracts import DeadLetter, Envelope
 
-SCALES = {"short": {"requests": 3, "readings": 20}, "full": {"requests": 25, "readings": 200}}
+SCALES = {
+    "smoke": {"requests": 1, "readings": 10},
+    "short": {"requests": 3, "readings": 20},
+    "full": {"requests": 25, "readings": 200},
+}
 READ_TIMEOUT = 1.0
 MODES = (("aggregated", "true"), ("one record per reading", "false"))
 """The edge's default (KPL aggregation: a body's readings in one or a few Kinesis records, so a

@@ -20,7 +20,7 @@ from report import FAIL, PASS, Result, measure
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
-EXAMPLES = {"short": 300, "full": 100_000}
+EXAMPLES = {"smoke": 40, "short": 300, "full": 100_000}
 MEMORY_BOUND_MIB = 1024
 """The edges' documented Lambda memory size."""
 

@@ -42,6 +42,7 @@ from infra.local.stack import client
 STREAM = "sluice-reliability-kill"
 SCALES: dict[str, dict[str, int]] = {
     # readings + requests + feed items (+ too late, 5 invalid records per `invalid`, edge letters)
+    "smoke": {"readings": 600, "requests": 300, "feed_items": 10, "kills": 1, "waves": 3},
     "short": {"readings": 2_000, "requests": 1_000, "feed_items": 20, "kills": 2, "waves": 6},
     "full": {
         "readings": 130_000,

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 from report import FAIL, NOT_RUN, PASS, ROOT, Result, measure
 
 LOCK_FILES = sorted(ROOT.glob("requirements*.lock"))
@@ -76,7 +77,11 @@ def _audit(tool: str, lock: Path, service: str) -> tuple[str, str, int, int]:
     )
 
 
-def test_pip_audit_of_the_lock_files() -> None:
+def test_pip_audit_of_the_lock_files(scale: str) -> None:
+    if scale == "smoke":
+        pytest.skip(
+            "smoke (make test): pip-audit needs a vulnerability service; see make reliability"
+        )
     result = Result("pip_audit", "pip-audit of the lock files")
     with measure(result):
         tool = _pip_audit()

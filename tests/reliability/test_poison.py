@@ -105,7 +105,7 @@ def test_poison_records_are_dead_lettered_and_the_pipeline_keeps_going(
     moto_endpoint: str, tmp_path: Path, scale: str
 ) -> None:
     result = Result("poison", "Poison records in every source")
-    good_after = 50 if scale == "short" else 2_000
+    good_after = {"smoke": 10, "short": 50, "full": 2_000}[scale]
     with measure(result):
         env = aws_env(moto_endpoint)
         stream, bucket = create_stack(env)

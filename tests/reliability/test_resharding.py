@@ -43,7 +43,11 @@ from report import FAIL, PASS, Result, measure
 from infra.local.stack import client
 from sluice.stream.kinesis.positions import StartPosition
 
-SCALES = {"short": {"devices": 30, "rounds": 60}, "full": {"devices": 100, "rounds": 500}}
+SCALES = {
+    "smoke": {"devices": 10, "rounds": 25},
+    "short": {"devices": 30, "rounds": 60},
+    "full": {"devices": 100, "rounds": 500},
+}
 SEED = 20260313
 
 

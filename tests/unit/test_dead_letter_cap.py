@@ -190,17 +190,19 @@ def test_parse_batches_are_capped_too() -> None:
     assert (len(feed.dead_letters), feed.rejected) == (8, 40)
 
 
-def test_the_log_edge_caps_each_published_batch() -> None:
+def test_the_log_edge_caps_each_file() -> None:
     # GIVEN a file of 25 junk lines read in batches of 10, cap 3
     data = b"junk\n" * 25
     batches = list(
         read_log_stream(io.BytesIO(data), "s3://b/k", LogParser(), batch_lines=10, now=NOW,
                         max_dead_letters=3)
     )  # fmt: skip
-    # THEN each batch has 3 letters and a summary (the last, of 5 lines, 3 and a summary too)
-    assert [len(b.dead_letters) for b in batches] == [4, 4, 4]
-    assert [b.rejected for b in batches] == [10, 10, 5]
-    # and the summaries of a re-read file are the same letters
+    # THEN the first batch has the 3 letters, the last one the summary of the 22 others
+    assert [len(b.dead_letters) for b in batches] == [3, 0, 1]
+    assert [b.rejected for b in batches] == [3, 0, 22]
+    assert batches[-1].dead_letters[0].error_type is ErrorType.TOO_MANY_ERRORS
+    assert "22 more rejections than the 3" in batches[-1].dead_letters[0].message
+    # and the letters of a re-read file are the same letters
     again = list(
         read_log_stream(io.BytesIO(data), "s3://b/k", LogParser(), batch_lines=10, now=NOW,
                         max_dead_letters=3)
