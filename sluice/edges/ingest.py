@@ -573,7 +573,15 @@ def log_lines_to_envelopes(
         letters = log_dead_letters(stage, max_dead_letters, now)
     context = horizon.context(now)
     parse = parser.parse_raw
+    # Past the cap a rejected line only adds to the counts: a short line rejected before is
+    # counted again without parsing it again (a file of one junk line repeated costs a lookup).
+    known: dict[bytes | str, Rejection] = {}
     for line in lines:
+        data = line.data
+        if letters.saturated and data in known:
+            rejection = known[data]
+            letters.count(rejection.error_type, rejection.raw)
+            continue
         if line.size > max_line_bytes:
             # Only a sample of the line was read; the letter still tells its real size.
             message = f"{origin} line {line.position}: {line.size} bytes > {max_line_bytes}"
@@ -583,10 +591,12 @@ def log_lines_to_envelopes(
                 size=line.size,
             )
             continue
-        outcome = parse(line.data, context)
+        outcome = parse(data, context)
         if outcome is None:
             result.skipped += 1
         elif isinstance(outcome, Rejection):
+            if letters.saturated and len(data) <= _KNOWN_LINE_BYTES and len(known) < _KNOWN_LINES:
+                known[data] = outcome
             letters.add(outcome, identity=(origin, line.position))
         else:
             result.valid.append(wrap_access_log(outcome, origin, line.position, now))
@@ -595,6 +605,10 @@ def log_lines_to_envelopes(
     else:
         letters.drain(result)
     return result
+
+
+_KNOWN_LINES, _KNOWN_LINE_BYTES = 1024, 256
+"""At most this many rejected lines of at most this many bytes are remembered per batch."""
 
 
 def log_dead_letters(
