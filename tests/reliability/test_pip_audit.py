@@ -75,8 +75,10 @@ def _audit(tool: str, lock: Path, service: str) -> tuple[str, str, int, int]:
     findings = [(d["name"], d["version"], v["id"]) for d in audited for v in d.get("vulns", [])]
     if not audited:
         reason = dependencies[0]["skip_reason"]
-        first = dependencies[0]
-        probe = _pypi_probe(first["name"], first["version"]) if service == "pypi" else ""
+        name = str(dependencies[0]["name"])
+        pins = dict(line.split("==", 1) for line in lock.read_text().splitlines() if "==" in line)
+        version = dependencies[0].get("version") or pins.get(name, "").strip()
+        probe = _pypi_probe(name, version) if service == "pypi" and version else ""
         return (
             NOT_RUN,
             f"not run: {service} could not look up any of the {len(dependencies)} pins "
