@@ -92,8 +92,17 @@ class Recorder:
         ]
         kinesis = client("kinesis", env)
         for entries in (packed, plain):
-            for start in range(0, len(entries), 500):
-                call = entries[start : start + 500]
+            call: list[tuple[str, bytes]] = []
+            size = 0
+            for key, data in entries:
+                # PutRecords takes at most 500 records and 5 MiB: aggregated records are ~30 KB
+                if call and (len(call) == 500 or size + len(key) + len(data) > 4 << 20):
+                    put_records(kinesis, STREAM, call)
+                    self.calls.append(call)
+                    call, size = [], 0
+                call.append((key, data))
+                size += len(key) + len(data)
+            if call:
                 put_records(kinesis, STREAM, call)
                 self.calls.append(call)
 
