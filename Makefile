@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install nginx lint typecheck test test-core test-realdata reliability reliability-short demo bench lock clean \
+.PHONY: help install nginx lint typecheck test test-core test-realdata test-reliability-smoke reliability reliability-short demo bench lock clean \
 	flink-venv flink-lock flink-jars test-flink bench-flink
 
 help:
@@ -65,6 +65,7 @@ typecheck: install
 
 test: lint typecheck nginx $(CHECKOV_STAMP)
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
+	$(MAKE) --no-print-directory test-reliability-smoke
 	$(MAKE) --no-print-directory test-core
 
 # checkov (tests/infra/test_lint.py) pins boto3, networkx and packaging versions that conflict with
@@ -83,11 +84,19 @@ $(CHECKOV_STAMP): infra/aws/checkov-requirements.txt
 test-realdata: install
 	$(BIN)/pytest -q tests/realdata
 
-# The reliability suite (tests/reliability, marker `reliability`, deselected from `make test`): kills,
-# faults, poison, resharding, fuzzing, a load test and pip-audit on the local stack; every run rewrites
-# reports/reliability.md. RELIABILITY_SHORT_ARGS is what `make test` can add later for the short scale.
+# The reliability suite (tests/reliability, marker `reliability`, deselected from the main pytest run):
+# kills, edge faults, endpoint restarts, poison, resharding, fuzzing, a load test and pip-audit on the
+# local stack; `make reliability` / `make reliability-short` rewrite reports/reliability.md.
 RELIABILITY_ARGS ?= -q -p no:cacheprovider -m reliability tests/reliability
 RELIABILITY_SHORT_ARGS ?= $(RELIABILITY_ARGS)
+# Its smoke scale is part of `make test`: every scenario small (40 generated fuzz inputs per target and
+# the corpus inputs up to 1 MiB, 2 s of load at 4 connections, one request per edge fault), except
+# kill and endpoint_restart (tests/e2e/test_job_kill_restart.py and test_job_endpoint_outage.py cover
+# them in the main run) and pip-audit; its report goes to .reliability-smoke/, never to reports/.
+RELIABILITY_SMOKE_ARGS ?= -q -p no:cacheprovider -n $(PYTEST_WORKERS) -m reliability tests/reliability
+test-reliability-smoke: install
+	rm -rf .reliability-smoke
+	SLUICE_RELIABILITY_SCALE=smoke SLUICE_RELIABILITY_RESULTS=.reliability-smoke $(BIN)/pytest $(RELIABILITY_SMOKE_ARGS)
 # pip-audit is not in the lock (it needs an online vulnerability service); best effort, in a venv
 # of its own: the scenario says "not run" and why when it is missing or cannot reach a service.
 AUDIT_VENV ?= .venv-audit
@@ -164,4 +173,4 @@ flink-lock:
 	rm -rf .lock-venv-flink
 
 clean:
-	rm -rf $(VENV) $(CORE_VENV) $(AUDIT_VENV) $(CHECKOV_VENV) $(FLINK_VENV) .reliability .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) $(CORE_VENV) $(AUDIT_VENV) $(CHECKOV_VENV) $(FLINK_VENV) .reliability .reliability-smoke .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info

@@ -9,8 +9,8 @@ In (two triggers):
   group and stream + the log event id. Control messages are skipped.
 Out: one envelope per parsed line (``SLUICE_LOG_FORMAT``: an nginx log_format string or ``auto``),
 and a summary of counters as the return value (received = emitted + dead-lettered + skipped blank
-lines; at most ``SLUICE_MAX_DEAD_LETTERS`` letters per published batch, the rest in one
-``too_many_errors`` letter).
+lines; at most ``SLUICE_MAX_DEAD_LETTERS`` letters per S3 object or CloudWatch Logs event, the
+rest in one ``too_many_errors`` letter in its last published batch).
 Dead letters travel the stream as dead-letter envelopes: each unparseable, non-UTF-8 or over-long
 line, a broken gzip file (the lines before the break are kept), undecodable ``awslogs.data``, an
 event of neither shape. Envelopes the stream would not take go to the S3/SQS dead-letter destination.
@@ -24,6 +24,7 @@ import binascii
 import zlib
 from collections.abc import Iterator
 from contextlib import closing
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -50,6 +51,7 @@ from sluice.edges.ingest import (
     LOG_STAGE,
     IngestCounts,
     LogLine,
+    log_dead_letters,
     log_lines_to_envelopes,
     read_log_stream,
 )
@@ -171,14 +173,21 @@ def ingest_cloudwatch(event: CloudWatchLogsEvent, run: _Run) -> None:
         logger.info("skipping CloudWatch Logs control message")
         return
     origin, lines = decoded
-    for chunk in _chunks(lines, settings.batch_lines):
+    # One dead-letter cap for the whole event (up to 10,000 log events), its summary in the last batch.
+    now = datetime.now(UTC)
+    letters = log_dead_letters(LOG_STAGE, settings.max_dead_letters, now)
+    chunks = list(_chunks(lines, settings.batch_lines))
+    for number, chunk in enumerate(chunks, 1):
         batch = log_lines_to_envelopes(
             parser,
             chunk,
             origin,
             max_line_bytes=settings.max_line_bytes,
+            now=now,
             horizon=horizon,
             max_dead_letters=settings.max_dead_letters,
+            letters=letters,
+            last=number == len(chunks),
         )
         run.publish(batch)
 

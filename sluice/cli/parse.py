@@ -4,7 +4,12 @@ In: files (gzip detected) or standard input; the core settings (``SLUICE_LOG_FOR
 databases, filter rules), overridable by flags.
 Out: valid normalized records as JSON lines on standard output; dead letters as JSON lines to
 ``--dead-letters FILE`` (default: standard error); as the last line on standard error a JSON summary
-``{"valid": N, "dead_letters": M}`` (plus ``"filtered": {rule: count}`` when rules dropped records).
+``{"valid": N, "rejected": R, "skipped": S, "dead_letters": M}``: records written, inputs rejected
+(each has a dead letter, or is counted in a ``too_many_errors`` summary once a batch has more than
+``SLUICE_MAX_DEAD_LETTERS`` rejections), blank lines skipped, dead letters written (plus
+``"filtered": {rule: count}`` when rules dropped records). Event times outside the horizon
+(``SLUICE_MAX_FUTURE_SECONDS`` past the time of the run, ``SLUICE_MIN_EVENT_TIME``) are
+``invalid_timestamp`` dead letters, as at the edges and in the job.
 Exit status 0 when the input was read, even if records were rejected.
 
 Every read is bounded while it happens: lines are read in chunks, a line over the record limit
@@ -19,12 +24,12 @@ its real size), not an error, so the other files of the run are still parsed.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import sys
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
-from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any
@@ -55,7 +60,7 @@ __all__ = ["register"]
 MAX_ARRAY_DOCUMENT_BYTES = 64 * 1024 * 1024
 """Largest iot JSON array document read whole; a bigger one is one ``too_large`` dead letter."""
 
-ParseBatch = Callable[[Iterable[bytes]], BatchResult[Any]]
+ParseBatch = Callable[[Iterable[bytes | str]], BatchResult[Any]]
 
 
 def register(commands: Any) -> None:
@@ -132,25 +137,25 @@ def _line_results(
             for line in batch.oversized
         ]  # fmt: skip
         yield BatchResult(
-            result.valid, [*result.dead_letters, *too_long], missing_metrics=result.missing_metrics
+            result.valid,
+            [*result.dead_letters, *too_long],
+            skipped=result.skipped + batch.blank,
+            suppressed=result.suppressed,
+            missing_metrics=result.missing_metrics,
         )
 
 
-def _iot_results(
-    stream: IO[bytes], name: str, parse_iot_batch: Callable[..., BatchResult[Any]]
-) -> Iterator[BatchResult[Any]]:
+def _iot_results(stream: IO[bytes], name: str, parse_iot: ParseBatch) -> Iterator[BatchResult[Any]]:
     """NDJSON, or one JSON array document (as device captures often are)."""
     peek = getattr(stream, "peek", None)
     start = peek(64)[:64] if peek is not None else b""
     if start.lstrip()[:1] != b"[":
-        yield from _line_results(stream, name, Source.IOT, parse_iot_batch, MAX_RECORD_BYTES)
+        yield from _line_results(stream, name, Source.IOT, parse_iot, MAX_RECORD_BYTES)
         return
     head = stream.read(MAX_ARRAY_DOCUMENT_BYTES + 1)
     if len(head) > MAX_ARRAY_DOCUMENT_BYTES and _first_line_is_json(head):
         # NDJSON whose lines are arrays of readings: read on as lines.
-        yield from _line_results(
-            stream, name, Source.IOT, parse_iot_batch, MAX_RECORD_BYTES, head=head
-        )
+        yield from _line_results(stream, name, Source.IOT, parse_iot, MAX_RECORD_BYTES, head=head)
         return
     document = read_bounded(stream, MAX_ARRAY_DOCUMENT_BYTES, head=head)
     del head
@@ -169,12 +174,12 @@ def _iot_results(
         elements = None
     if elements is None:  # not one JSON array after all: its lines are the records
         yield from _line_results(
-            io.BytesIO(document.data), name, Source.IOT, parse_iot_batch, MAX_RECORD_BYTES
+            io.BytesIO(document.data), name, Source.IOT, parse_iot, MAX_RECORD_BYTES
         )
         return
     del document  # the elements hold the decoded text; the bytes are no longer needed
     while batch := list(islice(elements, DEFAULT_BATCH)):
-        yield parse_iot_batch(batch)
+        yield parse_iot(batch)
 
 
 def _first_line_is_json(head: bytes) -> bool:
@@ -189,10 +194,12 @@ def _first_line_is_json(head: bytes) -> bool:
     return True
 
 
-def _feed_results(stream: IO[bytes], name: str, feed: FeedSpec) -> Iterator[BatchResult[Any]]:
+def _feed_results(
+    stream: IO[bytes], name: str, parse_feed: Callable[[bytes], BatchResult[Any]]
+) -> Iterator[BatchResult[Any]]:
     document = read_bounded(stream, MAX_DOCUMENT_BYTES)
     if document.complete:
-        yield parse_feed_document(feed, document.data)
+        yield parse_feed(document.data)
     else:
         letter = _too_large(Source.FEED, f"{name}: feed document", document.data, document.size,
                             MAX_DOCUMENT_BYTES, (name,))  # fmt: skip
@@ -228,7 +235,12 @@ def _parse(args: argparse.Namespace, out: IO[bytes], dead: IO[bytes]) -> dict[st
     if args.asn_db and not args.geoip_db:
         raise ConfigError("--asn-db needs --geoip-db")
     record_filter = RecordFilter(() if args.no_filters else settings.filter_rules, args.source)
-    totals: dict[str, Any] = {"valid": 0, "dead_letters": 0}
+    # The horizon's "now" is the time of each batch's parse (the parsers' default), as at the edges.
+    bounds: dict[str, Any] = {
+        "horizon": settings.time_horizon(),
+        "max_dead_letters": settings.max_dead_letters,
+    }
+    totals: dict[str, Any] = {"valid": 0, "rejected": 0, "skipped": 0, "dead_letters": 0}
     dropped: dict[str, int] = {}
     missing = 0
     with ExitStack() as stack:
@@ -242,16 +254,18 @@ def _parse(args: argparse.Namespace, out: IO[bytes], dead: IO[bytes]) -> dict[st
                 )
             )
         log_parser = LogParser(settings.log_format) if args.source == "weblog" else None
-        parse_iot = partial(parse_iot_batch, sentinels=settings.sentinels())
         feed = _feed_spec(args, settings.feeds) if args.source == "feed" else None
+        parse_iot = functools.partial(parse_iot_batch, sentinels=settings.sentinels(), **bounds)
         for name in args.files:
             stream = stack.enter_context(open_input(name))
             try:
                 if feed is not None:
-                    batches = _feed_results(stream, name, feed)
+                    parse_feed = functools.partial(parse_feed_document, feed, **bounds)
+                    batches = _feed_results(stream, name, parse_feed)
                 elif log_parser is not None:
+                    parse_lines = functools.partial(log_parser.parse_batch, **bounds)
                     batches = _line_results(
-                        stream, name, Source.WEBLOG, log_parser.parse_batch, MAX_LINE_BYTES
+                        stream, name, Source.WEBLOG, parse_lines, MAX_LINE_BYTES
                     )
                 else:
                     batches = _iot_results(stream, name, parse_iot)
@@ -271,6 +285,8 @@ def _parse(args: argparse.Namespace, out: IO[bytes], dead: IO[bytes]) -> dict[st
                     _write(out, filtered.kept)
                     _write(dead, result.dead_letters)
                     totals["valid"] += len(filtered.kept)
+                    totals["rejected"] += result.rejected
+                    totals["skipped"] += result.skipped
                     totals["dead_letters"] += len(result.dead_letters)
                     missing += result.missing_metrics
             except (OSError, EOFError, zlib.error) as err:

@@ -91,8 +91,8 @@ class CoreSettings(BaseSettings):
         default=MAX_DEAD_LETTERS,
         ge=1,
         le=100_000,
-        description="Dead letters built one by one per IoT request body, per published batch of "
-        "log lines and per parsed batch; further rejections are counted by reason and summarized "
+        description="Dead letters built one by one per IoT request body, per log file or "
+        "CloudWatch Logs event at the log edge and per parsed batch; further rejections are counted by reason and summarized "
         "in one too_many_errors dead letter (digest, counts, a sample), so one hostile body cannot "
         "become hundreds of thousands of letters. The stream job is not capped: it turns one "
         "record into at most one letter, and its records stay re-drivable one by one.",

@@ -232,8 +232,8 @@ class CappedDeadLetters:
     yields the same summary.
     """
 
-    __slots__ = ("_digest", "_first", "_sample", "first_seen", "letters", "limit", "source",
-                 "stage", "suppressed")  # fmt: skip
+    __slots__ = ("_built", "_digest", "_first", "_sample", "first_seen", "letters", "limit",
+                 "source", "stage", "suppressed")  # fmt: skip
     # ``digest_suppressed=False``: the caller will give the body's digest, hashing each is wasted.
 
     def __init__(
@@ -249,6 +249,7 @@ class CappedDeadLetters:
             raise ValueError("the dead-letter cap must be >= 1")
         self.source, self.stage, self.limit, self.first_seen = source, stage, limit, first_seen
         self.letters: list[DeadLetter] = []
+        self._built = 0  # letters built one by one, ``drain``ed ones included
         self.suppressed: dict[ErrorType, int] = {}
         self._digest = hashlib.blake2b(digest_size=16) if digest_suppressed else None
         self._sample: list[bytes] = []
@@ -263,12 +264,13 @@ class CappedDeadLetters:
     ) -> DeadLetter | None:
         """Dead-letter ``rejection`` (see ``dead_letter``), or count it once the cap is reached;
         the letter built, or ``None`` when it was suppressed."""
-        if len(self.letters) < self.limit:
+        if self._built < self.limit:
             letter = dead_letter(
                 self.source, self.stage, rejection.error_type, rejection.message, rejection.raw,
                 first_seen=self.first_seen, identity=identity, size=size,
             )  # fmt: skip
             self.letters.append(letter)
+            self._built += 1
             return letter
         suppressed = self.suppressed
         suppressed[rejection.error_type] = suppressed.get(rejection.error_type, 0) + 1
@@ -278,8 +280,31 @@ class CappedDeadLetters:
         if len(self._sample) < SAMPLE_RECORDS:
             self._sample.append(_as_bytes(rejection.raw)[:SAMPLE_RECORD_BYTES])
         if self._first is None:
-            self._first = identity or (len(self.letters),)
+            self._first = identity or (self._built,)
         return None
+
+    @property
+    def saturated(self) -> bool:
+        """The cap is reached and the sample is full: a further rejection changes only the counts
+        (and the digest of suppressed records, when that is kept), so ``count`` can take many."""
+        return self._built >= self.limit and len(self._sample) >= SAMPLE_RECORDS
+
+    def count(self, error_type: ErrorType, raw: bytes | str, times: int = 1) -> None:
+        """``times`` rejections of ``error_type`` whose raw input is ``raw``, suppressed at once:
+        what ``add`` would do ``times`` times once ``saturated`` holds (checked)."""
+        if not self.saturated:
+            raise ValueError("count() is for rejections past the cap once the sample is full")
+        self.suppressed[error_type] = self.suppressed.get(error_type, 0) + times
+        if self._digest is not None:
+            data = _as_bytes(raw) + b"\n"
+            for _ in range(times):
+                self._digest.update(data)
+
+    def drain(self, result: BatchResult[T]) -> None:
+        """Move the letters built so far into ``result`` (one batch of several the cap spans); the
+        cap still counts them, and ``finish`` adds the rest and the summary to the last batch."""
+        result.dead_letters.extend(self.letters)
+        self.letters = []
 
     def finish(
         self,

@@ -90,6 +90,8 @@ class LineBatch:
 
     lines: list[bytes] = field(default_factory=list)
     oversized: list[OversizedLine] = field(default_factory=list)
+    blank: int = 0
+    """Blank lines (whitespace only) read and dropped since the previous batch."""
 
 
 def iter_line_batches(
@@ -102,7 +104,8 @@ def iter_line_batches(
 ) -> Iterator[LineBatch]:
     """Batches of the lines of ``stream`` (``head``: bytes already read from it), read incrementally.
 
-    Line endings (``\\n``, ``\\r\\n``) are removed and blank lines (whitespace only) dropped. A line
+    Line endings (``\\n``, ``\\r\\n``) are removed and blank lines (whitespace only) dropped and
+    counted (``LineBatch.blank``; a batch may hold nothing else). A line
     longer than ``max_line_bytes`` is read past, never held: it comes as an ``OversizedLine`` with its
     first ``max_line_bytes`` bytes and its real size, and the lines after it are read as usual.
     A batch holds at most ``batch_lines`` lines, and is handed on once it holds ``batch_bytes``.
@@ -113,6 +116,7 @@ def iter_line_batches(
     batch = LineBatch()
     held = 0  # bytes of lines in the batch
     number = 0  # lines completed so far, blank ones included
+    counted = 0  # ``number`` when the previous batch was handed on
     partial = bytearray()  # the start of the current line, at most max_line_bytes of it
     partial_size = 0  # its real size so far (more than len(partial) once it is over the limit)
     partial_cr = False  # whether what was read of it ends with "\r"
@@ -161,11 +165,14 @@ def iter_line_batches(
             partial_size, partial_cr = len(tail), tail.endswith(b"\r")
             partial_blank = tail.isspace()
         if len(batch.lines) >= batch_lines or held >= batch_bytes:
+            batch.blank = number - counted - len(batch.lines) - len(batch.oversized)
+            counted = number
             yield from _handed_on(batch, batch_lines)
             batch, held = LineBatch(), 0
     if partial_size:
         end_line(b"")
-    if batch.lines or batch.oversized:
+    batch.blank = number - counted - len(batch.lines) - len(batch.oversized)
+    if batch.lines or batch.oversized or batch.blank:
         yield from _handed_on(batch, batch_lines)
 
 
@@ -200,7 +207,7 @@ def _handed_on(batch: LineBatch, batch_lines: int) -> Iterator[LineBatch]:
         return
     for start in range(0, len(batch.lines), batch_lines):
         piece = batch.lines[start : start + batch_lines]
-        yield LineBatch(piece, batch.oversized if start == 0 else [])
+        yield LineBatch(piece, *((batch.oversized, batch.blank) if start == 0 else ([], 0)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,8 +27,9 @@ and one batch are held at a time, whatever the file size. Blank lines are skippe
 Dead letters (stage ``edge.logs``, ids from origin + position, so two equal bad lines are two
 letters): each line the log parser refuses (its reason), an over-long line (``too_large``, keeping
 its first bytes), a compressed stream that breaks off (``invalid_encoding``; the lines before the
-break are kept). At most ``max_dead_letters`` per published batch one by one, the rest summarized in
-one ``too_many_errors`` letter.
+break are kept). At most ``max_dead_letters`` per file (``read_log_stream``) or per set of calls
+sharing a ``log_dead_letters`` cap (a CloudWatch Logs event) one by one, the rest summarized in one
+``too_many_errors`` letter in the last batch.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import binascii
 import gzip
 import hashlib
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -272,6 +274,93 @@ def _lines(body: bytes) -> Iterator[bytes]:
         start = stop + 1
 
 
+class NdjsonRecords:
+    """(where, raw) of each NDJSON line (``line N``, 1-based; a blank line's raw is ``None``), one at a
+    time; ``rest()`` hands over the lines not read yet, for ``_count_the_rest``."""
+
+    __slots__ = ("_body", "_number", "_start")
+
+    def __init__(self, body: bytes) -> None:
+        self._body, self._start, self._number = body, 0, 0
+
+    def __iter__(self) -> NdjsonRecords:
+        return self
+
+    def __next__(self) -> tuple[str, bytes | None]:
+        body, start = self._body, self._start
+        if start >= len(body):
+            raise StopIteration
+        stop = body.find(b"\n", start)
+        if stop < 0:
+            stop = len(body)
+        line = body[start:stop]
+        self._start, self._number = stop + 1, self._number + 1
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        return f"line {self._number}", None if is_blank(line) else line
+
+    def rest(self) -> bytes:
+        """What is left of the body (whole lines), and nothing more to iterate."""
+        rest, self._start = self._body[self._start :], len(self._body)
+        return rest
+
+
+_MAY_HOLD_A_READING = frozenset(b"{[ \t\r\x0b\x0c")
+"""First bytes of a line that may hold a reading (an object, an array, leading white space)."""
+_REST_PIECE_BYTES = 1 << 20
+
+
+def _count_the_rest(
+    rest: bytes,
+    letters: CappedDeadLetters,
+    context: dict[str, Any],
+    now: datetime,
+    sentinels: Sentinels,
+    missing: list[int],
+) -> tuple[list[Envelope], int]:
+    """The readings of the remaining NDJSON lines once ``letters`` is saturated, and the blank lines.
+
+    A line that cannot hold a reading (its first byte is not ``{``, ``[`` or white space: a number,
+    a string, a literal, junk) is rejected exactly as the parser would reject it, but each distinct
+    such line is parsed once per 1 MiB piece and its copies are counted at once (``Counter`` over the
+    piece's lines), so a body of a million ``1`` lines costs a split and a count, not a million
+    parses. Every other line goes through the parser in order, as before.
+    """
+    envelopes: list[Envelope] = []
+    skipped, start = 0, 0
+    if rest.endswith(b"\n"):  # a final newline ends the last line; it starts none
+        rest = rest[:-1]
+    while start < len(rest):
+        stop = rest.find(b"\n", min(start + _REST_PIECE_BYTES, len(rest)))
+        stop = len(rest) if stop < 0 else stop
+        lines = rest[start:stop].split(b"\n")
+        start = stop + 1
+        may = [line for line in lines if line and line[0] in _MAY_HOLD_A_READING]
+        copies = Counter(lines)
+        for line in may:
+            copies[line] -= 1
+            record = line[:-1] if line.endswith(b"\r") else line
+            if is_blank(record):
+                skipped += 1
+                continue
+            for outcome in parse_iot_record(record, context, sentinels, missing):
+                if isinstance(outcome, Rejection):
+                    letters.count(outcome.error_type, outcome.raw)
+                else:
+                    envelopes.append(wrap_reading(outcome, now))
+        for line, times in copies.items():
+            record = line[:-1] if line.endswith(b"\r") else line
+            if times <= 0:
+                continue
+            if is_blank(record):
+                skipped += times
+                continue
+            (rejection,) = parse_iot_record(record, context)  # one: it is no array
+            assert isinstance(rejection, Rejection)
+            letters.count(rejection.error_type, rejection.raw, times)
+    return envelopes, skipped
+
+
 def _is_ndjson(body: bytes) -> bool:
     """Several non-blank lines, one of them at least JSON."""
     lines = json_lines = 0
@@ -288,8 +377,9 @@ def _is_ndjson(body: bytes) -> bool:
 
 def split_records(body: bytes) -> Iterator[tuple[str, bytes | Rejection | None]]:
     """(where, raw record) pairs: ``body`` for one JSON value, ``index N`` per array element (0-based),
-    ``line N`` per NDJSON line (1-based; a blank line's raw is ``None``: skipped, to be counted). An
-    array element that cannot be re-encoded (nested deeper than orjson writes) is its rejection.
+    ``line N`` per NDJSON line (1-based; a blank line's raw is ``None``: skipped, to be counted;
+    an ``NdjsonRecords``). An array element that cannot be re-encoded (nested deeper than orjson
+    writes) is its rejection.
 
     A body that is not one JSON value is NDJSON, unless none of its lines is JSON either: then it is
     one broken document and stays one record (one dead letter rather than one per fragment).
@@ -298,11 +388,12 @@ def split_records(body: bytes) -> Iterator[tuple[str, bytes | Rejection | None]]
         decoded = orjson.loads(body)
     except orjson.JSONDecodeError:
         if not _is_ndjson(body):
-            yield "body", body
-            return
-        for number, line in enumerate(_lines(body), 1):
-            yield f"line {number}", None if is_blank(line) else line
-        return
+            return iter([("body", body)])
+        return NdjsonRecords(body)
+    return _json_records(body, decoded)
+
+
+def _json_records(body: bytes, decoded: Any) -> Iterator[tuple[str, bytes | Rejection | None]]:
     if not isinstance(decoded, list):
         yield "body", body
         return
@@ -368,10 +459,18 @@ def ingest_iot_request(
     # Two equal bad records of one body are two rejections: their ids include where they were in
     # the body (and the body itself, so a client retry of the same body gets the same ids).
     body_digest = hashlib.blake2b(body, digest_size=16).hexdigest()
-    for where, raw in split_records(body):
+    records = split_records(body)
+    for where, raw in records:
         if raw is None:
             skipped += 1
             continue
+        if letters.saturated and isinstance(records, NdjsonRecords) and isinstance(raw, bytes):
+            # Past the cap only counts change: the rest of the lines in bulk (``_count_the_rest``).
+            rest = (raw + b"\n" + records.rest()) if raw else records.rest()
+            more, blank = _count_the_rest(rest, letters, context, now, sentinels, missing)
+            envelopes.extend(more)
+            skipped += blank
+            break
         outcomes = (
             (raw,)
             if isinstance(raw, Rejection)
@@ -470,20 +569,33 @@ def log_lines_to_envelopes(
     now: datetime | None = None,
     horizon: TimeHorizon = DEFAULT_HORIZON,
     max_dead_letters: int = MAX_DEAD_LETTERS,
+    letters: CappedDeadLetters | None = None,
+    last: bool = True,
 ) -> BatchResult[Envelope]:
     """Parse lines into envelopes with ids from ``origin`` + position; blank lines are skipped and
     counted. Never raises for bad input.
 
     ``horizon`` bounds event times around ``now``; at most ``max_dead_letters`` dead letters are
-    built one by one per call (a published batch), the rest summarized in one ``too_many_errors``
-    letter. Their defaults are ``CoreSettings``' own.
+    built one by one per call, the rest summarized in one ``too_many_errors`` letter. Their defaults
+    are ``CoreSettings``' own. For a cap over several calls (the batches of one file or one
+    CloudWatch Logs event), pass the same ``letters`` (``log_dead_letters``) to each, with
+    ``last=False`` but for the last call, which gets the summary.
     """
     now = now or datetime.now(UTC)
     result: BatchResult[Envelope] = BatchResult()
-    letters = CappedDeadLetters(Source.WEBLOG, stage, max_dead_letters, first_seen=now)
+    if letters is None:
+        letters = log_dead_letters(stage, max_dead_letters, now)
     context = horizon.context(now)
     parse = parser.parse_raw
+    # Past the cap a rejected line only adds to the counts: a short line rejected before is
+    # counted again without parsing it again (a file of one junk line repeated costs a lookup).
+    known: dict[bytes | str, Rejection] = {}
     for line in lines:
+        data = line.data
+        if letters.saturated and data in known:
+            rejection = known[data]
+            letters.count(rejection.error_type, rejection.raw)
+            continue
         if line.size > max_line_bytes:
             # Only a sample of the line was read; the letter still tells its real size.
             message = f"{origin} line {line.position}: {line.size} bytes > {max_line_bytes}"
@@ -493,15 +605,31 @@ def log_lines_to_envelopes(
                 size=line.size,
             )
             continue
-        outcome = parse(line.data, context)
+        outcome = parse(data, context)
         if outcome is None:
             result.skipped += 1
         elif isinstance(outcome, Rejection):
+            if letters.saturated and len(data) <= _KNOWN_LINE_BYTES and len(known) < _KNOWN_LINES:
+                known[data] = outcome
             letters.add(outcome, identity=(origin, line.position))
         else:
             result.valid.append(wrap_access_log(outcome, origin, line.position, now))
-    letters.finish(result, scope=f"batch of {origin}")
+    if last:
+        letters.finish(result, scope=str(origin))
+    else:
+        letters.drain(result)
     return result
+
+
+_KNOWN_LINES, _KNOWN_LINE_BYTES = 1024, 256
+"""At most this many rejected lines of at most this many bytes are remembered per batch."""
+
+
+def log_dead_letters(
+    stage: Stage = LOG_STAGE, max_dead_letters: int = MAX_DEAD_LETTERS, now: datetime | None = None
+) -> CappedDeadLetters:
+    """The capped dead letters of one log file or CloudWatch Logs event (``log_lines_to_envelopes``)."""
+    return CappedDeadLetters(Source.WEBLOG, stage, max_dead_letters, first_seen=now)
 
 
 def read_log_stream(
@@ -517,33 +645,37 @@ def read_log_stream(
     max_dead_letters: int = MAX_DEAD_LETTERS,
 ) -> Iterator[BatchResult[Envelope]]:
     """Batches of envelopes and dead letters for a log file, read as it streams
-    (``log_lines_to_envelopes`` per batch of ``batch_lines`` lines).
+    (``log_lines_to_envelopes`` per batch of ``batch_lines`` lines). The dead-letter cap spans the
+    file: at most ``max_dead_letters`` built one by one, and the ``too_many_errors`` summary of the
+    rest in the last batch (a batch without lines when the file ended on a batch boundary).
 
     A compressed stream that breaks off (truncated or corrupt gzip) ends the file with an
     ``invalid_encoding`` dead letter; the lines read before the break are kept.
     """
     if batch_lines < 1:
         raise ValueError("batch_lines must be >= 1")
+    now = now or datetime.now(UTC)
+    letters = log_dead_letters(stage, max_dead_letters, now)
 
-    def envelopes(lines: list[LogLine]) -> BatchResult[Envelope]:
+    def envelopes(lines: list[LogLine], final: bool) -> BatchResult[Envelope]:
         return log_lines_to_envelopes(
             parser, lines, origin, max_line_bytes=max_line_bytes, stage=stage, now=now,
-            horizon=horizon, max_dead_letters=max_dead_letters,
+            horizon=horizon, max_dead_letters=max_dead_letters, letters=letters, last=final,
         )  # fmt: skip
 
     batch: list[LogLine] = []
     last = 0
     try:
         for line in iter_bounded_lines(stream, max_line_bytes):
+            if len(batch) >= batch_lines:
+                yield envelopes(batch, False)
+                batch = []
             batch.append(line)
             last = int(line.position)
-            if len(batch) >= batch_lines:
-                yield envelopes(batch)
-                batch = []
     except (gzip.BadGzipFile, EOFError, zlib.error) as err:
         # Only decompression errors: a network error reading the object is not bad input and
         # must fail the invocation so that it is retried.
-        result = envelopes(batch)
+        result = envelopes(batch, True)
         result.dead_letters.append(
             dead_letter(
                 Source.WEBLOG, stage, ErrorType.INVALID_ENCODING,
@@ -553,8 +685,8 @@ def read_log_stream(
         )  # fmt: skip
         yield result
         return
-    if batch:
-        yield envelopes(batch)
+    if batch or letters.suppressed:
+        yield envelopes(batch, True)
 
 
 @dataclass(slots=True)

@@ -8,6 +8,10 @@ re-driven dead letters from the table.
 What is re-tried (``plan_redrive``):
 - ``too_late``: never. The event parsed fine; its window closed and was committed, so re-sending it
   would only make it late again. They stay in the table to be listed and counted.
+- ``too_many_errors``: never. Such a letter is a summary (counts by reason, a digest of the input and
+  a sample of its first suppressed records), not a record: re-parsing the sample would re-send part
+  of an input and remove the only trace of the rest. They stay in the table.
+Both are reported as ``skipped`` (counts by error type in ``RedriveReport.skipped``).
 - A raw that is an envelope (``delivery_failed`` letters, and the job's own ``parse`` rejections,
   whose raw is the Kinesis user record): its payload is validated against today's contract and, if
   it passes, the envelope is re-submitted unchanged (its event id is the original one).
@@ -97,7 +101,11 @@ __all__ = [
 REDRIVE_ORIGIN = "redrive"
 REDRIVE_PROPERTY = "sluice.redrive"
 """Snapshot summary property of a re-drive's delete commit: when, how many, and a digest of the ids."""
-NEVER_REDRIVEN = frozenset({ErrorType.TOO_LATE})
+NEVER_REDRIVEN: dict[ErrorType, str] = {
+    ErrorType.TOO_LATE: "the window is closed: too_late letters are not re-driven",
+    ErrorType.TOO_MANY_ERRORS: "a summary of suppressed rejections, not a record: not re-driven",
+}
+"""Error types never re-driven, and why (the reason of their ``skipped`` outcome)."""
 COMMIT_ATTEMPTS = 3
 
 _CONTRACTS: dict[Source, type[BaseModel]] = {
@@ -231,9 +239,7 @@ def _reparse(
 def plan_letter(letter: DeadLetter, log_parser: LogParser, feeds: Sequence[FeedSpec]) -> Outcome:
     """Re-try one dead letter with today's configuration (see the module docstring for the rules)."""
     if letter.error_type in NEVER_REDRIVEN:
-        return Outcome(
-            letter, "skipped", "the window is closed: too_late letters are not re-driven"
-        )
+        return Outcome(letter, "skipped", NEVER_REDRIVEN[letter.error_type])
     if letter.raw_truncated:
         return _still(letter, "raw was truncated; the input is not whole")
     try:

@@ -10,6 +10,8 @@ Out: moto's responses, unless a fault is armed for Kinesis PutRecords:
 - ``server_error``: the whole call fails with HTTP 500 ``InternalFailure``;
 - ``delay``: the call is forwarded (so the records land) and the answer held back past the client's
   read timeout, so the client retries records the stream already has.
+And, for any S3 request (no ``X-Amz-Target`` header), ``fail_s3``: HTTP 503 with S3's ``SlowDown``
+XML error, so a dead-letter destination in S3 is unavailable too.
 Every PutRecords call is recorded (partition keys and data of its entries) for assertions.
 """
 
@@ -62,6 +64,7 @@ class FaultProxy:
         parts = urlsplit(upstream)
         self.upstream_host, self.upstream_port = parts.hostname or "127.0.0.1", parts.port or 80
         self._faults: list[Fault] = []
+        self._s3_failures: int | None = 0  # None: every S3 request fails
         self._lock = threading.Lock()
         self.calls: list[PutRecordsCall] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
@@ -100,9 +103,24 @@ class FaultProxy:
     def delay(self, seconds: float, times: int | None = 1) -> None:
         self._arm(Fault("delay", times, delay_seconds=seconds))
 
+    def fail_s3(self, times: int | None = 1) -> None:
+        """The next ``times`` S3 requests (None: all, until ``clear``) fail with 503 SlowDown."""
+        with self._lock:
+            self._s3_failures = times
+
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
+            self._s3_failures = 0
+
+    def take_s3_failure(self) -> bool:
+        with self._lock:
+            if self._s3_failures is None:
+                return True
+            if self._s3_failures > 0:
+                self._s3_failures -= 1
+                return True
+            return False
 
     def _arm(self, fault: Fault) -> None:
         with self._lock:
@@ -194,6 +212,14 @@ def _error(status: int, code: str, message: str) -> tuple[int, list[tuple[str, s
     return status, headers, orjson.dumps({"__type": code, "message": message})
 
 
+_S3_SLOW_DOWN = (
+    503,
+    [("Content-Type", "application/xml")],
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>",
+)
+
+
 def _make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -205,7 +231,10 @@ def _make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             headers = {k: v for k, v in self.headers.items()}
-            if self.headers.get("X-Amz-Target") == PUT_RECORDS_TARGET:
+            target = self.headers.get("X-Amz-Target")
+            if target is None and proxy.take_s3_failure():
+                status, response_headers, payload = _S3_SLOW_DOWN
+            elif target == PUT_RECORDS_TARGET:
                 status, response_headers, payload = proxy.handle_put_records(
                     self.command, self.path, headers, body
                 )

@@ -316,7 +316,7 @@ def test_when_stream_and_dead_letter_destination_fail_the_invocation_fails(
         run_s3(handler, s3, logs_bucket, "x.log", log_file(10))
 
 
-def test_a_junk_file_publishes_the_capped_letters_per_batch_and_counts_every_line(
+def test_a_junk_file_publishes_the_capped_letters_per_file_and_counts_every_line(
     load_handler: Any,
     s3: Any,
     logs_bucket: str,
@@ -324,17 +324,17 @@ def test_a_junk_file_publishes_the_capped_letters_per_batch_and_counts_every_lin
     stream: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # GIVEN the log edge with batches of 50 lines and a cap of 4 letters per batch
+    # GIVEN the log edge with batches of 50 lines and a cap of 4 letters (per file)
     monkeypatch.setenv("SLUICE_BATCH_LINES", "50")
     monkeypatch.setenv("SLUICE_MAX_DEAD_LETTERS", "4")
     handler = load_handler("edge_lambdas.log_ingest.handler")
     # WHEN a file of 120 junk lines, blank lines and one good line is processed
     data = b"1\n" * 120 + b"\n" * 3 + access_line(0).encode() + b"\n"
     summary = run_s3(handler, s3, logs_bucket, "junk.log", data)
-    # THEN each of the 3 batches publishes 4 letters and one summary; every line is counted
+    # THEN the file publishes 4 letters and one summary over its 3 batches; every line is counted
     letters = read_stream(kinesis, stream).dead_letters()
     assert sorted(letter.error_type.value for letter in letters) == sorted(
-        ["unparseable_line"] * 12 + ["too_many_errors"] * 3
+        ["unparseable_line"] * 4 + ["too_many_errors"]
     )
-    assert summary["dead_lettered"] == {"unparseable_line": 120, "too_many_errors": 3}
+    assert summary["dead_lettered"] == {"unparseable_line": 120, "too_many_errors": 1}
     assert (summary["received"], summary["emitted"], summary["skipped"]) == (124, 1, 3)

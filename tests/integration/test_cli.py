@@ -34,7 +34,7 @@ def test_parse_iot_from_stdin_splits_valid_and_dead_letters():
     assert [r["device_id"] for r in out] == ["a", "b"]
     err = proc.stderr.strip().splitlines()
     assert orjson.loads(err[0])["error_type"] == "invalid_json"
-    assert summary(proc) == {"valid": 2, "dead_letters": 1}
+    assert summary(proc) == {"valid": 2, "rejected": 1, "skipped": 0, "dead_letters": 1}
 
 
 def test_parse_weblog_gzip_file_with_dead_letter_file(tmp_path: Path):
@@ -48,7 +48,9 @@ def test_parse_weblog_gzip_file_with_dead_letter_file(tmp_path: Path):
     letters = dead.read_bytes().splitlines()
     blank = sum(1 for line in lines if not line.strip())
     assert len(valid) + len(letters) + blank == len(lines)
-    assert summary(proc) == {"valid": len(valid), "dead_letters": len(letters)}
+    assert summary(proc) == {
+        "valid": len(valid), "rejected": len(letters), "skipped": blank, "dead_letters": len(letters)
+    }  # fmt: skip
     assert letters and all(orjson.loads(d)["source"] == "weblog" for d in letters)
 
 
@@ -61,7 +63,10 @@ def test_parse_weblog_applies_default_filters_and_reports_them(tmp_path: Path):
     proc = sluice("parse", "weblog", str(log))
     [kept] = [orjson.loads(line) for line in proc.stdout.splitlines()]
     assert kept["flags"] == ["bot"]
-    assert summary(proc) == {"valid": 1, "dead_letters": 0, "filtered": {"health_checks": 1}}
+    assert summary(proc) == {
+        "valid": 1, "rejected": 0, "skipped": 0, "dead_letters": 0,
+        "filtered": {"health_checks": 1},
+    }  # fmt: skip
 
 
 def test_parse_weblog_custom_format():
@@ -87,7 +92,7 @@ def test_parse_feed_usgs(tmp_path: Path):
     doc.write_bytes(samples.usgs_document(20))
     proc = sluice("parse", "feed", str(doc), "--feed", "usgs")
     assert proc.returncode == 0
-    assert summary(proc) == {"valid": 20, "dead_letters": 1}
+    assert summary(proc) == {"valid": 20, "rejected": 1, "skipped": 0, "dead_letters": 1}
 
 
 def test_parse_iot_json_array_document(tmp_path: Path):
@@ -99,7 +104,7 @@ def test_parse_iot_json_array_document(tmp_path: Path):
         )
     )
     proc = sluice("parse", "iot", str(doc))
-    assert summary(proc) == {"valid": 2, "dead_letters": 1}
+    assert summary(proc) == {"valid": 2, "rejected": 1, "skipped": 0, "dead_letters": 1}
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def test_a_long_line_is_one_too_large_letter_and_costs_no_memory(
                                               cwd=tmp_path)  # fmt: skip
 
     # THEN the good lines on both sides are parsed; the long line is one letter with its real size
-    assert summary == {"valid": 200, "dead_letters": 1}
+    assert summary == {"valid": 200, "rejected": 1, "skipped": 0, "dead_letters": 1}
     (letter,) = letters
     assert letter["error_type"] == "too_large" and letter["raw_truncated"] is True
     assert letter["raw_size"] == 256 * MIB and f"line 101: {256 * MIB} bytes > {limit}" in str(
@@ -101,8 +102,11 @@ def test_a_flood_of_blank_lines_is_no_record_and_no_dead_letter(
     peak_mib, summary, letters = run_measured("parse", source, str(path), "--no-filters",
                                               cwd=tmp_path)  # fmt: skip
 
-    # THEN only the good line counts
-    assert (summary, letters) == ({"valid": 1, "dead_letters": 0}, [])
+    # THEN only the good line counts; the blank ones are counted as skipped
+    blank = 48 * MIB + 8 * (MIB // 4) + 8 * (MIB // 2)
+    assert (summary, letters) == (
+        {"valid": 1, "rejected": 0, "skipped": blank, "dead_letters": 0}, []
+    )  # fmt: skip
     assert peak_mib < 160, f"peak RSS {peak_mib} MiB"
 
 
@@ -118,7 +122,7 @@ def test_a_json_array_document_over_the_limit_is_one_letter_read_no_further_than
     peak_mib, summary, letters = run_measured("parse", "iot", str(path), cwd=tmp_path)
 
     # THEN one too_large letter with the real size; the document was never decoded
-    assert summary == {"valid": 0, "dead_letters": 1}
+    assert summary == {"valid": 0, "rejected": 1, "skipped": 0, "dead_letters": 1}
     (letter,) = letters
     size = 1 + count * len(element) + 3
     assert (letter["error_type"], letter["raw_size"], letter["raw_truncated"]) == (
@@ -133,7 +137,7 @@ def test_a_feed_document_over_the_limit_is_one_letter(tmp_path: Path) -> None:
         tmp_path / "feed.json.gz", [(b'{"features": [', 1), (b" " * MIB, 65), (b"]}", 1)]
     )
     peak_mib, summary, letters = run_measured("parse", "feed", str(path), cwd=tmp_path)
-    assert summary == {"valid": 0, "dead_letters": 1}
+    assert summary == {"valid": 0, "rejected": 1, "skipped": 0, "dead_letters": 1}
     (letter,) = letters
     assert (letter["error_type"], letter["raw_size"]) == ("too_large", 16 + 65 * MIB)
     assert peak_mib < 64 * 3 + 60, f"peak RSS {peak_mib} MiB"
@@ -162,7 +166,8 @@ def test_ndjson_whose_lines_are_arrays_is_read_as_lines_past_the_document_limit(
     path.write_bytes(b"\n" + line * (3 * small_document_limit // len(line)))
     summary, letters = parse_in_process(capsysbinary, "iot", str(path))
     assert letters == []
-    assert summary == {"valid": 2 * (3 * small_document_limit // len(line)), "dead_letters": 0}
+    valid = 2 * (3 * small_document_limit // len(line))
+    assert summary == {"valid": valid, "rejected": 0, "skipped": 1, "dead_letters": 0}
 
 
 def test_an_array_document_over_the_limit_is_refused_and_one_within_it_is_read(
@@ -176,7 +181,7 @@ def test_an_array_document_over_the_limit_is_refused_and_one_within_it_is_read(
 
     summary, letters = parse_in_process(capsysbinary, "iot", str(big), str(small))
 
-    assert summary == {"valid": 20, "dead_letters": 1}
+    assert summary == {"valid": 20, "rejected": 1, "skipped": 0, "dead_letters": 1}
     assert letters[0]["error_type"] == "too_large"
     assert letters[0]["raw_size"] == big.stat().st_size
 
@@ -187,7 +192,7 @@ def test_a_document_that_is_not_one_array_is_read_as_lines(
     path = tmp_path / "two.json"
     path.write_bytes(b'[{"deviceId": "a", "ts": 1}]\n\n[{"deviceId": "b", "ts": 2}, {"ts": 3}]\n')
     summary, letters = parse_in_process(capsysbinary, "iot", str(path))
-    assert summary == {"valid": 2, "dead_letters": 1}
+    assert summary == {"valid": 2, "rejected": 1, "skipped": 1, "dead_letters": 1}
     assert letters[0]["error_type"] == "missing_field"
 
 
@@ -197,4 +202,26 @@ def test_gzip_members_and_crlf_lines_parse_as_before(
     path = tmp_path / "two-members.gz"
     path.write_bytes(gzip.compress(READING.replace(b"\n", b"\r\n")) + gzip.compress(READING * 2))
     summary, letters = parse_in_process(capsysbinary, "iot", str(path))
-    assert (summary, letters) == ({"valid": 3, "dead_letters": 0}, [])
+    assert (summary, letters) == ({"valid": 3, "rejected": 0, "skipped": 0, "dead_letters": 0}, [])
+
+
+def test_the_summary_counts_rejections_past_the_cap_and_the_horizon_is_the_settings(
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a cap of 5 dead letters, a 1 h horizon, a reading dated two hours ahead (inside the
+    # default 1-day horizon), 40 lines that are no reading and a good reading
+    monkeypatch.setenv("SLUICE_MAX_DEAD_LETTERS", "5")
+    monkeypatch.setenv("SLUICE_MAX_FUTURE_SECONDS", "3600")
+    ahead = int(time.time()) + 2 * 3600
+    path = tmp_path / "mixed.ndjson"
+    path.write_bytes(
+        b'{"deviceId": "ahead", "ts": %d, "t": 1}\n' % ahead
+        + b"1\n" * 40
+        + b'{"deviceId": "good", "ts": %d, "t": 1}\n' % int(time.time())
+    )
+    # WHEN parsed
+    summary, letters = parse_in_process(capsysbinary, "iot", str(path))
+    # THEN 41 rejections: 5 letters one by one, then one too_many_errors summary counting the rest
+    assert summary == {"valid": 1, "rejected": 41, "skipped": 0, "dead_letters": 6}
+    kinds = [letter["error_type"] for letter in letters]
+    assert kinds == ["invalid_timestamp", *["schema_violation"] * 4, "too_many_errors"]

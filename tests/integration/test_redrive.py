@@ -72,6 +72,22 @@ def test_too_late_is_never_redriven():
     assert plan.counts("skipped") == {"too_late": 1}
 
 
+def test_too_many_errors_summaries_are_skipped_and_counted():
+    # GIVEN three lines of format B parsed as combined with a cap of one dead letter: one letter,
+    # and one too_many_errors summary whose sample lines would parse under format B
+    lines = [LINE_B.replace("/a", f"/{n}").encode() for n in range(3)]
+    result = LogParser("combined").parse_batch(lines, max_dead_letters=1, now=T0)
+    kinds = [d.error_type for d in result.dead_letters]
+    assert kinds == [ErrorType.UNPARSEABLE_LINE, ErrorType.TOO_MANY_ERRORS]
+    # WHEN re-driven with format B
+    plan = plan_redrive(result.dead_letters, log_format=FORMAT_B)
+    # THEN the letter is re-driven, the summary skipped (it is no record), and counted as skipped
+    assert [o.status for o in plan.outcomes] == ["redrivable", "skipped"]
+    assert "summary" in plan.outcomes[1].reason
+    assert plan.counts("skipped") == {"too_many_errors": 1}
+    assert len(plan.envelopes()) == 1
+
+
 def test_delivery_failed_envelope_is_resubmitted_as_is():
     envelope = wrap_reading(IotReading(device_id="d", event_time=T0, metrics={"t": 1.0}), T0)
     (letter,) = delivery_failed_letters([OutgoingEnvelope.of(envelope)], "throttled", now=T0)

@@ -36,7 +36,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     ran = any(_HERE in Path(str(i.fspath)).resolve().parents for i in session.items)
     if ran:
-        path = report.write_report()
+        path = report.write_report(report.report_path())
         if path is not None:
             print(f"\nreliability report: {path}", file=sys.stderr)
 

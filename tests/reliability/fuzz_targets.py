@@ -363,8 +363,20 @@ def _alarm(signum: int, frame: Any) -> None:
     raise _Hang(f"still running after {WATCHDOG_SECONDS} s")
 
 
+def expanded_size(path: Path) -> int:
+    """Bytes an input stands for: a ``.repeat.json`` spec's size, a gzip file's decompressed size
+    (its last member's ISIZE field), else the file's size."""
+    if path.name.endswith(".repeat.json"):
+        return int(json.loads(path.read_text())["bytes"])
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b" and len(data) >= 4:
+        return max(len(data), int.from_bytes(data[-4:], "little"))
+    return len(data)
+
+
 def main(argv: list[str]) -> int:
     name, examples, corpus = argv[0], int(argv[1]), Path(argv[2])
+    max_corpus_bytes = int(argv[3]) if len(argv) > 3 else None
     _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard == resource.RLIM_INFINITY or hard > ADDRESS_SPACE_LIMIT:
         resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, hard))
@@ -373,7 +385,8 @@ def main(argv: list[str]) -> int:
     run = Run(name, corpus)
     started = time.monotonic()
     for path in run.corpus_files():
-        run.one(corpus_input(path), str(path.relative_to(corpus)), save=False)
+        if max_corpus_bytes is None or expanded_size(path) <= max_corpus_bytes:
+            run.one(corpus_input(path), str(path.relative_to(corpus)), save=False)
     replayed = run.tried
 
     @settings(

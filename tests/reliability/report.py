@@ -34,11 +34,32 @@ def results_dir() -> Path:
     return Path(os.environ.get("SLUICE_RELIABILITY_RESULTS", ROOT / ".reliability"))
 
 
+SCALES = ("smoke", "short", "full")
+"""``smoke``: the subset ``make test`` runs (about a minute, its report under the results folder);
+``short``: ``make reliability-short``; ``full``: ``make reliability``."""
+
+
 def scale() -> str:
     value = os.environ.get("SLUICE_RELIABILITY_SCALE", "short")
-    if value not in ("short", "full"):
-        raise ValueError(f"SLUICE_RELIABILITY_SCALE must be short or full, not {value!r}")
+    if value not in SCALES:
+        raise ValueError(f"SLUICE_RELIABILITY_SCALE must be one of {SCALES}, not {value!r}")
     return value
+
+
+def sized(sizes: dict[str, Any], at: str) -> Any:
+    """A scenario's sizes at scale ``at``; a scenario without sizes for it is skipped (pytest), with
+    ``sizes["skip"]`` as the reason (say, where its smoke-sized cousin runs)."""
+    if at not in sizes:
+        import pytest
+
+        pytest.skip(str(sizes.get("skip", f"no {at} scale")))
+    return sizes[at]
+
+
+def report_path() -> Path:
+    """``reports/reliability.md``, except at smoke scale (``make test``): next to the results, so
+    that a test run never rewrites the committed report."""
+    return results_dir() / "reliability.md" if scale() == "smoke" else REPORT
 
 
 def peak_rss_mib() -> tuple[float, float]:

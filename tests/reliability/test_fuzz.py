@@ -20,14 +20,18 @@ from report import FAIL, PASS, Result, measure
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
-EXAMPLES = {"short": 300, "full": 100_000}
+EXAMPLES = {"smoke": 40, "short": 300, "full": 100_000}
+SMOKE_CORPUS_BYTES = 1 << 20
+"""At smoke scale (``make test``) only corpus inputs of at most 1 MiB (decompressed) are replayed:
+the 100 MiB gzip bombs run at short and full scale."""
 MEMORY_BOUND_MIB = 1024
 """The edges' documented Lambda memory size."""
 
 
-def _run(target: str, examples: int) -> dict[str, Any]:
+def _run(target: str, examples: int, scale: str) -> dict[str, Any]:
+    limit = [str(SMOKE_CORPUS_BYTES)] if scale == "smoke" else []
     done = subprocess.run(
-        [sys.executable, str(HERE / "fuzz_targets.py"), target, str(examples), str(CORPUS)],
+        [sys.executable, str(HERE / "fuzz_targets.py"), target, str(examples), str(CORPUS), *limit],
         capture_output=True,
         timeout=3600,
         check=False,
@@ -45,10 +49,12 @@ def test_fuzz_every_parser_and_edge_body(scale: str) -> None:
     examples = EXAMPLES[scale]
     with measure(result):
         with ThreadPoolExecutor(2) as pool:
-            outcomes = list(pool.map(lambda t: _run(t, examples), TARGETS))
+            outcomes = list(pool.map(lambda t: _run(t, examples, scale), TARGETS))
         for outcome in outcomes:
             target = outcome["target"]
             injected = f"corpus + {examples} generated inputs"
+            if scale == "smoke":
+                injected = f"corpus inputs up to 1 MiB + {examples} generated inputs"
             if "error" in outcome:
                 result.fail(target, injected, f"the fuzz process failed: {outcome['error']}")
                 continue

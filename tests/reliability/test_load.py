@@ -21,14 +21,15 @@ from report import FAIL, PASS, Result, measure
 from infra.local.stack import client
 
 HERE = Path(__file__).resolve().parent
-SECONDS = {"short": 4.0, "full": 60.0}
+SECONDS = {"smoke": 2.0, "short": 4.0, "full": 60.0}
+CONNECTIONS = {"smoke": (4,), "short": (4, 200), "full": (4, 200)}
 
 
 def test_load_of_the_local_edge_server(moto_endpoint: str, tmp_path: Path, scale: str) -> None:
     result = Result("load", "Load test of sluice edge serve")
     with measure(result):
         env = aws_env(moto_endpoint)
-        for connections in (4, 200):
+        for connections in CONNECTIONS[scale]:
             stream, bucket = create_stack(env)
             edge = EdgeServer(env, stream, bucket, tmp_path / f"edge-{connections}.log").start()
             tag = f"load{connections}-{uuid.uuid4().hex[:6]}"

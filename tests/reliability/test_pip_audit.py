@@ -14,8 +14,11 @@ import json
 import os
 import shutil
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import pytest
 from report import FAIL, NOT_RUN, PASS, ROOT, Result, measure
 
 LOCK_FILES = sorted(ROOT.glob("requirements*.lock"))
@@ -30,6 +33,26 @@ def _pip_audit() -> str | None:
         if candidate and Path(candidate).exists():
             return candidate
     return None
+
+
+def _status(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.status)
+    except urllib.error.HTTPError as error:
+        return str(error.code)
+    except OSError as error:
+        return f"unreachable ({type(error).__name__})"
+
+
+def _pypi_probe(name: str, version: str) -> str:
+    """Why PyPI gave nothing: the status of the per-version JSON API pip-audit's ``pypi`` service
+    reads vulnerabilities from, next to the project-level one."""
+    per_version = f"https://pypi.org/pypi/{name}/{version}/json"
+    return (
+        f"; here {per_version} answers {_status(per_version)} while "
+        f"https://pypi.org/pypi/{name}/json answers {_status(f'https://pypi.org/pypi/{name}/json')}"
+    )
 
 
 def _audit(tool: str, lock: Path, service: str) -> tuple[str, str, int, int]:
@@ -52,10 +75,14 @@ def _audit(tool: str, lock: Path, service: str) -> tuple[str, str, int, int]:
     findings = [(d["name"], d["version"], v["id"]) for d in audited for v in d.get("vulns", [])]
     if not audited:
         reason = dependencies[0]["skip_reason"]
+        name = str(dependencies[0]["name"])
+        pins = dict(line.split("==", 1) for line in lock.read_text().splitlines() if "==" in line)
+        version = dependencies[0].get("version") or pins.get(name, "").strip()
+        probe = _pypi_probe(name, version) if service == "pypi" and version else ""
         return (
             NOT_RUN,
             f"not run: {service} could not look up any of the {len(dependencies)} pins "
-            f"(e.g. {reason[:120]})",
+            f"(e.g. {reason[:120]}){probe}",
             len(dependencies),
             0,
         )
@@ -76,7 +103,11 @@ def _audit(tool: str, lock: Path, service: str) -> tuple[str, str, int, int]:
     )
 
 
-def test_pip_audit_of_the_lock_files() -> None:
+def test_pip_audit_of_the_lock_files(scale: str) -> None:
+    if scale == "smoke":
+        pytest.skip(
+            "smoke (make test): pip-audit needs a vulnerability service; see make reliability"
+        )
     result = Result("pip_audit", "pip-audit of the lock files")
     with measure(result):
         tool = _pip_audit()

@@ -8,12 +8,16 @@ counts by reason, a digest and a sample; the response still counts every rejecti
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
+from collections import Counter
 from datetime import UTC, datetime
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sluice.core.contracts import ErrorType, FeedItem, IotReading, Source, Stage, WebAccessLog
 from sluice.core.deadletters import (
@@ -124,6 +128,47 @@ def test_good_readings_among_the_junk_are_all_accepted() -> None:
                                                  "body"]  # fmt: skip
 
 
+_LINES = st.sampled_from(
+    [b"1", b"1\r", b"", b" ", b"\t\r", b'"x"', b"true", b"{", b"[", b"[]", b" {", b"-", b"\xff",
+     b"2.5e400", b'{"deviceId":"e","ts":1764158400}', GOOD, b"[" + GOOD + b"," + GOOD + b"]",
+     b" " + GOOD, GOOD + b"\r", b'{"deviceId":"d2","ts":"9999-12-31T23:59:59Z","t":1}']
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(_LINES, min_size=2, max_size=80), cap=st.integers(1, 12))
+def test_past_the_cap_the_bulk_count_gives_what_one_by_one_gives(
+    lines: list[bytes], cap: int
+) -> None:
+    # GIVEN an NDJSON body of readings, junk, blank and CRLF lines
+    body = b"\n".join(lines) + (b"\n" if len(lines) % 2 else b"")
+    # WHEN ingested with a small cap (the rest counted in bulk once the sample is full) and with
+    # a cap nothing reaches (every line parsed one by one)
+    capped = ingest_iot_request(IotRequest(body=body), now=NOW, max_dead_letters=cap)
+    every = ingest_iot_request(IotRequest(body=body), now=NOW, max_dead_letters=100_000)
+    # THEN the same readings in the same order, the same rejections by reason, the same blanks
+    assert capped.accepted == every.accepted and capped.skipped == every.skipped
+    readings = [encode(e) for e in capped.envelopes if e.kind == "record"]
+    assert readings == [encode(e) for e in every.envelopes if e.kind == "record"]
+    by_reason = Counter(d.error_type for d in capped.dead_letters)
+    by_reason.update(capped.suppressed)
+    del by_reason[ErrorType.TOO_MANY_ERRORS]
+    assert by_reason == Counter(d.error_type for d in every.dead_letters)
+    assert capped.rejected == every.rejected and capped.status == every.status
+
+
+def test_a_gzip_body_inflating_to_5_mib_of_junk_is_cheap_to_count() -> None:
+    # GIVEN 5 KB of gzip inflating to 5 MiB (the limit) of "1\n" and one good reading at its end
+    junk = (5 * 1024 * 1024 - len(GOOD)) // 2
+    body = gzip.compress(b"1\n" * junk + GOOD, 9)
+    request = IotRequest(body=body, content_type="application/json", content_encoding="gzip")
+    # WHEN ingested
+    outcome = ingest_iot_request(request, now=NOW)
+    # THEN every line is counted (one by one this took about 5 s of parsing; see the ARCHITECTURE)
+    assert (outcome.status, outcome.accepted, outcome.rejected) == (202, 1, junk)
+    assert outcome.suppressed == {ErrorType.SCHEMA_VIOLATION: junk - MAX_DEAD_LETTERS}
+
+
 def test_a_retried_body_yields_the_same_letters_summary_included() -> None:
     body = b"[" + b",".join([b"1"] * 50) + b"]"
     first = ingest_iot_request(IotRequest(body=body), now=NOW, max_dead_letters=4)
@@ -145,17 +190,19 @@ def test_parse_batches_are_capped_too() -> None:
     assert (len(feed.dead_letters), feed.rejected) == (8, 40)
 
 
-def test_the_log_edge_caps_each_published_batch() -> None:
+def test_the_log_edge_caps_each_file() -> None:
     # GIVEN a file of 25 junk lines read in batches of 10, cap 3
     data = b"junk\n" * 25
     batches = list(
         read_log_stream(io.BytesIO(data), "s3://b/k", LogParser(), batch_lines=10, now=NOW,
                         max_dead_letters=3)
     )  # fmt: skip
-    # THEN each batch has 3 letters and a summary (the last, of 5 lines, 3 and a summary too)
-    assert [len(b.dead_letters) for b in batches] == [4, 4, 4]
-    assert [b.rejected for b in batches] == [10, 10, 5]
-    # and the summaries of a re-read file are the same letters
+    # THEN the first batch has the 3 letters, the last one the summary of the 22 others
+    assert [len(b.dead_letters) for b in batches] == [3, 0, 1]
+    assert [b.rejected for b in batches] == [3, 0, 22]
+    assert batches[-1].dead_letters[0].error_type is ErrorType.TOO_MANY_ERRORS
+    assert "22 more rejections than the 3" in batches[-1].dead_letters[0].message
+    # and the letters of a re-read file are the same letters
     again = list(
         read_log_stream(io.BytesIO(data), "s3://b/k", LogParser(), batch_lines=10, now=NOW,
                         max_dead_letters=3)
