@@ -45,7 +45,7 @@ def test_parse_a_feed_described_in_a_feeds_file(tmp_path: Path) -> None:
     items = lines(proc.stdout)
     assert [i["fields"]["temperature_c"] for i in items] == [1.5, 1.1]
     assert {i["feed"] for i in items} == {"open_meteo_berlin"}
-    assert orjson.loads(proc.stderr.splitlines()[-1]) == {"valid": 2, "dead_letters": 0}
+    assert orjson.loads(proc.stderr.splitlines()[-1]) == {"valid": 2, "rejected": 0, "skipped": 0, "dead_letters": 0}
 
 
 def test_a_document_not_matching_the_spec_is_a_dead_letter() -> None:
@@ -58,7 +58,7 @@ def test_a_document_not_matching_the_spec_is_a_dead_letter() -> None:
     (letter,) = lines(b"\n".join(letters))
     assert "no object of arrays at 'hourly'" in letter["message"]
     assert letter["raw"] == '{"latitude": 1}'
-    assert orjson.loads(last) == {"valid": 0, "dead_letters": 1}
+    assert orjson.loads(last) == {"valid": 0, "rejected": 1, "skipped": 0, "dead_letters": 1}
 
 
 def test_a_feed_configured_for_the_poller_can_be_tried_by_name() -> None:
@@ -106,5 +106,5 @@ def test_iot_summary_counts_missing_metrics() -> None:
     (reading,) = lines(proc.stdout)
     assert reading["metrics"] == {"t": 4.0}
     assert orjson.loads(proc.stderr.splitlines()[-1]) == {
-        "valid": 1, "dead_letters": 0, "missing_metrics": 1,
+        "valid": 1, "rejected": 0, "skipped": 0, "dead_letters": 0, "missing_metrics": 1,
     }  # fmt: skip
