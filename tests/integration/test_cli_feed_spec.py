@@ -45,7 +45,12 @@ def test_parse_a_feed_described_in_a_feeds_file(tmp_path: Path) -> None:
     items = lines(proc.stdout)
     assert [i["fields"]["temperature_c"] for i in items] == [1.5, 1.1]
     assert {i["feed"] for i in items} == {"open_meteo_berlin"}
-    assert orjson.loads(proc.stderr.splitlines()[-1]) == {"valid": 2, "rejected": 0, "skipped": 0, "dead_letters": 0}
+    assert orjson.loads(proc.stderr.splitlines()[-1]) == {
+        "valid": 2,
+        "rejected": 0,
+        "skipped": 0,
+        "dead_letters": 0,
+    }
 
 
 def test_a_document_not_matching_the_spec_is_a_dead_letter() -> None:
