@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, Literal, NamedTuple, TypeVar
@@ -299,6 +299,19 @@ class CappedDeadLetters:
             data = _as_bytes(raw) + b"\n"
             for _ in range(times):
                 self._digest.update(data)
+
+    def count_records(self, counts: Mapping[ErrorType, int], records: bytes) -> None:
+        """Many suppressed rejections at once, once ``saturated`` holds (checked): ``counts`` by
+        reason, and ``records`` their raw inputs in order, each followed by a newline (what ``add``
+        would hash one by one)."""
+        if not self.saturated:
+            raise ValueError(
+                "count_records() is for rejections past the cap once the sample is full"
+            )
+        for error_type, times in counts.items():
+            self.suppressed[error_type] = self.suppressed.get(error_type, 0) + times
+        if self._digest is not None:
+            self._digest.update(records)
 
     def drain(self, result: BatchResult[T]) -> None:
         """Move the letters built so far into ``result`` (one batch of several the cap spans); the

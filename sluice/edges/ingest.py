@@ -38,6 +38,7 @@ import base64
 import binascii
 import gzip
 import hashlib
+import io
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -530,14 +531,15 @@ class LogLine:
 
 
 def iter_bounded_lines(
-    stream: IO[bytes], max_line_bytes: int = MAX_LINE_BYTES
+    stream: IO[bytes] | _Prepended, max_line_bytes: int = MAX_LINE_BYTES, start: int = 0
 ) -> Iterator[LogLine]:
     """Numbered lines (1-based, line endings removed); never reads more than one bounded line ahead.
 
     A line longer than ``max_line_bytes`` is read past in chunks and yielded cut to
     ``max_line_bytes + 1`` bytes with its real ``size``, so one newline-free gigabyte costs no memory.
+    ``start``: the number of lines before the first one read.
     """
-    number = 0
+    number = start
     while True:
         chunk = stream.readline(max_line_bytes + 1)
         if not chunk:
@@ -632,6 +634,72 @@ def log_dead_letters(
     return CappedDeadLetters(Source.WEBLOG, stage, max_dead_letters, first_seen=now)
 
 
+_BULK_PIECE_BYTES = 1 << 20
+"""Past the cap, the rest of a log file is read in pieces of about this many bytes (whole lines)."""
+
+
+class _Prepended:
+    """``head`` (bytes already read from ``stream``) and then ``stream``, for ``readline`` only;
+    ``exhausted`` once every byte of ``head`` was handed out."""
+
+    __slots__ = ("_head", "_left", "_stream")
+
+    def __init__(self, head: bytes, stream: IO[bytes]) -> None:
+        self._head, self._left, self._stream = io.BytesIO(head), len(head), stream
+
+    @property
+    def exhausted(self) -> bool:
+        return not self._left
+
+    def readline(self, limit: int) -> bytes:
+        if not self._left:
+            return self._stream.readline(limit)
+        line = self._head.readline(limit)
+        self._left -= len(line)
+        if self._left or line.endswith(b"\n") or len(line) >= limit:
+            return line
+        return line + self._stream.readline(limit - len(line))
+
+
+def _count_rejected_piece(
+    parser: LogParser,
+    piece: bytes,
+    max_line_bytes: int,
+    context: dict[str, Any],
+    letters: CappedDeadLetters,
+) -> tuple[int, int] | None:
+    """Count a piece of whole lines in bulk when none of them is a record: ``(lines, blank)``;
+    ``None`` (nothing counted) when a line is a record, too long, ends in ``\\r``, keeps a raw
+    input other than itself, or the piece has more than ``_KNOWN_LINES`` distinct lines. Each
+    distinct line is parsed once, so a file of one junk line repeated costs a split and a count.
+    """
+    lines = piece.split(b"\n")
+    if lines and not lines[-1]:  # the final newline ends the last line; it starts none
+        lines.pop()
+    copies = Counter(lines)
+    if len(copies) > _KNOWN_LINES:
+        return None
+    counts: dict[ErrorType, int] = {}
+    blank_lines: set[bytes] = set()
+    for line, times in copies.items():
+        if len(line) > max_line_bytes or line.endswith(b"\r"):
+            return None
+        outcome = parser.parse_raw(line, context)
+        if outcome is None:
+            blank_lines.add(line)
+            continue
+        if not isinstance(outcome, Rejection) or outcome.raw != line:
+            return None
+        counts[outcome.error_type] = counts.get(outcome.error_type, 0) + times
+    if counts:
+        if not blank_lines:
+            records = piece if piece.endswith(b"\n") else piece + b"\n"
+        else:
+            records = b"".join(line + b"\n" for line in lines if line not in blank_lines)
+        letters.count_records(counts, records)
+    return len(lines), sum(copies[line] for line in blank_lines)
+
+
 def read_log_stream(
     stream: IO[bytes],
     origin: str,
@@ -663,19 +731,51 @@ def read_log_stream(
             horizon=horizon, max_dead_letters=max_dead_letters, letters=letters, last=final,
         )  # fmt: skip
 
+    context = horizon.context(now)
     batch: list[LogLine] = []
     last = 0
+    held: BatchResult[Envelope] = BatchResult()  # what the bulk part has not yielded yet
+
+    def in_bulk() -> Iterator[BatchResult[Envelope]]:
+        """The rest of the file once the cap is saturated: pieces of junk lines only change counts,
+        so they are counted in bulk (``_count_rejected_piece``); any other piece goes line by line."""
+        nonlocal held, last
+        while piece := stream.read(_BULK_PIECE_BYTES):
+            if not piece.endswith(b"\n"):
+                piece += stream.readline(max_line_bytes + 1)
+            counted = _count_rejected_piece(parser, piece, max_line_bytes, context, letters)
+            if counted is not None:
+                last += counted[0]
+                held.skipped += counted[1]
+                continue
+            rest = _Prepended(piece, stream)
+            lines: list[LogLine] = []
+            for line in iter_bounded_lines(rest, max_line_bytes, start=last):
+                lines.append(line)
+                if rest.exhausted:
+                    break
+            last += len(lines)
+            result, held = held, BatchResult()
+            result.extend(envelopes(lines, False))
+            yield result
+
     try:
         for line in iter_bounded_lines(stream, max_line_bytes):
             if len(batch) >= batch_lines:
                 yield envelopes(batch, False)
                 batch = []
+                if letters.saturated:  # the rest in bulk; ``line`` (read already) goes first
+                    last = int(line.position)
+                    held.extend(envelopes([line], False))
+                    yield from in_bulk()
+                    break
             batch.append(line)
             last = int(line.position)
     except (gzip.BadGzipFile, EOFError, zlib.error) as err:
         # Only decompression errors: a network error reading the object is not bad input and
         # must fail the invocation so that it is retried.
-        result = envelopes(batch, True)
+        result, held = held, BatchResult()
+        result.extend(envelopes(batch, True))
         result.dead_letters.append(
             dead_letter(
                 Source.WEBLOG, stage, ErrorType.INVALID_ENCODING,
@@ -685,8 +785,10 @@ def read_log_stream(
         )  # fmt: skip
         yield result
         return
-    if batch or letters.suppressed:
-        yield envelopes(batch, True)
+    if batch or letters.suppressed or held.valid or held.dead_letters or held.skipped:
+        result = held
+        result.extend(envelopes(batch, True))
+        yield result
 
 
 @dataclass(slots=True)
