@@ -134,6 +134,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _LOOKUP_RANGES = 16
 """At most this many event-time ranges in one duplicate lookup (nearby ranges are merged)."""
+_LETTER_HORIZON = timedelta(days=7)
+"""A dead letter first seen up to this long after one of the same id is a copy (``dead_letters``)."""
 _LOOKUP_GAP = timedelta(minutes=1)
 """Candidate event times closer than this share a lookup range."""
 COMMIT_ATTEMPTS = 12
@@ -383,9 +385,14 @@ class ExactlyOnceWriter:
             windows[window.name] = self._plan_window(
                 window, batches, plan.dropped, letters, report, now=now, forced=event_commits
             )
-        letter_rows = self._letter_rows(
-            self._fresh("dead_letters", batches, lambda b: b.dead_letters)
-            + [e for shard, e in letters if self._is_fresh("dead_letters", (shard, e.sequence))],
+        letter_rows = self._landed_letters_dropped(
+            self._letter_rows(
+                self._fresh("dead_letters", batches, lambda b: b.dead_letters)
+                + [
+                    e for shard, e in letters if self._is_fresh("dead_letters", (shard, e.sequence))
+                ],
+                report,
+            ),
             report,
         )
 
@@ -719,6 +726,37 @@ class ExactlyOnceWriter:
             )  # fmt: skip
             report.dead_lettered += 1
         return pa.concat_tables([rows, dead_letter_rows(replacements)])
+
+    def _landed_letters_dropped(self, rows: pa.Table, report: FlushReport) -> pa.Table:
+        """``rows`` without the dead letters that already landed: a letter id in ``dead_letters``
+        first seen at most ``_LETTER_HORIZON`` before the earliest of ``rows``, or earlier in
+        ``rows``. Ids are deterministic (the input and where it was), so a copy is the same
+        rejection again: a client's retry of a body, a stream read again."""
+        if not self.deduplicate or rows.num_rows == 0:
+            return rows
+        ids = rows.column("dead_letter_id").to_pylist()
+        first = pc.min(rows.column("first_seen")).as_py()
+        window: dict[str, Any] = {}
+        if first is not None:
+            since = (first - _LETTER_HORIZON).isoformat()
+            window["row_filter"] = GreaterThanOrEqual(term="first_seen", value=literal(since))
+        stored = (
+            self.tables["dead_letters"]
+            .scan(selected_fields=("dead_letter_id",), **window)
+            .to_arrow()
+        )
+        wanted = pa.array(sorted(set(ids)), pa.string())
+        column = stored.column("dead_letter_id")
+        landed = set(column.filter(pc.is_in(column, value_set=wanted)).to_pylist())
+        keep: list[int] = []
+        for index, letter_id in enumerate(ids):
+            if letter_id not in landed:
+                landed.add(letter_id)
+                keep.append(index)
+        if len(keep) == rows.num_rows:
+            return rows
+        report.duplicates += rows.num_rows - len(keep)
+        return rows.take(pa.array(keep, pa.int64()))
 
     def _fresh(self, name: str, batches: Iterable[JobBatch], pick: Any) -> list[Event]:
         committed = self.positions[name]

@@ -26,8 +26,9 @@ from pyiceberg.table import Table
 from beam_jobs.preflight import check_catalog
 from beam_jobs.settings import JobSettings
 from sluice.core.contracts import ErrorType, IotReading, Source, Stage, WebAccessLog
+from sluice.core.deadletters import dead_letter
 from sluice.core.errors import ConfigError
-from sluice.stream.envelopes import encode, wrap_access_log, wrap_reading
+from sluice.stream.envelopes import encode, wrap_access_log, wrap_dead_letter, wrap_reading
 from sluice.stream.stages import (
     Event,
     InputRecord,
@@ -305,6 +306,31 @@ def test_duplicates_land_once_across_flushes_and_within_one(tables):
     moved = originals[0].model_copy(update={"event_time": T0 + timedelta(minutes=5)})
     writer.add(batch([moved], 11, previous=10))
     assert writer.flush().duplicates == 0
+
+
+def test_dead_letters_of_the_same_id_land_once_across_flushes_and_within_one(tables):
+    # GIVEN an edge dead letter, and the same letter again from a client's retry of the body
+    letter = dead_letter(
+        Source.IOT, Stage.EDGE_IOT, ErrorType.INVALID_JSON, "bad", b"{x", first_seen=ARRIVAL,
+        identity=("body-digest", "line 1", 0),
+    )  # fmt: skip
+    other = dead_letter(
+        Source.IOT, Stage.EDGE_IOT, ErrorType.INVALID_JSON, "bad", b"{y", first_seen=ARRIVAL,
+        identity=("body-digest", "line 2", 0),
+    )  # fmt: skip
+    data, copy = encode(wrap_dead_letter(letter, ARRIVAL)), encode(wrap_dead_letter(other, ARRIVAL))
+    writer = ExactlyOnceWriter(tables, 60)
+    writer.add(batch([data], 1))
+    writer.flush()
+    # WHEN the copy arrives a minute later, twice in one batch, next to a new letter
+    later = decode_batch("s", records([data, copy, data, copy], 2, ARRIVAL + timedelta(minutes=1)),
+                         previous_sequence=1)  # fmt: skip
+    writer.add(window_batch(later, 60, 600))
+    report = writer.flush()
+    # THEN each letter id is one row
+    ids = [r["dead_letter_id"] for r in rows(tables, "dead_letters")]
+    assert sorted(ids) == sorted({letter.dead_letter_id, other.dead_letter_id})
+    assert report.duplicates == 3
 
 
 def test_duplicates_stay_exactly_once_across_a_crash_between_window_and_event_commits(
