@@ -228,8 +228,7 @@ def _serve(catalog: Catalog, namespace: str, args: argparse.Namespace) -> int:
         raise ConfigError(
             f"cannot serve on 127.0.0.1:{args.port}: {err.strerror or err}; choose another --port"
         ) from None
-    host, port = server.server_address[:2]
-    print(f"serving http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    print(f"serving http://127.0.0.1:{server.server_port}/ (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -24,7 +24,7 @@ _PAGE = """<!doctype html>
 <style>
 body{font:14px/1.4 system-ui,sans-serif;margin:16px 24px;color:#1d2733;background:#f6f8fa}
 h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:20px 0 8px}
-.muted{color:#5b6b7b}.grid{display:flex;flex-wrap:wrap;gap:12px}
+.muted{color:#5b6b7b}.grid{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
 .card{background:#fff;border:1px solid #d8dee4;border-radius:6px;padding:10px 14px;min-width:240px}
 .card b{font-size:18px}table{border-collapse:collapse;background:#fff}
 td,th{border:1px solid #d8dee4;padding:3px 8px;text-align:right}th{background:#eef2f5}
@@ -38,7 +38,7 @@ td:first-child,th:first-child{text-align:left}svg{background:#fff;border:1px sol
 last <span id="minutes"></span> minutes with data</div>
 <h2>Sources</h2><div id="sources" class="grid"></div>
 <h2>Events per minute (ingest time)</h2><div id="rates" class="grid"></div>
-<h2>Dead letters by reason</h2><div id="dead-letters"></div>
+<h2>Dead letters by reason</h2><div id="dead-letters" class="grid"></div>
 <h2>Window metrics (per 1-minute event-time window)</h2><div id="windows" class="grid"></div>
 <h2>Last commit per table</h2><div id="tables"></div>
 <script id="status-data" type="application/json">__DATA__</script>
@@ -56,9 +56,10 @@ function fmt(x, digits) {
   if (x === null || x === undefined) return "-";
   return typeof x === "number" ? x.toFixed(digits === undefined ? 0 : digits) : String(x);
 }
-function chart(title, points, key, cls, attrs) {
-  // points: [[label, value], ...] drawn as bars, with the maximum on the axis.
-  const w = 360, h = 140, pad = 24, n = Math.max(points.length, 1);
+function chart(title, points, key, cls, attrs, categories) {
+  // points: [[label, value], ...] drawn as bars, with the maximum on the axis; times (first and
+  // last under the axis) unless categories.
+  const w = 340, h = 130, pad = 24, n = Math.max(points.length, 1);
   const max = Math.max(1, ...points.map(p => p[1]));
   const box = el("div", Object.assign({"class": "card", "data-chart": key}, attrs || {}));
   box.append(el("div", {}, title));
@@ -75,7 +76,13 @@ function chart(title, points, key, cls, attrs) {
   });
   svg.append(el("svg:text", {"class": "axis", x: 2, y: pad - 6}, fmt(max)));
   svg.append(el("svg:text", {"class": "axis", x: 2, y: h - pad + 14}, "0"));
-  if (points.length) {
+  if (categories) {  // few bars, each a name: its name under it, its value on it
+    points.forEach(([label, value], i) => {
+      svg.append(el("svg:text", {"class": "axis", x: pad + i * bw + 2, y: h - 8}, label));
+      svg.append(el("svg:text", {"class": "axis", x: pad + i * bw + 2,
+        y: h - pad - (h - 2 * pad) * value / max - 3}, fmt(value)));
+    });
+  } else if (points.length) {
     svg.append(el("svg:text", {"class": "axis", x: pad, y: h - 4}, points[0][0].slice(11, 16)));
     svg.append(el("svg:text", {"class": "axis", x: w - 40, y: h - 4},
       points[points.length - 1][0].slice(11, 16)));
@@ -124,7 +131,8 @@ function render(s) {
     const byReason = {};
     letters.forEach(d => { byReason[d.reason] = (byReason[d.reason] || 0) + d.count; });
     dl.replaceChildren(
-      chart("dead letters by reason", Object.entries(byReason), "dead-letters", "bar5xx"),
+      chart("dead letters by reason", Object.entries(byReason), "dead-letters", "bar5xx", {},
+            true),
       table(["source", "stage", "reason", "count"],
         letters.map(d => [[d.source], [d.stage], [d.reason], [d.count, {"data-figure": "count"}]]),
         letters.map(d => ({"data-dead-letter": "", "data-source": d.source,

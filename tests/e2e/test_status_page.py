@@ -311,3 +311,17 @@ def test_status_page_renders_in_headless_chromium(state: Path, tmp_path: Path) -
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, len(data)
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (1200, 900)
+
+
+def test_a_port_in_use_is_one_line(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = _run(
+            capsys, "status", "--serve", "--port", str(port), "--state-dir", str(state)
+        )
+    assert code == 2 and out == ""
+    assert err.startswith(f"sluice: cannot serve on 127.0.0.1:{port}: ") and err.count("\n") == 1
