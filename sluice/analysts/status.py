@@ -4,8 +4,8 @@ In: a catalog (local SQLite or Glue), its namespace, the time now.
 Out: a ``Status`` value (``as_dict`` is its JSON form): per table its last commit (time, operation,
 rows added, snapshots) and the source positions it holds; per source its events, events per minute
 of ingest time, rate and lag; dead letters counted by source, stage and reason; per-minute window
-metrics (IoT readings and devices, web requests, 5xx and bytes). ``StatusError`` (one line) when
-there are no tables or one cannot be read.
+metrics (IoT metric values and devices, web requests, 5xx and bytes). ``StatusError`` (one line)
+when there are no tables or one cannot be read.
 Why: the CloudWatch dashboard's figures, for a local run, from the tables alone: commit metadata
 and positions come from Iceberg snapshot summaries (no data file read); the rest reads only the
 columns it counts (``ingest_time``, a few window and dead-letter columns) and groups them in DuckDB.
@@ -139,7 +139,7 @@ def _jsonable(value: Any) -> Any:
 
 _WINDOW_SQL = {
     "iot_metrics_1m": """
-        SELECT window_start, sum("count")::DOUBLE AS readings,
+        SELECT window_start, sum("count")::DOUBLE AS metric_values,
                count(DISTINCT device_id)::DOUBLE AS devices
         FROM rows GROUP BY window_start ORDER BY window_start""",
     "web_traffic_1m": """

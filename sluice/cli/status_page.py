@@ -56,10 +56,10 @@ function fmt(x, digits) {
   if (x === null || x === undefined) return "-";
   return typeof x === "number" ? x.toFixed(digits === undefined ? 0 : digits) : String(x);
 }
-function chart(title, points, key, cls, attrs, categories) {
-  // points: [[label, value], ...] drawn as bars, with the maximum on the axis; times (first and
-  // last under the axis) unless categories.
-  const w = 340, h = 130, pad = 24, n = Math.max(points.length, 1);
+function chart(title, points, key, cls, attrs) {
+  // points: [[minute, value], ...] drawn as bars; the maximum, and the first and last minutes on
+  // the axes.
+  const w = 320, h = 120, pad = 24, n = Math.max(points.length, 1);
   const max = Math.max(1, ...points.map(p => p[1]));
   const box = el("div", Object.assign({"class": "card", "data-chart": key}, attrs || {}));
   box.append(el("div", {}, title));
@@ -76,17 +76,31 @@ function chart(title, points, key, cls, attrs, categories) {
   });
   svg.append(el("svg:text", {"class": "axis", x: 2, y: pad - 6}, fmt(max)));
   svg.append(el("svg:text", {"class": "axis", x: 2, y: h - pad + 14}, "0"));
-  if (categories) {  // few bars, each a name: its name under it, its value on it
-    points.forEach(([label, value], i) => {
-      svg.append(el("svg:text", {"class": "axis", x: pad + i * bw + 2, y: h - 8}, label));
-      svg.append(el("svg:text", {"class": "axis", x: pad + i * bw + 2,
-        y: h - pad - (h - 2 * pad) * value / max - 3}, fmt(value)));
-    });
-  } else if (points.length) {
+  if (points.length) {
     svg.append(el("svg:text", {"class": "axis", x: pad, y: h - 4}, points[0][0].slice(11, 16)));
     svg.append(el("svg:text", {"class": "axis", x: w - 40, y: h - 4},
       points[points.length - 1][0].slice(11, 16)));
   }
+  box.append(svg);
+  return box;
+}
+function hbars(title, points, key, cls) {
+  // points: [[name, value], ...], one labelled horizontal bar each, with its value.
+  const w = 420, row = 20, label = 130, pad = 6, h = pad * 2 + row * Math.max(points.length, 1);
+  const max = Math.max(1, ...points.map(p => p[1]));
+  const box = el("div", {"class": "card", "data-chart": key});
+  box.append(el("div", {}, title));
+  const svg = el("svg:svg", {width: w, height: h, viewBox: `0 0 ${w} ${h}`, role: "img"});
+  svg.append(el("svg:title", {}, title));
+  points.forEach(([name, value], i) => {
+    const y = pad + i * row, bw = (w - label - 60) * value / max;
+    svg.append(el("svg:text", {"class": "axis", x: 4, y: y + 14}, name));
+    const r = el("svg:rect", {"class": cls, x: label, y: y + 3, width: Math.max(bw, 1),
+      height: row - 6, "data-series": key, "data-label": name, "data-value": value});
+    r.append(el("svg:title", {}, `${name}: ${value}`));
+    svg.append(r);
+    svg.append(el("svg:text", {"class": "axis", x: label + bw + 4, y: y + 14}, fmt(value)));
+  });
   box.append(svg);
   return box;
 }
@@ -131,8 +145,8 @@ function render(s) {
     const byReason = {};
     letters.forEach(d => { byReason[d.reason] = (byReason[d.reason] || 0) + d.count; });
     dl.replaceChildren(
-      chart("dead letters by reason", Object.entries(byReason), "dead-letters", "bar5xx", {},
-            true),
+      hbars("dead letters by reason", Object.entries(byReason).sort((a, b) => b[1] - a[1]),
+            "dead-letters", "bar5xx"),
       table(["source", "stage", "reason", "count"],
         letters.map(d => [[d.source], [d.stage], [d.reason], [d.count, {"data-figure": "count"}]]),
         letters.map(d => ({"data-dead-letter": "", "data-source": d.source,
@@ -153,7 +167,7 @@ function render(s) {
     ["table", "rows", "snapshots", "data files", "last commit", "operation", "rows added",
      "age (s)", "positions"],
     s.tables.map(t => [[t.table], [t.rows, {"data-figure": "rows"}], [t.snapshots],
-      [t.data_files], [t.last_commit || "-"], [t.last_operation || "-"],
+      [t.data_files], [t.last_commit ? t.last_commit.slice(0, 19).replace("T", " ") : "-"], [t.last_operation || "-"],
       [t.rows_added, {"data-figure": "rows_added"}], [fmt(t.commit_age_seconds, 1)],
       [Object.entries(t.positions).map(([k, v]) => `${k}: ${v}`).join(", ") || "-"]]),
     s.tables.map(t => ({"data-table": t.table}))));

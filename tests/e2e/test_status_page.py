@@ -117,7 +117,7 @@ def _expected(state: Path) -> dict[str, Any]:
         },
         "reasons": Counter(r["error_type"] for r in letters),
         "letters": Counter((r["source"], r["stage"], r["error_type"]) for r in letters),
-        "readings": sum(column("iot_metrics_1m", "count")),
+        "metric_values": sum(column("iot_metrics_1m", "count")),
         "requests": sum(column("web_traffic_1m", "requests")),
         "errors_5xx": sum(
             r["requests"]
@@ -137,7 +137,7 @@ def test_the_tables_hold_every_kind_of_figure(state: Path) -> None:
     expected = _expected(state)
     assert expected["events"]["iot"] > 20 and expected["events"]["weblog"] > 10
     assert {"unparseable_line", "invalid_json", "too_late"} <= set(expected["reasons"])
-    assert expected["readings"] > 0 and expected["errors_5xx"] > 0
+    assert expected["metric_values"] > 0 and expected["errors_5xx"] > 0
 
 
 def test_status_json_matches_the_tables(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -170,7 +170,10 @@ def test_status_json_matches_the_tables(state: Path, capsys: pytest.CaptureFixtu
     assert set(tables["dead_letters"]["positions"]) == {"shardId-000", "shardId-001"}
     assert set(figures["resume_positions"]) == {"shardId-000", "shardId-001"}
     windows = figures["windows"]
-    assert sum(p["values"]["readings"] for p in windows["iot_metrics_1m"]) == expected["readings"]
+    assert (
+        sum(p["values"]["metric_values"] for p in windows["iot_metrics_1m"])
+        == expected["metric_values"]
+    )
     web = windows["web_traffic_1m"]
     assert sum(p["values"]["errors_5xx"] for p in web) == expected["errors_5xx"]
 
@@ -299,7 +302,7 @@ def test_status_page_renders_in_headless_chromium(state: Path, tmp_path: Path) -
         for attrs, _ in found
         if "data-window-table" in attrs
     }
-    assert charts[("iot_metrics_1m", "readings")] == expected["readings"]
+    assert charts[("iot_metrics_1m", "metric_values")] == expected["metric_values"]
     assert charts[("web_traffic_1m", "requests")] == expected["requests"]
     assert charts[("web_traffic_1m", "errors_5xx")] == expected["errors_5xx"]
     per_minute = Counter[str]()
