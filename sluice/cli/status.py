@@ -59,7 +59,9 @@ def register(commands: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--format", choices=("table", "json"), default="table", help="(table)")
+    parser.add_argument(
+        "--format", choices=("table", "json"), default="table", help="output (table)"
+    )
     parser.add_argument(
         "--minutes", type=_positive, default=60, help="minutes per per-minute series (60)"
     )
@@ -178,6 +180,8 @@ def _print_text(out: Any, s: Status) -> None:
         ],
         "table",
     )
+    resume = ", ".join(f"{k}: {v}" for k, v in s.resume_positions.items()) or "none recorded"
+    out.write(f"resume positions (the smallest over the tables): {resume}\n".encode())
     out.write(b"\ndead letters by reason\n")
     write_rows(
         out,
