@@ -77,7 +77,7 @@ test-core:
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck nginx chromium $(CHECKOV_STAMP)
+test: lint typecheck nginx chromium .venv-checkov
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
 	$(MAKE) --no-print-directory test-core
 
