@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install nginx lint typecheck test test-core test-realdata test-reliability-smoke reliability reliability-short demo bench lock clean \
+.PHONY: help install nginx chromium lint typecheck test test-core test-realdata test-reliability-smoke reliability reliability-short demo bench lock clean \
 	flink-venv flink-lock flink-jars test-flink bench-flink
 
 help:
@@ -41,6 +41,20 @@ nginx:
 	elif sudo -n true 2>/dev/null; then sudo -n apt-get install -y --no-install-recommends $(NGINX_PACKAGE) >/dev/null; \
 	else echo "make nginx: cannot install $(NGINX_PACKAGE) (not root, no sudo): the real-nginx test will skip"; fi
 
+# Debian's chromium for the status-page test (tests/e2e/test_status_page.py, which runs it headless
+# against `sluice status --serve` on a loopback port): nothing when a chromium binary is already
+# there, else apt-get (as root, or through sudo -n), with `apt-get update` first when the package
+# lists are missing. Nothing of it runs outside that test.
+CHROMIUM_PACKAGE ?= chromium
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	else \
+	  if test "$$(id -u)" = 0; then apt=apt-get; elif sudo -n true 2>/dev/null; then apt="sudo -n apt-get"; else apt=; fi; \
+	  if test -z "$$apt"; then echo "make chromium: cannot install $(CHROMIUM_PACKAGE) (not root, no sudo): the status-page test will skip"; \
+	  else $$apt install -y --no-install-recommends $(CHROMIUM_PACKAGE) >/dev/null || \
+	    { $$apt update >/dev/null && $$apt install -y --no-install-recommends $(CHROMIUM_PACKAGE) >/dev/null; }; fi; \
+	fi
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -63,7 +77,7 @@ test-core:
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck nginx $(CHECKOV_STAMP)
+test: lint typecheck nginx chromium .venv-checkov
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
 	$(MAKE) --no-print-directory test-reliability-smoke
 	$(MAKE) --no-print-directory test-core

@@ -35,7 +35,17 @@ from sluice.analysts.sql_tree import lock_down, read_only_refusal, session
 from sluice.core.errors import SluiceError
 from sluice.tables.specs import TABLES
 
-__all__ = ["QueryError", "QueryRefused", "TableInfo", "TablePlan", "connect", "run", "table_infos"]
+__all__ = [
+    "READ_ERRORS",
+    "QueryError",
+    "QueryRefused",
+    "TableInfo",
+    "TablePlan",
+    "connect",
+    "read_failure",
+    "run",
+    "table_infos",
+]
 
 
 class QueryError(SluiceError):
@@ -54,7 +64,7 @@ class QueryRefused(QueryError):
 # Garbage in a manifest also makes pyiceberg's Avro reader raise zlib.error (a deflate block),
 # SystemError (its decoder given a negative length), KeyError or TypeError (a mangled schema in the
 # file's header); and a damaged SQLite catalog makes loading the table raise SQLAlchemy's errors.
-_READ_ERRORS = (
+READ_ERRORS = (
     OSError,
     EOFError,
     ValueError,
@@ -75,7 +85,7 @@ def _first_line(err: BaseException) -> str:
     return next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
 
 
-def _read_failure(err: BaseException) -> str:
+def read_failure(err: BaseException) -> str:
     """What a table read failed on, in one line: the file, the metadata field, the catalog."""
     cause = err.__cause__
     if isinstance(err, ValidationError) and isinstance(cause, pydantic.ValidationError):
@@ -159,8 +169,8 @@ def connect(
                     f"table {name} does not exist in namespace {namespace!r} yet (the stream job "
                     "creates the tables on its first run)"
                 ) from None
-            except _READ_ERRORS as err:
-                raise QueryError(f"cannot read table {name}: {_read_failure(err)}") from err
+            except READ_ERRORS as err:
+                raise QueryError(f"cannot read table {name}: {read_failure(err)}") from err
             if plans is not None:
                 plans.append(plan)
     except BaseException:
@@ -253,8 +263,8 @@ def table_infos(catalog: Catalog, namespace: str) -> list[TableInfo]:
             infos.append(_table_info(catalog.load_table(f"{namespace}.{name}"), name))
         except NoSuchTableError:
             continue
-        except _READ_ERRORS as err:
-            raise QueryError(f"cannot read table {name}: {_read_failure(err)}") from err
+        except READ_ERRORS as err:
+            raise QueryError(f"cannot read table {name}: {read_failure(err)}") from err
     return infos
 
 

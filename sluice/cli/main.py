@@ -16,7 +16,19 @@ import traceback
 from collections.abc import Sequence
 
 from sluice import __version__
-from sluice.cli import cost, dead_letters, deploy, edge, flink, job, maintain, parse, query, samples
+from sluice.cli import (
+    cost,
+    dead_letters,
+    deploy,
+    edge,
+    flink,
+    job,
+    maintain,
+    parse,
+    query,
+    samples,
+    status,
+)
 from sluice.core.errors import SluiceError
 from sluice.core.flags import ErrorParser, unknown_option
 from sluice.core.runtime import tune_gc
@@ -30,7 +42,7 @@ DESCRIPTION = (
     "them, and Iceberg tables keep the results, and every rejected input as a dead letter, for "
     "analysts."
 )
-GROUPS = (parse, query, maintain, dead_letters, job, edge, flink, samples, cost, deploy)
+GROUPS = (parse, query, status, maintain, dead_letters, job, edge, flink, samples, cost, deploy)
 
 
 def build_parser() -> argparse.ArgumentParser:

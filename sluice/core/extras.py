@@ -20,7 +20,7 @@ __all__ = ["require"]
 
 EXTRAS: dict[str, str] = {
     "tables": "Iceberg tables (pyiceberg, pyarrow): the writer, maintenance, replay, re-drive",
-    "query": "DuckDB over the tables: sluice query, sluice tables",
+    "query": "DuckDB over the tables: sluice query, sluice tables, sluice status",
     "edges": "the Lambda edges and their AWS clients (boto3, Powertools)",
     "beam": "the Apache Beam stream job (apache-beam, boto3)",
     "deploy": "sluice deploy and destroy (boto3, aws-sam-translator, PyYAML)",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 COMMANDS = [
-    (), ("parse",), ("query",), ("tables",), ("maintain",), ("dead-letters",), ("job",),
+    (), ("parse",), ("query",), ("tables",), ("status",), ("maintain",), ("dead-letters",), ("job",),
     ("job", "run"), ("replay",), ("edge",), ("edge", "serve"), ("edge", "poll"), ("samples",),
     ("deploy",), ("destroy",),
     ("flink",), ("flink", "cluster"), ("flink", "cluster", "start"), ("flink", "cluster", "stop"),
@@ -45,8 +45,8 @@ def test_every_command_and_group_answers_help(command: tuple[str, ...]):
 def test_sluice_help_says_what_sluice_is_and_lists_the_commands():
     text = sluice("--help").stdout
     assert "Sluice is a real-time analytics pipeline" in text
-    names = ("parse", "query", "tables", "maintain", "dead-letters", "job", "replay", "edge")
-    for name in (*names, "deploy", "destroy"):
+    names = ("parse", "query", "tables", "status", "maintain", "dead-letters", "job", "replay")
+    for name in (*names, "edge", "deploy", "destroy"):
         assert f"\n    {name}" in text
 
 
@@ -67,6 +67,8 @@ def test_job_help_lists_its_options_with_defaults_and_variables():
         (("replay", "--from", "2026-01-01", "--to", "2026-01-02", "--archiv", "off"), "did you mean --archive?"),
         (("job", "run", "--archive", "maybe"), "--archive"),
         (("query", "--formt", "csv", "SELECT 1"), "did you mean --format?"),
+        (("status", "--sevre"), "did you mean --serve?"),
+        (("status", "--port", "http"), "not a port number"),
         (("qurey",), "invalid choice"),
         (("deploy", "--env", "qa"), "invalid choice: 'qa'"),
         (("destroy", "--env", "dev", "--delete-dta"), "unrecognized arguments: --delete-dta"),
