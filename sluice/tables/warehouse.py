@@ -135,7 +135,7 @@ _MICROSECOND = timedelta(microseconds=1)
 _LOOKUP_RANGES = 16
 """At most this many event-time ranges in one duplicate lookup (nearby ranges are merged)."""
 _LETTER_HORIZON = timedelta(days=7)
-"""A dead letter first seen up to this long after one of the same id is a copy (``dead_letters``)."""
+"""A dead letter first seen up to this long after one of the same id and raw input is a copy."""
 _LOOKUP_GAP = timedelta(minutes=1)
 """Candidate event times closer than this share a lookup range."""
 COMMIT_ATTEMPTS = 12
@@ -728,13 +728,16 @@ class ExactlyOnceWriter:
         return pa.concat_tables([rows, dead_letter_rows(replacements)])
 
     def _landed_letters_dropped(self, rows: pa.Table, report: FlushReport) -> pa.Table:
-        """``rows`` without the dead letters that already landed: a letter id in ``dead_letters``
-        first seen at most ``_LETTER_HORIZON`` before the earliest of ``rows``, or earlier in
-        ``rows``. Ids are deterministic (the input and where it was), so a copy is the same
-        rejection again: a client's retry of a body, a stream read again."""
+        """``rows`` without the dead letters that already landed: the same letter id and raw input
+        in ``dead_letters`` first seen at most ``_LETTER_HORIZON`` before the earliest of ``rows``,
+        or earlier in ``rows``. Ids are deterministic (the input, or where it was), so a copy is the
+        same rejection again: a client's retry of a body, a stream read again. The raw input is
+        compared too because a job-made letter's id is its Kinesis position, which a recreated
+        stream repeats for other records."""
         if not self.deduplicate or rows.num_rows == 0:
             return rows
         ids = rows.column("dead_letter_id").to_pylist()
+        raws = rows.column("raw").to_pylist()
         first = pc.min(rows.column("first_seen")).as_py()
         window: dict[str, Any] = {}
         if first is not None:
@@ -742,16 +745,19 @@ class ExactlyOnceWriter:
             window["row_filter"] = GreaterThanOrEqual(term="first_seen", value=literal(since))
         stored = (
             self.tables["dead_letters"]
-            .scan(selected_fields=("dead_letter_id",), **window)
+            .scan(selected_fields=("dead_letter_id", "raw"), **window)
             .to_arrow()
         )
         wanted = pa.array(sorted(set(ids)), pa.string())
-        column = stored.column("dead_letter_id")
-        landed = set(column.filter(pc.is_in(column, value_set=wanted)).to_pylist())
+        stored = stored.filter(pc.is_in(stored.column("dead_letter_id"), value_set=wanted))
+        landed = set(
+            zip(stored.column("dead_letter_id").to_pylist(), stored.column("raw").to_pylist(),
+                strict=True)
+        )  # fmt: skip
         keep: list[int] = []
-        for index, letter_id in enumerate(ids):
-            if letter_id not in landed:
-                landed.add(letter_id)
+        for index, key in enumerate(zip(ids, raws, strict=True)):
+            if key not in landed:
+                landed.add(key)
                 keep.append(index)
         if len(keep) == rows.num_rows:
             return rows
