@@ -636,3 +636,25 @@ def assert_same_windows(
         f"{name}: {len(different)} windows differ, e.g. {different[0]}: "
         f"{mine[different[0]]} != {theirs[different[0]]}"
     )
+
+
+def difference_from_reference(
+    name: str,
+    rows: list[dict[str, Any]],
+    reference: list[dict[str, Any]],
+    lost: Any,
+    duplicated: Any,
+) -> str:
+    """``""`` when table ``name``'s ``rows`` equal the uninterrupted run's ``reference`` (windows by
+    their exact columns and state), else what differs, in one line, with the lost and duplicated."""
+    try:
+        if name in WINDOW_KEYS:
+            assert_same_windows(name, rows, reference)
+        else:
+            assert_same_rows(name, rows, reference)
+        problem = ""
+    except AssertionError as different:
+        problem = f"differs from the uninterrupted run: {str(different)[:300]}"
+    if lost or duplicated:
+        problem = (problem + f"; {lost} lost, {duplicated} duplicated").lstrip("; ")
+    return problem

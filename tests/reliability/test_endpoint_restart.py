@@ -45,10 +45,9 @@ from job_testkit import (
     TABLE_NAMES,
     Job,
     Sent,
-    assert_same_rows,
-    assert_same_windows,
     chunks,
     committed_positions,
+    difference_from_reference,
     expect,
     metadata_locations,
     mixed_input,
@@ -342,16 +341,7 @@ def compare(
             # first_seen is the arrival time: records put again after a restart arrived later
             rows = [{k: v for k, v in r.items() if k != "first_seen"} for r in rows]
             theirs = [{k: v for k, v in r.items() if k != "first_seen"} for r in theirs]
-        try:
-            if name in ("iot_metrics_1m", "web_traffic_1m"):
-                assert_same_windows(name, rows, theirs)
-            else:
-                assert_same_rows(name, rows, theirs)
-            problem = ""
-        except AssertionError as different:
-            problem = f"differs from the uninterrupted run: {str(different)[:300]}"
-        if lost or duplicated:
-            problem = (problem + f"; {lost} lost, {duplicated} duplicated").lstrip("; ")
+        problem = difference_from_reference(name, rows, theirs, lost, duplicated)
         result.check(
             name, "after the restarts and a re-run", events_in=len(theirs), events_out=len(rows),
             lost=lost, duplicated=duplicated, verdict=FAIL if problem else PASS,

@@ -23,9 +23,8 @@ from typing import Any
 from job_testkit import (
     TABLE_NAMES,
     Job,
-    assert_same_rows,
-    assert_same_windows,
     chunks,
+    difference_from_reference,
     expect,
     kill_during_a_commit,
     mixed_input,
@@ -135,16 +134,7 @@ def test_sigkill_at_random_moments_changes_nothing(
                 ids = Counter(r[key] for r in rows)
                 duplicated = sum(n - 1 for n in ids.values() if n > 1)
                 lost = max(0, sum(expected.dead_letters.values()) - len(ids))
-            try:
-                if name in ("iot_metrics_1m", "web_traffic_1m"):
-                    assert_same_windows(name, rows, theirs)
-                else:
-                    assert_same_rows(name, rows, theirs)
-                problem = ""
-            except AssertionError as different:
-                problem = f"differs from the uninterrupted run: {str(different)[:300]}"
-            if lost or duplicated:
-                problem = (problem + f"; {lost} lost, {duplicated} duplicated").lstrip("; ")
+            problem = difference_from_reference(name, rows, theirs, lost, duplicated)
             result.check(
                 name, injected if name == TABLE_NAMES[0] else "(same run)",
                 events_in=len(theirs), events_out=len(rows), lost=lost, duplicated=duplicated,
