@@ -32,7 +32,7 @@ from pyiceberg.table import Table
 
 from sluice.analysts.query import READ_ERRORS, QueryError, read_failure
 from sluice.core.contracts import Source
-from sluice.tables.catalog import table_positions
+from sluice.tables.catalog import resume_positions, table_positions
 from sluice.tables.specs import TABLES
 
 __all__ = [
@@ -182,8 +182,6 @@ def status(catalog: Catalog, namespace: str, now: datetime, minutes: int = 60) -
             raise StatusError(f"cannot read the tables: {read_failure(err)}") from err
     finally:
         con.close()
-    held = [t.positions for t in table_figures]
-    shards = set.intersection(*(set(p) for p in held)) if held else set()
     return Status(
         generated_at=now,
         minutes=minutes,
@@ -191,7 +189,7 @@ def status(catalog: Catalog, namespace: str, now: datetime, minutes: int = 60) -
         sources=sources,
         dead_letters=letters,
         windows=windows,
-        resume_positions={s: min(p[s] for p in held) for s in sorted(shards)},
+        resume_positions=resume_positions(t.positions for t in table_figures),
     )
 
 

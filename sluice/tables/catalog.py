@@ -45,6 +45,7 @@ __all__ = [
     "ensure_tables",
     "first_start",
     "open_catalog",
+    "resume_positions",
     "table_positions",
 ]
 
@@ -265,6 +266,17 @@ def table_positions(table: Table) -> dict[str, int]:
             else None
         )
     return {}
+
+
+def resume_positions(positions: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """Per shard, where a job resumes: after the smallest position over the tables' ``positions``.
+
+    A shard missing from any table is left out: it is read from the configured start, and the
+    tables that have it skip what they hold.
+    """
+    held = list(positions)
+    shards = set.intersection(*(set(p) for p in held)) if held else set()
+    return {shard: min(p[shard] for p in held) for shard in sorted(shards)}
 
 
 def first_start(tables: Mapping[str, Table], resolved: str, *, replace: bool = False) -> str:

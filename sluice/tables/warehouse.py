@@ -77,6 +77,7 @@ from sluice.tables.catalog import (
     ensure_tables,
     first_start,
     open_catalog,
+    resume_positions,
     table_positions,
 )
 from sluice.tables.ownership import OWNER_PROPERTY, Owner, WriterFenced, check_owner
@@ -238,17 +239,8 @@ class ExactlyOnceWriter:
         """A flush failed part-way: its tables disagree until a restart replays it."""
 
     def resume_positions(self) -> dict[str, int]:
-        """Per shard, where the job must resume: after the smallest position over all tables.
-
-        A shard missing from any table is left out: it is read from the configured start, and the
-        tables that have it skip what they hold.
-        """
-        shards = (
-            set.intersection(*(set(p) for p in self.positions.values()))
-            if self.positions
-            else set()
-        )
-        return {shard: min(p[shard] for p in self.positions.values()) for shard in shards}
+        """Per shard, where the job must resume (``resume_positions`` over every table)."""
+        return resume_positions(self.positions.values())
 
     @property
     def pending_batches(self) -> int:
