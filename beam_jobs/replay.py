@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"sluice replay: {err}", file=sys.stderr)
         return 2
-    configure_logging()
+    configure_logging(settings.log_style)
     return run_and_report(pipeline)
 
 
