@@ -130,6 +130,11 @@ final class KinesisShardSplitReader implements SplitReader<KinesisRecord, Kinesi
             cursor.nextCallAt = now + (drained ? config.idleBackoffMillis : config.minCallIntervalMillis);
         } catch (ProvisionedThroughputExceededException | LimitExceededException throttled) {
             cursor.throttled++;
+            if (cursor.throttled > config.throttleMaxRetries) {
+                throw new IOException("Kinesis source: " + config.streamName + "/" + shardId
+                        + " throttled " + cursor.throttled + " times in a row: "
+                        + throttled.getMessage(), throttled);
+            }
             long delay = Backoff.delayMillis(
                     cursor.throttled, config.throttleBaseMillis, config.throttleMaxMillis);
             LOG.warn("Kinesis source: {} throttled ({} in a row), next call in {} ms", shardId,

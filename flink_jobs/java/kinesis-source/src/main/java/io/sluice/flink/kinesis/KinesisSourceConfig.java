@@ -32,6 +32,8 @@ public final class KinesisSourceConfig implements Serializable {
     /** First and largest wait after a throttled call (doubling in between). */
     public final long throttleBaseMillis;
     public final long throttleMaxMillis;
+    /** Throttled calls in a row on one shard before the reader fails (Flink then restarts it). */
+    public final int throttleMaxRetries;
     /** How often the enumerator lists the stream's shards. */
     public final long discoveryIntervalMillis;
     /** HTTP connect and socket timeouts of the Kinesis client. */
@@ -50,6 +52,7 @@ public final class KinesisSourceConfig implements Serializable {
             long minCallIntervalMillis,
             long throttleBaseMillis,
             long throttleMaxMillis,
+            int throttleMaxRetries,
             long discoveryIntervalMillis,
             long httpTimeoutMillis) {
         this.streamName = streamName;
@@ -64,6 +67,7 @@ public final class KinesisSourceConfig implements Serializable {
         this.minCallIntervalMillis = minCallIntervalMillis;
         this.throttleBaseMillis = throttleBaseMillis;
         this.throttleMaxMillis = throttleMaxMillis;
+        this.throttleMaxRetries = throttleMaxRetries;
         this.discoveryIntervalMillis = discoveryIntervalMillis;
         this.httpTimeoutMillis = httpTimeoutMillis;
     }
@@ -72,27 +76,27 @@ public final class KinesisSourceConfig implements Serializable {
     public static KinesisSourceConfig forStream(String streamName) {
         return new KinesisSourceConfig(
                 streamName, null, null, null, null, StartPosition.TRIM_HORIZON, 0L, 1_000, 1_000L,
-                200L, 100L, 10_000L, 10_000L, 10_000L);
+                200L, 100L, 5_000L, 8, 10_000L, 10_000L);
     }
 
     public KinesisSourceConfig withRegion(String value) {
         return new KinesisSourceConfig(streamName, value, endpoint, accessKeyId, secretAccessKey,
                 startPosition, startTimestampMillis, maxRecordsPerCall, idleBackoffMillis,
-                minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis,
+                minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, throttleMaxRetries,
                 discoveryIntervalMillis, httpTimeoutMillis);
     }
 
     public KinesisSourceConfig withEndpoint(String value) {
         return new KinesisSourceConfig(streamName, region, value, accessKeyId, secretAccessKey,
                 startPosition, startTimestampMillis, maxRecordsPerCall, idleBackoffMillis,
-                minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis,
+                minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, throttleMaxRetries,
                 discoveryIntervalMillis, httpTimeoutMillis);
     }
 
     public KinesisSourceConfig withStaticCredentials(String keyId, String secret) {
         return new KinesisSourceConfig(streamName, region, endpoint, keyId, secret,
                 startPosition, startTimestampMillis, maxRecordsPerCall, idleBackoffMillis,
-                minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis,
+                minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, throttleMaxRetries,
                 discoveryIntervalMillis, httpTimeoutMillis);
     }
 
@@ -100,7 +104,7 @@ public final class KinesisSourceConfig implements Serializable {
     public KinesisSourceConfig withStartPosition(String position, long timestampMillis) {
         return new KinesisSourceConfig(streamName, region, endpoint, accessKeyId, secretAccessKey,
                 StartPosition.valueOf(position), timestampMillis, maxRecordsPerCall,
-                idleBackoffMillis, minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis,
+                idleBackoffMillis, minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, throttleMaxRetries,
                 discoveryIntervalMillis, httpTimeoutMillis);
     }
 
@@ -108,20 +112,27 @@ public final class KinesisSourceConfig implements Serializable {
             int recordsPerCall, long idleMillis, long minIntervalMillis) {
         return new KinesisSourceConfig(streamName, region, endpoint, accessKeyId, secretAccessKey,
                 startPosition, startTimestampMillis, recordsPerCall, idleMillis, minIntervalMillis,
-                throttleBaseMillis, throttleMaxMillis, discoveryIntervalMillis, httpTimeoutMillis);
+                throttleBaseMillis, throttleMaxMillis, throttleMaxRetries, discoveryIntervalMillis, httpTimeoutMillis);
     }
 
-    public KinesisSourceConfig withThrottleBackoff(long baseMillis, long maxMillis) {
+    public KinesisSourceConfig withThrottleBackoff(long baseMillis, long maxMillis, int retries) {
         return new KinesisSourceConfig(streamName, region, endpoint, accessKeyId, secretAccessKey,
                 startPosition, startTimestampMillis, maxRecordsPerCall, idleBackoffMillis,
-                minCallIntervalMillis, baseMillis, maxMillis, discoveryIntervalMillis,
+                minCallIntervalMillis, baseMillis, maxMillis, retries, discoveryIntervalMillis,
                 httpTimeoutMillis);
+    }
+
+    public KinesisSourceConfig withHttpTimeout(long millis) {
+        return new KinesisSourceConfig(streamName, region, endpoint, accessKeyId, secretAccessKey,
+                startPosition, startTimestampMillis, maxRecordsPerCall, idleBackoffMillis,
+                minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, throttleMaxRetries,
+                discoveryIntervalMillis, millis);
     }
 
     public KinesisSourceConfig withDiscoveryInterval(long millis) {
         return new KinesisSourceConfig(streamName, region, endpoint, accessKeyId, secretAccessKey,
                 startPosition, startTimestampMillis, maxRecordsPerCall, idleBackoffMillis,
-                minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, millis,
+                minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, throttleMaxRetries, millis,
                 httpTimeoutMillis);
     }
 
@@ -136,7 +147,9 @@ public final class KinesisSourceConfig implements Serializable {
                 "idle backoff and call interval must be >= 0");
         require(throttleBaseMillis > 0 && throttleMaxMillis >= throttleBaseMillis,
                 "throttle backoff needs 0 < base <= max");
+        require(throttleMaxRetries >= 0, "throttle retries must be >= 0");
         require(discoveryIntervalMillis > 0, "discovery interval must be > 0");
+        require(httpTimeoutMillis > 0, "HTTP timeout must be > 0");
         require(endpoint == null || endpoint.startsWith("http://") || endpoint.startsWith("https://"),
                 "endpoint must be an http:// or https:// URL, not " + endpoint);
         Objects.requireNonNull(startPosition);
