@@ -148,6 +148,7 @@ lock:
 # Python 3.12 (pyenv), the interpreter of MSF's FLINK-2_2 runtime: the Python workers of the local
 # cluster load exactly the cp312 wheels the MSF application ships in dep/.
 FLINK_VENV   ?= .venv-flink
+FLINK_JAR    := build/flink/pyflink-dependencies.jar
 FLINK_PYTHON ?= $(shell pyenv prefix 3.12.1 2>/dev/null || echo /nonexistent)/bin/python3.12
 FLINK_STAMP  := $(FLINK_VENV)/.installed-$(shell cat requirements-flink.lock pyproject.toml | cksum | cut -d' ' -f1)
 
@@ -164,7 +165,7 @@ flink-venv: $(FLINK_STAMP)
 
 # The local Flink cluster for real (tests/flink, marker `flink`, deselected from `make test`): start,
 # a checkpointed PyFlink job, the TaskManager SIGKILLed and replaced, recovery, stop (about 1-2 min).
-test-flink: install flink-venv
+test-flink: install flink-venv $(FLINK_JAR)
 	$(BIN)/pytest -q -p no:cacheprovider -m flink tests/flink
 
 # The jars of flink_conf/jars.lock, fetched with Maven into $(JAR_CACHE) (outside the repository) and
@@ -184,6 +185,10 @@ flink-jars: install
 flink-jar: install
 	cd flink_jobs/java && $(MVN) -B -q -C package
 	$(BIN)/python -m flink_jobs.jars verify-build
+
+# Rebuilt only when a source, a pom or the manifest changed (make test-flink uses it).
+$(FLINK_JAR): $(shell find flink_jobs/java -name '*.java' -o -name pom.xml) flink_conf/jars.lock
+	$(MAKE) flink-jar
 
 bench-flink: install flink-venv
 	$(BIN)/python -m benchmarks.flink_sql

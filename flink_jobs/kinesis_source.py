@@ -19,15 +19,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pyflink.common import Types, WatermarkStrategy
-from pyflink.datastream.connectors import Source
-from pyflink.java_gateway import get_gateway
+# .venv-flink has PyFlink; the main environment (where mypy runs) does not.
+from pyflink.common import Types, WatermarkStrategy  # type: ignore[import-not-found,unused-ignore]
+from pyflink.datastream.connectors import Source  # type: ignore[import-not-found,unused-ignore]
+from pyflink.java_gateway import get_gateway  # type: ignore[import-not-found,unused-ignore]
 
 from sluice.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from pyflink.common.typeinfo import TypeInformation
-    from pyflink.datastream import DataStream, StreamExecutionEnvironment
+    from pyflink.common.typeinfo import TypeInformation  # type: ignore[import-not-found,unused-ignore]
+    from pyflink.datastream import (  # type: ignore[import-not-found,unused-ignore]
+        DataStream,
+        StreamExecutionEnvironment,
+    )
 
     from sluice.stream.kinesis.settings import KinesisReadSettings
 
@@ -94,12 +98,15 @@ def kinesis_source(
             settings.max_retries,
         )
         .withDiscoveryInterval(_millis(settings.discovery_interval_seconds))
-        .withHttpTimeout(_millis(max(settings.connect_timeout_seconds, settings.read_timeout_seconds)))
+        .withHttpTimeout(
+            _millis(max(settings.connect_timeout_seconds, settings.read_timeout_seconds))
+        )
     )
     if settings.region_name is not None:
         config = config.withRegion(settings.region_name)
     if endpoint is not None:
-        config = config.withEndpoint(endpoint)
+        # Local endpoints (moto server) speak Kinesis' JSON protocol, not the SDK's default CBOR.
+        config = config.withEndpoint(endpoint).withCbor(False)
     if access_key_id is not None:
         config = config.withStaticCredentials(access_key_id, secret_access_key)
     try:

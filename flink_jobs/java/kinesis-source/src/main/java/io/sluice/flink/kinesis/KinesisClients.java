@@ -15,6 +15,9 @@ final class KinesisClients {
     private KinesisClients() {}
 
     static KinesisClient create(KinesisSourceConfig config) {
+        if (!config.cborEnabled) {
+            System.setProperty("aws.cborEnabled", "false");
+        }
         Duration timeout = Duration.ofMillis(config.httpTimeoutMillis);
         KinesisClientBuilder builder =
                 KinesisClient.builder()

@@ -55,7 +55,7 @@ final class KinesisShardSplitReader implements SplitReader<KinesisRecord, Kinesi
     private final Object wakeLock = new Object();
     private boolean wakeRequested;
     private Set<String> closedShards = new HashSet<>();
-    private long closedListedAt = Long.MIN_VALUE;
+    private long closedListedAt; // epoch ms of the last ListShards (0: never)
 
     KinesisShardSplitReader(KinesisSourceConfig config) {
         this(config, KinesisClients.create(config));

@@ -38,6 +38,12 @@ public final class KinesisSourceConfig implements Serializable {
     public final long discoveryIntervalMillis;
     /** HTTP connect and socket timeouts of the Kinesis client. */
     public final long httpTimeoutMillis;
+    /**
+     * Kinesis' binary CBOR protocol (the SDK's default; data is not base64-encoded). Off: JSON, for
+     * emulators such as moto server that only speak JSON. The SDK reads this from the JVM-wide
+     * system property aws.cborEnabled, which the source sets to false only when this is off.
+     */
+    public final boolean cborEnabled;
 
     private KinesisSourceConfig(
             String streamName,
@@ -54,7 +60,8 @@ public final class KinesisSourceConfig implements Serializable {
             long throttleMaxMillis,
             int throttleMaxRetries,
             long discoveryIntervalMillis,
-            long httpTimeoutMillis) {
+            long httpTimeoutMillis,
+            boolean cborEnabled) {
         this.streamName = streamName;
         this.region = region;
         this.endpoint = endpoint;
@@ -70,34 +77,35 @@ public final class KinesisSourceConfig implements Serializable {
         this.throttleMaxRetries = throttleMaxRetries;
         this.discoveryIntervalMillis = discoveryIntervalMillis;
         this.httpTimeoutMillis = httpTimeoutMillis;
+        this.cborEnabled = cborEnabled;
     }
 
     /** Defaults: TRIM_HORIZON, 1,000 records per call, 1 s idle backoff, 10 s discovery. */
     public static KinesisSourceConfig forStream(String streamName) {
         return new KinesisSourceConfig(
                 streamName, null, null, null, null, StartPosition.TRIM_HORIZON, 0L, 1_000, 1_000L,
-                200L, 100L, 5_000L, 8, 10_000L, 10_000L);
+                200L, 100L, 5_000L, 8, 10_000L, 10_000L, true);
     }
 
     public KinesisSourceConfig withRegion(String value) {
         return new KinesisSourceConfig(streamName, value, endpoint, accessKeyId, secretAccessKey,
                 startPosition, startTimestampMillis, maxRecordsPerCall, idleBackoffMillis,
                 minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, throttleMaxRetries,
-                discoveryIntervalMillis, httpTimeoutMillis);
+                discoveryIntervalMillis, httpTimeoutMillis, cborEnabled);
     }
 
     public KinesisSourceConfig withEndpoint(String value) {
         return new KinesisSourceConfig(streamName, region, value, accessKeyId, secretAccessKey,
                 startPosition, startTimestampMillis, maxRecordsPerCall, idleBackoffMillis,
                 minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, throttleMaxRetries,
-                discoveryIntervalMillis, httpTimeoutMillis);
+                discoveryIntervalMillis, httpTimeoutMillis, cborEnabled);
     }
 
     public KinesisSourceConfig withStaticCredentials(String keyId, String secret) {
         return new KinesisSourceConfig(streamName, region, endpoint, keyId, secret,
                 startPosition, startTimestampMillis, maxRecordsPerCall, idleBackoffMillis,
                 minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, throttleMaxRetries,
-                discoveryIntervalMillis, httpTimeoutMillis);
+                discoveryIntervalMillis, httpTimeoutMillis, cborEnabled);
     }
 
     /** {@code position}: TRIM_HORIZON, LATEST or AT_TIMESTAMP (then {@code timestampMillis}). */
@@ -105,35 +113,42 @@ public final class KinesisSourceConfig implements Serializable {
         return new KinesisSourceConfig(streamName, region, endpoint, accessKeyId, secretAccessKey,
                 StartPosition.valueOf(position), timestampMillis, maxRecordsPerCall,
                 idleBackoffMillis, minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, throttleMaxRetries,
-                discoveryIntervalMillis, httpTimeoutMillis);
+                discoveryIntervalMillis, httpTimeoutMillis, cborEnabled);
     }
 
     public KinesisSourceConfig withPolling(
             int recordsPerCall, long idleMillis, long minIntervalMillis) {
         return new KinesisSourceConfig(streamName, region, endpoint, accessKeyId, secretAccessKey,
                 startPosition, startTimestampMillis, recordsPerCall, idleMillis, minIntervalMillis,
-                throttleBaseMillis, throttleMaxMillis, throttleMaxRetries, discoveryIntervalMillis, httpTimeoutMillis);
+                throttleBaseMillis, throttleMaxMillis, throttleMaxRetries, discoveryIntervalMillis, httpTimeoutMillis, cborEnabled);
     }
 
     public KinesisSourceConfig withThrottleBackoff(long baseMillis, long maxMillis, int retries) {
         return new KinesisSourceConfig(streamName, region, endpoint, accessKeyId, secretAccessKey,
                 startPosition, startTimestampMillis, maxRecordsPerCall, idleBackoffMillis,
                 minCallIntervalMillis, baseMillis, maxMillis, retries, discoveryIntervalMillis,
-                httpTimeoutMillis);
+                httpTimeoutMillis, cborEnabled);
     }
 
     public KinesisSourceConfig withHttpTimeout(long millis) {
         return new KinesisSourceConfig(streamName, region, endpoint, accessKeyId, secretAccessKey,
                 startPosition, startTimestampMillis, maxRecordsPerCall, idleBackoffMillis,
                 minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, throttleMaxRetries,
-                discoveryIntervalMillis, millis);
+                discoveryIntervalMillis, millis, cborEnabled);
+    }
+
+    public KinesisSourceConfig withCbor(boolean enabled) {
+        return new KinesisSourceConfig(streamName, region, endpoint, accessKeyId, secretAccessKey,
+                startPosition, startTimestampMillis, maxRecordsPerCall, idleBackoffMillis,
+                minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, throttleMaxRetries,
+                discoveryIntervalMillis, httpTimeoutMillis, enabled);
     }
 
     public KinesisSourceConfig withDiscoveryInterval(long millis) {
         return new KinesisSourceConfig(streamName, region, endpoint, accessKeyId, secretAccessKey,
                 startPosition, startTimestampMillis, maxRecordsPerCall, idleBackoffMillis,
                 minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, throttleMaxRetries, millis,
-                httpTimeoutMillis);
+                httpTimeoutMillis, cborEnabled);
     }
 
     /** A one-line reason when a field is out of range; the source refuses to build then. */
@@ -165,6 +180,6 @@ public final class KinesisSourceConfig implements Serializable {
     public String toString() {
         return "KinesisSourceConfig{stream=" + streamName + ", region=" + region + ", endpoint="
                 + endpoint + ", credentials=" + (accessKeyId == null ? "default chain" : "static")
-                + ", start=" + startPosition + "}";
+                + ", start=" + startPosition + (cborEnabled ? "" : ", json") + "}";
     }
 }
