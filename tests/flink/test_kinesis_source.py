@@ -250,3 +250,34 @@ def test_a_killed_taskmanager_loses_and_duplicates_nothing(
     restored = latest.get("restored") or {}
     assert restored.get("is_savepoint") is False, latest
     assert_exactly_once_in_order(lines, feed)
+
+
+def test_the_python_wrapper_builds_the_source_and_refuses_in_one_line(shaded_jar: Path):
+    # GIVEN .venv-flink's PyFlink, WHEN the source is built without the jar, with bad settings, and
+    # with good ones
+    done = subprocess.run(
+        [
+            str(REPO_ROOT / ".venv-flink" / "bin" / "python"),
+            str(Path(__file__).parent / "jobs" / "kinesis_source_refusals.py"),
+            str(shaded_jar),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
+    lines = [line for line in done.stdout.splitlines() if line]
+    # THEN each refusal is one line naming the fix, and the built source matches the Python type
+    assert lines[:3] == [
+        "no jar: Kinesis source: io.sluice.flink.kinesis.KinesisSourceConfig is not on the job's "
+        "class path (add build/flink/pyflink-dependencies.jar: run 'make flink-jar')",
+        "refused: Kinesis source: endpoint must be an http:// or https:// URL, not 127.0.0.1:1",
+        "refused: Kinesis source: static credentials need both access_key_id and secret_access_key",
+    ], done.stdout + done.stderr
+    assert lines[3] == (
+        "built: KinesisSourceConfig{stream=s, region=us-east-1, endpoint=http://127.0.0.1:1, "
+        "credentials=static, start=TRIM_HORIZON, json}"
+    )
+    java_type, python_type = lines[4].split(": ", 1)[1], lines[5].split(": ", 1)[1]
+    assert java_type == python_type
+    assert "shard_id" in java_type and "data" in java_type
