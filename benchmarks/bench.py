@@ -415,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args(argv)
     if args.worker:
+        from sluice.core.runtime import tune_gc
+
+        tune_gc()  # as the CLI and the job do at start-up
         if args.worker == "feed":
             result = worker_feed(int(rest[0]))
         elif args.worker == "iot_reference":
