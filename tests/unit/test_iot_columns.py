@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -259,8 +260,9 @@ def test_columns_are_immutable_and_convert_to_arrow() -> None:
     parsed = parse_iot_columns(list(samples.iot_messages(50, bad_ratio=0.0)), now=NOW)
     columns = parsed.columns
     assert not columns.event_time_us.flags.writeable
+    rows, names, values = columns.metric_values()
+    assert len(rows) == len(names) == len(values) == sum(len(m) for m in columns.metrics)
+    pytest.importorskip("pyarrow")  # not a core dependency (the tables extra)
     table = columns.to_arrow()
     assert table.num_rows == len(columns) == 50
     assert table.column("device_id").to_pylist() == list(columns.device_id)
-    rows, names, values = columns.metric_values()
-    assert len(rows) == len(names) == len(values) == sum(len(m) for m in columns.metrics)
