@@ -128,12 +128,16 @@ reliability-short: install $(AUDIT_VENV)/bin/pip-audit
 demo: install
 	$(BIN)/python -m infra.local.demo
 
-# The last step measures what `sluice cost` prices (real edge, stage and writer code on the seeded
-# samples, and the Beam job end to end) into reports/measurements.json, which is committed.
+# One run, side by side (benchmarks/bench.py): the core stages per source, DuckDB (1 thread) and Flink
+# SQL (.venv-flink, `make flink-venv`; a row says "not run" without it) on the same seeded input at
+# each of BENCH_SIZES, peak RSS per size, the Beam job end to end (benchmarks.job), PASS/FAIL
+# targets; table on stdout, JSON in reports/bench.json. 18 min at 1M on this shared 2-core machine
+# (2026-12-01, load 14-17; inputs 3 min, the Beam job 5 min); 5M adds roughly five times the per-size
+# part (about an hour): `make bench BENCH_SIZES=1000000` for the short run. The last step measures
+# what `sluice cost` prices into reports/measurements.json, which is committed.
+BENCH_SIZES ?= 1000000,5000000
 bench: install
-	$(BIN)/python -m benchmarks.run
-	$(BIN)/python tests/pipeline/kinesis_throughput.py
-	$(BIN)/python -m benchmarks.job
+	$(BIN)/python -m benchmarks.bench --sizes $(BENCH_SIZES) --json reports/bench.json
 	$(BIN)/python -m benchmarks.measure --job-events 100000 --out reports/measurements.json
 
 lock:
