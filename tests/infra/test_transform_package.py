@@ -60,5 +60,5 @@ def test_pruning_removes_what_the_transform_never_imports(tmp_path: Path) -> Non
 def test_a_package_over_the_lambda_limit_is_refused(tmp_path: Path) -> None:
     with (tmp_path / "pyarrow.so").open("wb") as big:
         big.truncate(300_000_000)  # sparse: nothing is written
-    with pytest.raises(DeployError, match="unzips to 30[0-9] MB, above Lambda's 262 MB"):
+    with pytest.raises(DeployError, match=r"unzips to 30[0-9] MB, above Lambda's 262 MB"):
         package_lambda(TRANSFORM, tmp_path)
