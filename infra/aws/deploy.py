@@ -8,7 +8,10 @@ core packages it imports, and dependencies installed for the Lambda platform), u
 holding its SHA-256 (an unchanged package is not uploaded again); the SAM template translated
 offline and uploaded the same way; a change set, printed (``--dry-run`` stops there and deletes it);
 the change set executed with the stack's events printed as they come. Stack 2 (the Flink
-application) is deployed only with ``--flink-zip``, then started from its latest snapshot.
+application) is deployed only with ``--flink-zip``, then started from its latest snapshot. With
+``Processing=lambda`` the transform Lambda (tables layer included, its dependencies pruned to fit
+Lambda's unzipped limit) is packaged too, stack 2 is never deployed, and an existing one is deleted
+first: the Flink job stops before the mapping starts, and the tables' positions make it a restart.
 For destroy: the stacks deleted; the data resources the templates keep (buckets, stream, table, key)
 stay unless ``--delete-data``.
 Failures: one line naming what to fix (``DeployError``, a ``SluiceError``): no credentials or
