@@ -17,7 +17,6 @@ All of the logic is in the core; this module wires it to the event, to the strea
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import boto3
@@ -46,9 +45,8 @@ tune_gc()
 
 
 def _stream_identity(name: str) -> StreamIdentity:
-    summary = boto3.client(
-        "kinesis", region_name=os.environ.get("AWS_REGION")
-    ).describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+    client = boto3.client("kinesis")
+    summary = client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
     return StreamIdentity(
         name=summary["StreamName"],
         arn=summary["StreamARN"],

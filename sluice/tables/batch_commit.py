@@ -32,6 +32,7 @@ invocation, from the tables alone:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -135,8 +136,6 @@ def claim_for_deployment(
 
 def _claim_one(name: str, table: Table, owner: Owner, *, reset: bool) -> None:
     """A snapshot of no rows carrying ``owner`` and the table's positions (emptied on ``reset``)."""
-    import json
-
     for attempt in range(_CLAIM_ATTEMPTS):
         current = table_owner(table)
         if current is not None and current.newer_than(owner):
@@ -170,7 +169,9 @@ class ShardOutcome:
     received: int
     """User records delivered."""
     skipped: int
-    """User records at or before the tables' positions (a redelivery) or before the first start."""
+    """User records dropped before the stages: at or before the smallest position the tables hold
+    for the shard (a redelivery), or arrived before the tables' first start. Records between the
+    smallest and a table's own position go through the stages and that table skips them."""
     reason: str | None = None
 
 
