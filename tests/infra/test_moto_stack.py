@@ -373,7 +373,10 @@ def test_core_stack_on_moto(local_aws: Any, monkeypatch: pytest.MonkeyPatch) -> 
 
     transform = _handler(
         "edge_lambdas.stream_transform.handler",
-        {**environments["StreamTransform"], "SLUICE_STATE_DIR": str(local_aws.workdir / "t")},
+        {
+            **{k: str(v) for k, v in environments["StreamTransform"].items()},
+            "SLUICE_STATE_DIR": str(local_aws.workdir / "t"),
+        },
         monkeypatch,
     )
     for records in shard_events(kinesis, stream, 100).values():
