@@ -62,8 +62,8 @@ from sluice.tables.ownership import (
     Owner,
     StreamIdentity,
     WriterFenced,
-    _recorded_stream,
-    _stream_decision,
+    recorded_stream,
+    stream_decision,
     table_owner,
 )
 from sluice.tables.warehouse import DEFAULT_POSITIONS_COMMIT_SECONDS, ExactlyOnceWriter
@@ -116,8 +116,8 @@ def claim_for_deployment(
         )
     reset = False
     if stream is not None:
-        recorded_stream, has_positions = _recorded_stream(tables)
-        reset = _stream_decision(recorded_stream, has_positions, stream, on_new_stream)
+        identity, has_positions = recorded_stream(tables)
+        reset = stream_decision(identity, has_positions, stream, on_new_stream)
     at = datetime.fromtimestamp(time.time() if now is None else now, UTC)
     owner = Owner(
         epoch=(newest.epoch if newest is not None else 0) + 1,

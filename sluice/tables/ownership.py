@@ -42,6 +42,8 @@ __all__ = [
     "check_owner",
     "claim_tables",
     "fenced_message",
+    "recorded_stream",
+    "stream_decision",
     "table_owner",
 ]
 
@@ -152,7 +154,7 @@ class Claim:
     reset: bool
 
 
-def _recorded_stream(tables: Mapping[str, Table]) -> tuple[StreamIdentity | None, bool]:
+def recorded_stream(tables: Mapping[str, Table]) -> tuple[StreamIdentity | None, bool]:
     """The stream the tables hold positions of (newest owner's), and whether any positions exist."""
     owners = [o for o in (table_owner(t) for t in tables.values()) if o is not None]
     newest = max(owners, key=lambda o: (o.epoch, o.job), default=None)
@@ -160,7 +162,7 @@ def _recorded_stream(tables: Mapping[str, Table]) -> tuple[StreamIdentity | None
     return (newest.stream if newest is not None else None), has_positions
 
 
-def _stream_decision(
+def stream_decision(
     recorded: StreamIdentity | None,
     has_positions: bool,
     stream: StreamIdentity,
@@ -215,8 +217,8 @@ def claim_tables(
     """
     reset = False
     if stream is not None:
-        recorded, has_positions = _recorded_stream(tables)
-        reset = _stream_decision(recorded, has_positions, stream, on_new_stream)
+        recorded, has_positions = recorded_stream(tables)
+        reset = stream_decision(recorded, has_positions, stream, on_new_stream)
     owners = [o for o in (table_owner(t) for t in tables.values()) if o is not None]
     at = datetime.fromtimestamp(now, UTC) if now is not None else datetime.now(UTC)
     owner = Owner(
