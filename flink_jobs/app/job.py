@@ -1,0 +1,185 @@
+"""The PyFlink application's graph, top to bottom, and its start-up checks.
+
+    user_records (sources.py: Kinesis or the raw archive)
+      -> key by shard -> RunStages (decode -> GeoIP -> filters -> window pre-aggregation, one
+         StageRunner batch per shard)  -- side outputs: rows per event table, dead letters,
+                                          partial aggregates per window table
+      -> key by window -> MergeWindows (keyed state, one row per window when it closes)
+      -> INSERT INTO the six Iceberg tables (Flink's Iceberg connector; one statement set)
+
+Exactly-once: Flink checkpoints the source positions and the keyed state (buffered records, open
+windows); Iceberg's Flink sink writes data files and commits them when the checkpoint that covers
+them completes (``notifyCheckpointComplete``). A restart resumes from the last checkpoint and the
+uncommitted files of the failed attempt are never committed. No checkpoint, no data.
+
+Window tables are append-only: each window's row is written once, when the arrival-time watermark
+passes ``window_end + allowed_lateness`` (no equality deletes, which pyiceberg 0.12 cannot read).
+Cost: a window's row appears ``allowed_lateness`` + up to one checkpoint interval after it ends.
+
+Start-up errors (wrong Python, missing jars, an unreachable catalog or missing tables) are one
+``ConfigError`` line naming the fix.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from flink_jobs.app.functions import MergeWindows, RunStages, table_tags
+from flink_jobs.app.rows import COLUMNS, select_list
+from flink_jobs.app.settings import AppSettings, IcebergGroup
+from flink_jobs.app.sources import user_records
+from sluice.core.errors import ConfigError
+
+__all__ = ["PYTHON", "build", "catalog_ddl", "check_python", "local_jars"]
+
+PYTHON = (3, 12)
+"""MSF's FLINK-2_2 runtime runs Python 3.12; dep/ holds cp312 wheels."""
+TABLES = tuple(COLUMNS)
+
+
+def check_python(version: Sequence[int] = sys.version_info) -> None:
+    if tuple(version[:2]) != PYTHON:
+        found = ".".join(str(v) for v in version[:3])
+        raise ConfigError(
+            f"the PyFlink application needs Python {PYTHON[0]}.{PYTHON[1]} (MSF FLINK-2_2; dep/ holds "
+            f"cp312 wheels), this is Python {found}: run it with .venv-flink (make flink-venv)"
+        )
+
+
+def local_jars(given: str | None) -> list[str]:
+    """The jars of a local run: ``pipeline.jars`` as given, else the verified jars of the
+    manifest's ``pyflink`` set (``make flink-jars``); a missing one is a ``JarError``."""
+    from pathlib import Path
+
+    from flink_jobs.jars import cached_jar, manifest
+
+    if given:
+        jars = [Path(p) for p in given.split(";") if p]
+        for jar in jars:
+            if not jar.is_file():
+                raise ConfigError(f"pipeline.jars: {jar} does not exist: run 'make flink-jars'")
+        return [str(j.resolve()) for j in jars]
+    return [str(cached_jar(j)) for j in manifest() if j.set == "pyflink"]
+
+
+def catalog_ddl(iceberg: IcebergGroup) -> str:
+    """``CREATE CATALOG`` for Flink's Iceberg connector (JDBC over SQLite, or Glue)."""
+    options: dict[str, str] = {"type": "iceberg", "warehouse": iceberg.warehouse}
+    if iceberg.catalog_type == "jdbc":
+        assert iceberg.jdbc_uri is not None
+        options.update(
+            {
+                "catalog-impl": "org.apache.iceberg.jdbc.JdbcCatalog",
+                "uri": iceberg.jdbc_uri,
+                # pyiceberg's SQL catalog keeps tables and views apart in iceberg_type (schema V1).
+                "jdbc.schema-version": "V1",
+                "jdbc.busy_timeout": str(iceberg.busy_timeout_ms),
+            }
+        )
+    else:
+        options.update(
+            {
+                "catalog-impl": "org.apache.iceberg.aws.glue.GlueCatalog",
+                "io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
+            }
+        )
+    body = ", ".join(f"'{k}' = '{v}'" for k, v in options.items())
+    return f"CREATE CATALOG `{iceberg.catalog_name}` WITH ({body})"
+
+
+def _java_reason(err: BaseException) -> str:
+    """The innermost Java cause of a Py4J error, on one line."""
+    text = str(err)
+    causes = [line.strip() for line in text.splitlines() if line.strip().startswith("Caused by:")]
+    line = causes[-1] if causes else text.strip().splitlines()[0] if text.strip() else repr(err)
+    return line.removeprefix("Caused by: ")[:300]
+
+
+def _check_tables(t_env: Any, iceberg: IcebergGroup) -> None:
+    where = f"`{iceberg.catalog_name}`.`{iceberg.namespace}`"
+    try:
+        found = {row[0] for row in t_env.execute_sql(f"SHOW TABLES IN {where}").collect()}
+    except Exception as err:  # noqa: BLE001 - Py4J raises its own types; one line either way
+        target = iceberg.jdbc_uri if iceberg.catalog_type == "jdbc" else "Glue"
+        raise ConfigError(
+            f"cannot reach the Iceberg catalog ({iceberg.catalog_type}, {target}): "
+            f"{_java_reason(err)}: check sluice.iceberg (and that the tables were created, "
+            "e.g. by 'sluice job run' or 'sluice replay' once)"
+        ) from None
+    missing = [t for t in TABLES if t not in found]
+    if missing:
+        raise ConfigError(
+            f"the catalog has no table {', '.join(missing)} in namespace {iceberg.namespace!r}: "
+            "create the tables first (any Sluice writer does, e.g. 'sluice replay' or "
+            "'sluice job run', which call sluice.tables.catalog.ensure_tables)"
+        )
+
+
+def build(settings: AppSettings, env: Any = None) -> Any:
+    """The job on ``env`` (a new ``StreamExecutionEnvironment`` when none); returns the statement
+    set whose ``execute()`` submits it."""
+    from pyflink.common import Types
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.table import StreamTableEnvironment
+
+    check_python()
+    if env is None:
+        env = StreamExecutionEnvironment.get_execution_environment()
+    if settings.local:  # MSF 2.2 refuses configuration changes in code: only locally
+        # The jars are on the local cluster's classpath (HADOOP_CLASSPATH when it started, see
+        # flink_jobs.app.local), not in pipeline.jars: Iceberg's JDBC catalog finds the SQLite
+        # driver through DriverManager, which does not see a job's class loader.
+        local_jars(settings.job.pipeline_jars)
+        env.enable_checkpointing(int(settings.job.checkpoint_interval_seconds * 1000))
+        env.set_parallelism(settings.job.parallelism)
+    t_env = StreamTableEnvironment.create(env)
+    try:
+        t_env.execute_sql(catalog_ddl(settings.iceberg))
+    except Exception as err:  # noqa: BLE001 - one line naming the fix
+        raise ConfigError(
+            f"cannot create the Iceberg catalog: {_java_reason(err)}: check sluice.iceberg, and "
+            "that the jars are there (make flink-jars locally; lib/ in the MSF zip)"
+        ) from None
+    _check_tables(t_env, settings.iceberg)
+
+    core = settings.core_settings()
+    job = settings.job
+    tags = table_tags()
+    records = user_records(env, settings.input, job.out_of_orderness_seconds)
+    staged = (
+        records.key_by(lambda r: r[0], key_type=Types.STRING())
+        .process(
+            RunStages(core, job.batch_max_records, job.batch_max_millis),
+            output_type=Types.STRING(),
+        )
+        .name("RunStages")
+    )
+    streams: dict[str, Any] = {
+        name: staged.get_side_output(tags[name])
+        for name in ("iot_readings", "web_requests", "feed_items")
+    }
+    letters = [staged.get_side_output(tags["dead_letters"])]
+    for table in ("iot_metrics_1m", "web_traffic_1m"):
+        from flink_jobs.app.rows import row_type
+
+        merged = (
+            staged.get_side_output(tags[f"{table}.partials"])
+            .key_by(lambda p: p[0], key_type=Types.STRING())
+            .process(MergeWindows(table, core.window_seconds), output_type=row_type(table))
+            .name(f"MergeWindows[{table}]")
+        )
+        streams[table] = merged
+        letters.append(merged.get_side_output(tags["dead_letters"]))
+    streams["dead_letters"] = letters[0].union(*letters[1:])
+
+    statements = t_env.create_statement_set()
+    target = f"`{settings.iceberg.catalog_name}`.`{settings.iceberg.namespace}`"
+    for table, stream in streams.items():
+        view = f"rows_{table}"
+        t_env.create_temporary_view(view, t_env.from_data_stream(stream))
+        statements.add_insert_sql(
+            f"INSERT INTO {target}.`{table}` SELECT {select_list(table)} FROM `{view}`"
+        )
+    return statements
