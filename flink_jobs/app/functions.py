@@ -28,6 +28,7 @@ from pyflink.datastream import (
     FlatMapFunction,
     KeyedProcessFunction,
     OutputTag,
+    ProcessFunction,
     RuntimeContext,
 )
 from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
@@ -48,9 +49,11 @@ from sluice.stream.stages import Event, InputRecord, JobBatch
 __all__ = [
     "KINESIS_RECORD",
     "PARTIAL",
+    "ROUTED",
     "USER_RECORD",
     "DeaggregateRecords",
     "MergeWindows",
+    "RouteRows",
     "RunStages",
     "table_tags",
 ]
@@ -82,11 +85,35 @@ TABLES = ("iot_readings", "web_requests", "feed_items", "dead_letters")
 WINDOWED = {"iot_metrics_1m": Source.IOT, "web_traffic_1m": Source.WEBLOG}
 
 
+ROUTED = Types.TUPLE([Types.STRING(), Types.PICKLED_BYTE_ARRAY()])
+"""A table row on its way to ``RouteRows``: the table's name and the row's values (a tuple)."""
+
+
 def table_tags() -> dict[str, OutputTag]:
-    """The side output of every table's rows, and of every window table's partials."""
-    tags = {name: OutputTag(name, row_type(name)) for name in TABLES}
+    """The side output of every table's rows (``RouteRows``), and of every window table's
+    partials (``RunStages``)."""
+    tags = {name: OutputTag(name, row_type(name)) for name in (*TABLES, *WINDOWED)}
     tags.update({f"{name}.partials": OutputTag(f"{name}.partials", PARTIAL) for name in WINDOWED})
     return tags
+
+
+class RouteRows(ProcessFunction):  # type: ignore[misc]
+    """Every table's rows, from one task, each to its table's side output.
+
+    Why one task: the six Iceberg sinks are chained to it (writers at parallelism 1), so their
+    committers run in one thread and commit one after the other. Iceberg's JDBC catalog over
+    SQLite fails commits that overlap (SQLITE_BUSY / SQLITE_BUSY_SNAPSHOT: a committer's read of
+    the current metadata is overtaken by another's write), which restarts the job.
+    """
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        # Made here, not in __init__: a type already used by the job holds its Java object,
+        # which cannot be pickled with the function.
+        self.tags = table_tags()
+
+    def process_element(self, value: Any, ctx: ProcessFunction.Context) -> Any:
+        table, values = value[0], value[1]
+        yield self.tags[table], Row(*values)
 
 
 class DeaggregateRecords(FlatMapFunction):  # type: ignore[misc]
@@ -105,12 +132,12 @@ class RunStages(KeyedProcessFunction):  # type: ignore[misc]
         self.settings = settings
         self.max_records = max_records
         self.max_millis = max_millis
-        self.tags = table_tags()
         self.runner: Any = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         from sluice.stream.run import StageRunner
 
+        self.tags = table_tags()
         self.runner = StageRunner(self.settings)
         self.buffer = runtime_context.get_list_state(ListStateDescriptor("buffer", USER_RECORD))
         self.size = runtime_context.get_state(ValueStateDescriptor("size", Types.INT()))
@@ -155,12 +182,10 @@ class RunStages(KeyedProcessFunction):  # type: ignore[misc]
 
     def _outputs(self, batch: JobBatch) -> Any:
         for source, table in EVENT_TABLES.items():
-            tag = self.tags[table]
             for event in batch.events.get(source, []):
-                yield tag, Row(*event_row(source, event))
-        letters = self.tags["dead_letters"]
+                yield table, event_row(source, event)
         for letter in batch.dead_letters:
-            yield letters, Row(*dead_letter_row(letter))
+            yield "dead_letters", dead_letter_row(letter)
         for table, partials in (
             ("iot_metrics_1m", batch.iot_windows),
             ("web_traffic_1m", batch.web_windows),
@@ -191,7 +216,6 @@ class MergeWindows(KeyedProcessFunction):  # type: ignore[misc]
     def __init__(self, table: str, window_seconds: int) -> None:
         self.table = table
         self.window_seconds = window_seconds
-        self.letters = OutputTag("dead_letters", row_type("dead_letters"))
 
     def open(self, runtime_context: RuntimeContext) -> None:
         from sluice.transform.accumulators import MetricStats, WebTrafficStats
@@ -204,7 +228,7 @@ class MergeWindows(KeyedProcessFunction):  # type: ignore[misc]
     def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Any:
         key, close_millis, state = value[0], value[1], value[2]
         if close_millis <= ctx.timer_service().current_watermark():
-            yield self.letters, Row(*dead_letter_row(self._too_late(value)))
+            yield "dead_letters", dead_letter_row(self._too_late(value))
             return
         partial = self.accumulator.from_bytes(bytes(state))
         stored = self.state.value()
@@ -222,10 +246,8 @@ class MergeWindows(KeyedProcessFunction):  # type: ignore[misc]
         self.state.clear()
         *group, start_micros = orjson.loads(ctx.get_current_key())
         stats = self.accumulator.from_bytes(bytes(stored))
-        yield Row(
-            *window_row(
-                self.table, tuple(group), _from_micros(start_micros), stats, self.window_seconds
-            )
+        yield self.table, window_row(
+            self.table, tuple(group), _from_micros(start_micros), stats, self.window_seconds
         )
 
     def _too_late(self, value: Row) -> Event:

@@ -26,10 +26,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from flink_jobs.app.functions import MergeWindows, RunStages, table_tags
 from flink_jobs.app.rows import COLUMNS, select_list
 from flink_jobs.app.settings import AppSettings, IcebergGroup
-from flink_jobs.app.sources import user_records
 from sluice.core.errors import ConfigError
 
 __all__ = ["PYTHON", "build", "catalog_ddl", "check_python", "local_jars"]
@@ -64,6 +62,13 @@ def local_jars(given: str | None) -> list[str]:
     return [str(cached_jar(j)) for j in manifest() if j.set == "pyflink"]
 
 
+def _with_busy_timeout(uri: str, millis: int) -> str:
+    """A SQLite JDBC URL with ``busy_timeout`` (sqlite-jdbc reads pragmas from the URL)."""
+    if not uri.startswith("jdbc:sqlite:") or "busy_timeout=" in uri:
+        return uri
+    return f"{uri}{'&' if '?' in uri else '?'}busy_timeout={millis}"
+
+
 def catalog_ddl(iceberg: IcebergGroup) -> str:
     """``CREATE CATALOG`` for Flink's Iceberg connector (JDBC over SQLite, or Glue)."""
     options: dict[str, str] = {"type": "iceberg", "warehouse": iceberg.warehouse}
@@ -72,10 +77,14 @@ def catalog_ddl(iceberg: IcebergGroup) -> str:
         options.update(
             {
                 "catalog-impl": "org.apache.iceberg.jdbc.JdbcCatalog",
-                "uri": iceberg.jdbc_uri,
+                "uri": _with_busy_timeout(iceberg.jdbc_uri, iceberg.busy_timeout_ms),
                 # pyiceberg's SQL catalog keeps tables and views apart in iceberg_type (schema V1).
                 "jdbc.schema-version": "V1",
+                # sqlite-jdbc connection properties: wait for another committer's lock, and
+                # write-ahead logging so that an open reader never blocks a commit (the six
+                # tables' committers commit at the same checkpoint).
                 "jdbc.busy_timeout": str(iceberg.busy_timeout_ms),
+
             }
         )
     else:
@@ -124,6 +133,9 @@ def build(settings: AppSettings, env: Any = None) -> Any:
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import StreamTableEnvironment
 
+    from flink_jobs.app.functions import ROUTED, MergeWindows, RouteRows, RunStages, table_tags
+    from flink_jobs.app.sources import user_records
+
     check_python()
     if env is None:
         env = StreamExecutionEnvironment.get_execution_environment()
@@ -150,29 +162,25 @@ def build(settings: AppSettings, env: Any = None) -> Any:
     records = user_records(env, settings.input, job.out_of_orderness_seconds)
     staged = (
         records.key_by(lambda r: r[0], key_type=Types.STRING())
-        .process(
-            RunStages(core, job.batch_max_records, job.batch_max_millis),
-            output_type=Types.STRING(),
-        )
+        .process(RunStages(core, job.batch_max_records, job.batch_max_millis), output_type=ROUTED)
         .name("RunStages")
     )
-    streams: dict[str, Any] = {
-        name: staged.get_side_output(tags[name])
-        for name in ("iot_readings", "web_requests", "feed_items")
-    }
-    letters = [staged.get_side_output(tags["dead_letters"])]
+    routed = [staged]
     for table in ("iot_metrics_1m", "web_traffic_1m"):
-        from flink_jobs.app.rows import row_type
-
-        merged = (
+        routed.append(
             staged.get_side_output(tags[f"{table}.partials"])
             .key_by(lambda p: p[0], key_type=Types.STRING())
-            .process(MergeWindows(table, core.window_seconds), output_type=row_type(table))
+            .process(MergeWindows(table, core.window_seconds), output_type=ROUTED)
             .name(f"MergeWindows[{table}]")
         )
-        streams[table] = merged
-        letters.append(merged.get_side_output(tags["dead_letters"]))
-    streams["dead_letters"] = letters[0].union(*letters[1:])
+    rows = (
+        routed[0]
+        .union(*routed[1:])
+        .process(RouteRows(), output_type=ROUTED)
+        .name("RouteRows")
+        .set_parallelism(1)
+    )
+    streams = {table: rows.get_side_output(tags[table]) for table in TABLES}
 
     statements = t_env.create_statement_set()
     target = f"`{settings.iceberg.catalog_name}`.`{settings.iceberg.namespace}`"
@@ -180,6 +188,7 @@ def build(settings: AppSettings, env: Any = None) -> Any:
         view = f"rows_{table}"
         t_env.create_temporary_view(view, t_env.from_data_stream(stream))
         statements.add_insert_sql(
-            f"INSERT INTO {target}.`{table}` SELECT {select_list(table)} FROM `{view}`"
+            f"INSERT INTO {target}.`{table}` /*+ OPTIONS('write-parallelism'='1') */ "
+            f"SELECT {select_list(table)} FROM `{view}`"
         )
     return statements

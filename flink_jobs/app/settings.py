@@ -323,7 +323,7 @@ def parse_groups(groups: Any, *, local: bool, where: str = "properties") -> AppS
             known = ", ".join(GROUPS)
             problems.append(f"unknown property group {group_id!r} (known: {known})")
             continue
-        if group_id in given:
+        if _FIELD_OF_GROUP[group_id] in given:
             problems.append(f"property group {group_id!r} given twice")
             continue
         if not isinstance(values, dict):
