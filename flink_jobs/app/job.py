@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from flink_jobs.app.rows import COLUMNS, select_list
+from flink_jobs.app.rows import COLUMNS, select_list, stream_schema
 from flink_jobs.app.settings import AppSettings, IcebergGroup
 from sluice.core.errors import ConfigError
 
@@ -80,6 +80,10 @@ def catalog_ddl(iceberg: IcebergGroup) -> str:
                 "uri": _with_busy_timeout(iceberg.jdbc_uri, iceberg.busy_timeout_ms),
                 # pyiceberg's SQL catalog keeps tables and views apart in iceberg_type (schema V1).
                 "jdbc.schema-version": "V1",
+                # The catalog's tables exist (pyiceberg made them). Checking them reads SQLite's
+                # metadata on a pooled connection whose read transaction then stays open, and
+                # its later commit fails with SQLITE_BUSY once another table committed.
+                "jdbc.init-catalog-tables": "false",
                 # sqlite-jdbc connection properties: wait for another committer's lock, and
                 # write-ahead logging so that an open reader never blocks a commit (the six
                 # tables' committers commit at the same checkpoint).
@@ -147,6 +151,12 @@ def build(settings: AppSettings, env: Any = None) -> Any:
         env.enable_checkpointing(int(settings.job.checkpoint_interval_seconds * 1000))
         env.set_parallelism(settings.job.parallelism)
     t_env = StreamTableEnvironment.create(env)
+    zone = str(t_env.get_config().get_local_timezone())
+    if zone not in ("UTC", "Etc/UTC", "Z", "GMT", "Etc/GMT"):
+        raise ConfigError(
+            f"the session time zone is {zone}, the job writes UTC timestamps: run the JVMs in UTC "
+            "(env.java.opts.all: -Duser.timezone=UTC) or set table.local-time-zone: UTC"
+        )
     try:
         t_env.execute_sql(catalog_ddl(settings.iceberg))
     except Exception as err:  # noqa: BLE001 - one line naming the fix
@@ -186,7 +196,7 @@ def build(settings: AppSettings, env: Any = None) -> Any:
     target = f"`{settings.iceberg.catalog_name}`.`{settings.iceberg.namespace}`"
     for table, stream in streams.items():
         view = f"rows_{table}"
-        t_env.create_temporary_view(view, t_env.from_data_stream(stream))
+        t_env.create_temporary_view(view, t_env.from_data_stream(stream, stream_schema(table)))
         statements.add_insert_sql(
             f"INSERT INTO {target}.`{table}` /*+ OPTIONS('write-parallelism'='1') */ "
             f"SELECT {select_list(table)} FROM `{view}`"

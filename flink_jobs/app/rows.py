@@ -11,9 +11,11 @@ checked against the specs' schemas by ``tests/flink/test_app_unit.py`` (run in t
 so they cannot drift apart; the values follow ``specs.iot_rows`` / ``web_rows`` / ``feed_rows`` /
 ``dead_letter_rows`` / ``iot_metric_rows`` / ``web_traffic_rows`` field by field.
 
-Timestamps travel as ``java.sql.Timestamp`` (``Types.SQL_TIMESTAMP``, microseconds kept) and are cast to
-``TIMESTAMP_LTZ(6)`` in SQL; both conversions read wall-clock time in UTC, so the job requires its
-JVMs and session time zone to be UTC (MSF's are; ``flink_jobs.app.job`` checks at start).
+Timestamps travel as UTC wall-clock text (``2026-12-01 10:01:23.878103``) and are cast to
+``TIMESTAMP(6)`` and then ``TIMESTAMP_LTZ(6)`` in SQL: PyFlink's own timestamp types lose the
+microseconds on their way from Python to Java (``Types.SQL_TIMESTAMP`` and ``Types.INSTANT`` carry
+milliseconds), which the Beam job keeps. The second cast reads the wall clock in the session time
+zone, so the job requires it to be UTC (MSF's is; ``flink_jobs.app.job`` checks at start).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "event_row",
     "row_type",
     "select_list",
+    "stream_schema",
     "window_row",
 ]
 
@@ -121,7 +124,7 @@ def _flink_type(kind: Kind) -> Any:
 
     simple = {
         "string": Types.STRING,
-        "timestamp": Types.SQL_TIMESTAMP,
+        "timestamp": Types.STRING,
         "double": Types.DOUBLE,
         "long": Types.LONG,
         "int": Types.INT,
@@ -138,6 +141,36 @@ def _flink_type(kind: Kind) -> Any:
     return Types.BASIC_ARRAY(element())
 
 
+def _data_type(kind: Kind) -> Any:
+    from pyflink.table import DataTypes
+
+    simple = {
+        "string": DataTypes.STRING, "double": DataTypes.DOUBLE, "long": DataTypes.BIGINT,
+        "int": DataTypes.INT, "bool": DataTypes.BOOLEAN, "bytes": DataTypes.BYTES,
+    }  # fmt: skip
+    if kind in simple:
+        return simple[kind]()
+    if kind == "timestamp":
+        return DataTypes.STRING()
+    if kind.startswith("map<"):
+        value = DataTypes.DOUBLE() if kind.endswith("double>") else DataTypes.STRING()
+        return DataTypes.MAP(DataTypes.STRING(), value)
+    element = {"array<string>": DataTypes.STRING, "array<int>": DataTypes.INT}.get(
+        kind, DataTypes.DOUBLE
+    )
+    return DataTypes.ARRAY(element())
+
+
+def stream_schema(table: str) -> Any:
+    """The ``Schema`` of the table's row stream in ``from_data_stream`` (every column declared)."""
+    from pyflink.table import Schema
+
+    builder = Schema.new_builder()
+    for column, kind in COLUMNS[table]:
+        builder = builder.column(column, _data_type(kind))
+    return builder.build()
+
+
 def row_type(table: str) -> Any:
     """The PyFlink ``Types.ROW_NAMED`` of the table's rows."""
     from pyflink.common import Types
@@ -151,12 +184,18 @@ def select_list(table: str) -> str:
     parts = []
     for column, kind in COLUMNS[table]:
         name = f"`{column}`"
-        parts.append(f"CAST({name} AS {_SQL[kind]}) AS {name}" if kind == "timestamp" else name)
+        if kind == "timestamp":
+            parts.append(f"CAST(CAST({name} AS TIMESTAMP(6)) AS TIMESTAMP_LTZ(6)) AS {name}")
+        else:
+            parts.append(name)
     return ", ".join(parts)
 
 
-def _time(value: datetime | None) -> datetime | None:
-    return None if value is None else value.astimezone(UTC)
+def _time(value: datetime | None) -> str | None:
+    """A timestamp as UTC wall-clock text with microseconds (see the module docstring)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def _text(value: Any) -> Any:
@@ -224,16 +263,16 @@ def window_row(
 ) -> tuple[Any, ...]:
     """One window row (``specs.iot_metric_rows`` / ``web_traffic_rows``) of a finished window."""
     start = start.astimezone(UTC)
-    end = start + timedelta(seconds=size_seconds)
+    end = _time(start + timedelta(seconds=size_seconds))
     if table == "iot_metrics_1m":
         p50, p95, p99 = stats.quantiles([0.5, 0.95, 0.99]) or (None, None, None)
         return (
-            start, end, *group, stats.count, stats.sum, stats.min, stats.max, stats.mean,
+            _time(start), end, *group, stats.count, stats.sum, stats.min, stats.max, stats.mean,
             p50, p95, p99, stats.to_bytes(),
         )  # fmt: skip
     timing = stats.request_time
     p50, p95, p99 = timing.quantiles([0.5, 0.95, 0.99]) or (None, None, None)
     return (
-        start, end, *group, stats.requests, stats.bytes, p50, p95, p99,
+        _time(start), end, *group, stats.requests, stats.bytes, p50, p95, p99,
         stats.unique_clients.estimate(), stats.to_bytes(),
     )  # fmt: skip
