@@ -146,7 +146,7 @@ def test_a_wrong_python_is_one_line_naming_the_fix() -> None:
 def test_catalog_ddl_for_jdbc_and_glue() -> None:
     jdbc = catalog_ddl(parse_groups(MINIMAL, local=True).iceberg)
     assert "'catalog-impl' = 'org.apache.iceberg.jdbc.JdbcCatalog'" in jdbc
-    assert "'uri' = 'jdbc:sqlite:/c.db'" in jdbc and "'jdbc.schema-version' = 'V1'" in jdbc
+    assert "'uri' = 'jdbc:sqlite:/c.db?busy_timeout=60000'" in jdbc and "'jdbc.schema-version' = 'V1'" in jdbc
     glue = parse_groups(
         [MINIMAL[0], group("sluice.iceberg", **{"catalog.type": "glue", "warehouse": "s3://b/w"})],
         local=False,
