@@ -35,7 +35,6 @@ from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
 from flink_jobs.app.rows import (
     EVENT_TABLES,
-    WINDOW_GROUPS,
     dead_letter_row,
     event_row,
     row_type,
@@ -226,7 +225,7 @@ class MergeWindows(KeyedProcessFunction):  # type: ignore[misc]
         )
 
     def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Any:
-        key, close_millis, state = value[0], value[1], value[2]
+        close_millis, state = value[1], value[2]
         if close_millis <= ctx.timer_service().current_watermark():
             yield "dead_letters", dead_letter_row(self._too_late(value))
             return
@@ -236,7 +235,7 @@ class MergeWindows(KeyedProcessFunction):  # type: ignore[misc]
             ctx.timer_service().register_event_time_timer(close_millis)
             merged = partial
         else:
-            merged = self.accumulator.from_bytes(bytes(stored)).merge(partial)
+            merged = self.accumulator.from_bytes(bytes(stored)).merge(partial)  # type: ignore[arg-type]
         self.state.update(merged.to_bytes())
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
@@ -246,8 +245,11 @@ class MergeWindows(KeyedProcessFunction):  # type: ignore[misc]
         self.state.clear()
         *group, start_micros = orjson.loads(ctx.get_current_key())
         stats = self.accumulator.from_bytes(bytes(stored))
-        yield self.table, window_row(
-            self.table, tuple(group), _from_micros(start_micros), stats, self.window_seconds
+        yield (
+            self.table,
+            window_row(
+                self.table, tuple(group), _from_micros(start_micros), stats, self.window_seconds
+            ),
         )
 
     def _too_late(self, value: Row) -> Event:

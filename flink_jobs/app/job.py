@@ -37,7 +37,9 @@ PYTHON = (3, 12)
 TABLES = tuple(COLUMNS)
 
 
-def check_python(version: Sequence[int] = sys.version_info) -> None:
+def check_python(version: Sequence[int] | None = None) -> None:
+    """A one-line ``ConfigError`` unless this is Python 3.12 (or ``version``, for tests)."""
+    version = sys.version_info[:3] if version is None else version
     if tuple(version[:2]) != PYTHON:
         found = ".".join(str(v) for v in version[:3])
         raise ConfigError(
@@ -88,7 +90,6 @@ def catalog_ddl(iceberg: IcebergGroup) -> str:
                 # write-ahead logging so that an open reader never blocks a commit (the six
                 # tables' committers commit at the same checkpoint).
                 "jdbc.busy_timeout": str(iceberg.busy_timeout_ms),
-
             }
         )
     else:

@@ -31,7 +31,7 @@ from pathlib import Path
 from flink_jobs.app.rows import COLUMNS
 from flink_jobs.app.settings import LOCAL_PROPERTIES, AppSettings, load_app_settings
 from flink_jobs.cluster import Cluster, rest_get, running_cluster, start, submit_python
-from flink_jobs.settings import REPO_ROOT, ClusterSettings
+from flink_jobs.settings import ClusterSettings
 from sluice.core.errors import ConfigError
 
 __all__ = ["classpath", "main", "preflight", "submit", "unpack", "wait_for"]
@@ -65,7 +65,9 @@ def _check_catalog(settings: AppSettings) -> None:
         return
     assert iceberg.jdbc_uri is not None
     path = Path(iceberg.jdbc_uri.removeprefix("jdbc:sqlite:").split("?", 1)[0])
-    hint = "create the tables first (any Sluice writer does, e.g. 'sluice replay' or 'sluice job run')"
+    hint = (
+        "create the tables first (any Sluice writer does, e.g. 'sluice replay' or 'sluice job run')"
+    )
     if not path.is_file():
         raise ConfigError(f"the catalog database {path} does not exist: {hint}")
     try:
@@ -135,7 +137,7 @@ def unpack(package: Path, into: Path, properties: Path) -> Path:
 def submit(cluster: Cluster, main_py: Path) -> str:
     os.environ["IS_LOCAL"] = "true"
     os.environ.pop("SLUICE_APP_PROPERTIES", None)
-    return submit_python(cluster, main_py, "--pyFiles", str(main_py.parent / "dep"))
+    return str(submit_python(cluster, main_py, "--pyFiles", str(main_py.parent / "dep")))
 
 
 def wait_for(cluster: Cluster, job_id: str, timeout: float) -> str:
@@ -145,7 +147,7 @@ def wait_for(cluster: Cluster, job_id: str, timeout: float) -> str:
     while time.monotonic() < deadline:
         state = (rest_get(cluster.rest, f"/jobs/{job_id}") or {}).get("state", "")
         if state in ("FINISHED", "FAILED", "CANCELED"):
-            return state
+            return str(state)
         time.sleep(1)
     return state or "UNKNOWN"
 

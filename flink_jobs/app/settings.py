@@ -54,7 +54,7 @@ class RunOptions(_Group):
         default="lib/pyflink-dependencies.jar",
         description="The one shaded jar of connectors (Kinesis source, Iceberg, Hadoop, SQLite).",
     )
-    pyFiles: str = Field(  # noqa: N815 - MSF's own key
+    pyFiles: str = Field(
         default="dep/", description="Python libraries (and the Sluice core) added to the path."
     )
 

@@ -68,7 +68,7 @@ def test_the_app_columns_are_the_specs_columns_in_order(name: str) -> None:
 
 
 def test_window_groups_are_the_specs_group_columns() -> None:
-    assert WINDOW_GROUPS == {name: w.group_columns for name, w in WINDOW_TABLES.items()}
+    assert {name: w.group_columns for name, w in WINDOW_TABLES.items()} == WINDOW_GROUPS
 
 
 def test_timestamps_are_cast_to_timestamp_ltz_in_the_insert() -> None:
@@ -121,9 +121,9 @@ def test_a_bad_property_is_one_line_naming_group_and_key(groups: Any, expected: 
 
 
 def test_a_missing_properties_file_names_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="copy flink_conf/application_properties.local.json"):
+    with pytest.raises(ConfigError, match=r"copy flink_conf/application_properties\.local\.json"):
         load_app_settings(tmp_path / "application_properties.json", local=True)
-    with pytest.raises(ConfigError, match="runtime properties .property groups. in MSF"):
+    with pytest.raises(ConfigError, match=r"runtime properties \(property groups\) in MSF"):
         load_app_settings(tmp_path / "application_properties.json", local=False)
 
 
@@ -146,7 +146,10 @@ def test_a_wrong_python_is_one_line_naming_the_fix() -> None:
 def test_catalog_ddl_for_jdbc_and_glue() -> None:
     jdbc = catalog_ddl(parse_groups(MINIMAL, local=True).iceberg)
     assert "'catalog-impl' = 'org.apache.iceberg.jdbc.JdbcCatalog'" in jdbc
-    assert "'uri' = 'jdbc:sqlite:/c.db?busy_timeout=60000'" in jdbc and "'jdbc.schema-version' = 'V1'" in jdbc
+    assert (
+        "'uri' = 'jdbc:sqlite:/c.db?busy_timeout=60000'" in jdbc
+        and "'jdbc.schema-version' = 'V1'" in jdbc
+    )
     glue = parse_groups(
         [MINIMAL[0], group("sluice.iceberg", **{"catalog.type": "glue", "warehouse": "s3://b/w"})],
         local=False,
