@@ -31,7 +31,11 @@ from pyflink.datastream import (
     ProcessFunction,
     RuntimeContext,
 )
-from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
+from pyflink.datastream.state import (
+    ListStateDescriptor,
+    MapStateDescriptor,
+    ValueStateDescriptor,
+)
 
 from flink_jobs.app.rows import (
     EVENT_TABLES,
@@ -127,8 +131,11 @@ class DeaggregateRecords(FlatMapFunction):  # type: ignore[misc]
 class RunStages(KeyedProcessFunction):  # type: ignore[misc]
     """A shard's user records, batched in keyed state, through every core stage."""
 
-    def __init__(self, settings: Any, max_records: int, max_millis: int) -> None:
+    def __init__(
+        self, settings: Any, max_records: int, max_millis: int, *, deduplicate: bool = False
+    ) -> None:
         self.settings = settings
+        self.deduplicate = deduplicate
         self.max_records = max_records
         self.max_millis = max_millis
         self.runner: Any = None
@@ -140,6 +147,11 @@ class RunStages(KeyedProcessFunction):  # type: ignore[misc]
         self.runner = StageRunner(self.settings)
         self.buffer = runtime_context.get_list_state(ListStateDescriptor("buffer", USER_RECORD))
         self.size = runtime_context.get_state(ValueStateDescriptor("size", Types.INT()))
+        # The archive's files may overlap (a job restarted before committing archived a range
+        # twice): positions seen, per shard, for the replay's length (as `sluice replay` keeps).
+        self.seen = runtime_context.get_map_state(
+            MapStateDescriptor("seen", Types.STRING(), Types.BOOLEAN())
+        )
         self.window_millis = self.settings.window_seconds * 1000
         self.lateness_millis = self.settings.allowed_lateness_seconds * 1000
 
@@ -148,6 +160,11 @@ class RunStages(KeyedProcessFunction):  # type: ignore[misc]
             self.runner.close()
 
     def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Any:
+        if self.deduplicate:
+            position = f"{value[1]}:{value[2]}"
+            if self.seen.contains(position):
+                return
+            self.seen.put(position, True)
         self.buffer.add(value)
         size = (self.size.value() or 0) + 1
         if size >= self.max_records:
@@ -171,7 +188,7 @@ class RunStages(KeyedProcessFunction):  # type: ignore[misc]
         self.buffer.clear()
         records: list[InputRecord] = []
         seen: set[tuple[int, int]] = set()
-        for row in rows:  # archive files may overlap: a position is one record
+        for row in rows:  # a position is one record
             position = (int(row[1]), row[2])
             if position not in seen:
                 seen.add(position)

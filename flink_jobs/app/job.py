@@ -148,7 +148,11 @@ def build(settings: AppSettings, env: Any = None) -> Any:
         # The jars are on the local cluster's classpath (HADOOP_CLASSPATH when it started, see
         # flink_jobs.app.local), not in pipeline.jars: Iceberg's JDBC catalog finds the SQLite
         # driver through DriverManager, which does not see a job's class loader.
-        local_jars(settings.job.pipeline_jars)
+        # From an unpacked zip there is no jar manifest: `sluice flink run` checked the jars.
+        from flink_jobs.jars import MANIFEST
+
+        if MANIFEST.exists():
+            local_jars(settings.job.pipeline_jars)
         env.enable_checkpointing(int(settings.job.checkpoint_interval_seconds * 1000))
         env.set_parallelism(settings.job.parallelism)
     t_env = StreamTableEnvironment.create(env)
@@ -173,7 +177,15 @@ def build(settings: AppSettings, env: Any = None) -> Any:
     records = user_records(env, settings.input, job.out_of_orderness_seconds)
     staged = (
         records.key_by(lambda r: r[0], key_type=Types.STRING())
-        .process(RunStages(core, job.batch_max_records, job.batch_max_millis), output_type=ROUTED)
+        .process(
+            RunStages(
+                core,
+                job.batch_max_records,
+                job.batch_max_millis,
+                deduplicate=settings.input.source == "archive",
+            ),
+            output_type=ROUTED,
+        )
         .name("RunStages")
     )
     routed = [staged]

@@ -53,14 +53,26 @@ class _Arrival(TimestampAssigner):  # type: ignore[misc]
 
 
 def _kinesis(env: StreamExecutionEnvironment, settings: InputGroup, out_of_order: int) -> Any:
+    """The Kinesis source (``flink_jobs.kinesis_source.read_kinesis``, the Java FLIP-27 source in the
+    shaded jar), arrival-time watermarks, KPL de-aggregation. Not run by this branch's tests: the
+    source lands from its own branch (flink-kinesis-source)."""
     try:
-        from flink_jobs.kinesis_source import kinesis_source  # type: ignore[import-not-found]
+        from flink_jobs.kinesis_source import read_kinesis  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         raise ConfigError(
             "source=kinesis needs flink_jobs/kinesis_source.py and its jar (the Java FLIP-27 "
-            "Kinesis source), which this build does not have: use source=archive"
+            "Kinesis source, 'make flink-jar'), which this build does not have: use source=archive"
         ) from None
-    records = kinesis_source(env, settings)
+    from sluice.stream.kinesis.positions import StartPosition
+    from sluice.stream.kinesis.settings import KinesisReadSettings
+
+    assert settings.stream_arn is not None
+    read = KinesisReadSettings(
+        stream_name=settings.stream_arn.rsplit("stream/", 1)[-1],
+        start=StartPosition(kind=settings.initial_position),
+        region_name=settings.aws_region,
+    )
+    records = read_kinesis(env, read, endpoint=settings.aws_endpoint)
     watermarks = (
         WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_seconds(out_of_order))
         .with_timestamp_assigner(_Arrival())

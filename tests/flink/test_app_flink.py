@@ -32,9 +32,9 @@ from sluice.tables.archive import encode_batch
 from sluice.tables.warehouse import WarehouseSettings, ensure_tables, open_catalog
 
 sys.path.append(str(REPO_ROOT / "tests" / "pipeline"))
-from job_testkit import assert_same_rows, mixed_input, read_tables, window_of  # noqa: E402
+from job_testkit import assert_same_rows, mixed_input, read_tables, window_of
 
-from flink_jobs.app.package import JAR_IN_ZIP  # noqa: E402
+from flink_jobs.app.package import JAR_IN_ZIP
 
 pytestmark = pytest.mark.flink
 
@@ -135,7 +135,7 @@ def test_the_archive_through_beam_and_pyflink_gives_the_same_tables(
 ) -> None:
     # GIVEN an archive, replayed by the Beam job into one warehouse
     archive = tmp_path / "archive"
-    sent = write_archive(archive / "raw")
+    sent = write_archive(archive)
     beam = run(
         "replay", "--from", (START - timedelta(hours=1)).isoformat(),
         "--to", (START + timedelta(hours=2)).isoformat(), "--archive_root", str(archive),
