@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksu
 PYTEST_WORKERS ?= 2
 
 .PHONY: help install nginx chromium lint typecheck test test-core test-realdata test-reliability-smoke reliability reliability-short demo bench lock clean \
-	flink-venv flink-lock flink-jars test-flink bench-flink
+	flink-venv flink-lock flink-jars test-flink bench-flink bench-flink-app
 
 help:
 	@echo "make test   - create .venv, install pinned dependencies, lint (ruff, import contracts), type-check, run the tests"
@@ -177,6 +177,10 @@ flink-jars: install
 # Flink SQL events/s on a local cluster (the reference for the Flink jobs): 1M seeded readings.
 bench-flink: install flink-venv
 	$(BIN)/python -m benchmarks.flink_sql
+
+# The PyFlink (MSF) application's events/s at p=1, p=2 and per record, beside Flink SQL (same readings).
+bench-flink-app: install flink-venv
+	$(BIN)/python -m benchmarks.flink_app
 
 flink-lock:
 	rm -rf .lock-venv-flink && $(FLINK_PYTHON) -m venv .lock-venv-flink
