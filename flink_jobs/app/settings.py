@@ -229,8 +229,9 @@ class JobGroup(_Group):
     pipeline_jars: str | None = Field(
         default=None,
         alias="pipeline.jars",
-        description="Locally only: ';'-separated jar paths for pipeline.jars (default: the "
-        "verified jars of flink_conf/jars.lock, set pyflink). On MSF the zip's one jar is used.",
+        description="Locally only: ';'-separated jar paths checked at start (default: the "
+        "verified jars of flink_conf/jars.lock, set pyflink). They are not added to pipeline.jars: "
+        "locally they are on the cluster's classpath; on MSF the zip's one jar is used.",
     )
 
 
