@@ -18,6 +18,7 @@ Limits: the archive is read from a file:// warehouse only, and one shard's range
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -81,18 +82,36 @@ class _ReadShard(beam.DoFn):
     def process(self, element: tuple[str, list[str]]) -> Iterator[SourceBatch]:
         shard, paths = element
         pairs = (pair for path in paths for pair in read_archive_file(Path(path).read_bytes()))
+        if shard == ANY_SHARD:
+            for each, records in records_in_range(pairs, self.from_time, self.to_time).items():
+                yield from shard_batches(each, records, self.size)
+            return
         records = records_in_range(
             (p for p in pairs if p[0] == shard), self.from_time, self.to_time
         ).get(shard, [])
         yield from shard_batches(shard, records, self.size)
 
 
+ANY_SHARD = ""
+"""The group of files whose names do not say their shard: read together, every shard in them."""
+
+_JOB_FILE = re.compile(r"^(shardId-[0-9]+)-[0-9]+-[0-9]+\.jsonl\.gz$")
+"""The stream job's own archive files: ``<shard>-<first>-<last>.jsonl.gz``."""
+
+
 def shard_files(root: Path, from_time: datetime, to_time: datetime) -> list[tuple[str, list[str]]]:
-    """Archive files of the range grouped by shard (the shard is the name's part before the range)."""
+    """Archive files of the range grouped by shard, read in parallel per shard.
+
+    The stream job names each file after its shard; Firehose names its objects itself, and one
+    object holds records of many shards. If any file's name does not say its shard, every file is
+    one group (``ANY_SHARD``), read together, so no shard's records are split between readers."""
     by_shard: dict[str, list[str]] = {}
-    for path in iter_archive_files(root, from_time, to_time):
-        shard = path.name.removesuffix(".jsonl.gz").rsplit("-", 2)[0]
-        by_shard.setdefault(shard, []).append(str(path))
+    paths = list(iter_archive_files(root, from_time, to_time))
+    for path in paths:
+        named = _JOB_FILE.match(path.name)
+        if named is None:
+            return [(ANY_SHARD, [str(p) for p in paths])]
+        by_shard.setdefault(named.group(1), []).append(str(path))
     return sorted(by_shard.items())
 
 
@@ -141,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"sluice replay: {err}", file=sys.stderr)
         return 2
-    configure_logging()
+    configure_logging(settings.log_style)
     return run_and_report(pipeline)
 
 

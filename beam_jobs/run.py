@@ -27,6 +27,7 @@ from beam_jobs.preflight import check_catalog, check_stream
 from beam_jobs.settings import JobSettings, load_job_settings
 from sluice.core.errors import ConfigError
 from sluice.core.flags import FlagParser
+from sluice.core.logs import LogStyle, log_formatter
 from sluice.core.runtime import tune_gc
 from sluice.tables.ownership import FENCED_MARKER, fenced_message
 
@@ -84,9 +85,9 @@ class _WithoutFencing(logging.Filter):
         return FENCED_MARKER not in record.getMessage()
 
 
-def configure_logging() -> None:
+def configure_logging(style: LogStyle = "auto") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(log_formatter(style, sys.stderr))
     sluice_log = logging.getLogger("sluice")
     sluice_log.addHandler(handler)
     sluice_log.setLevel(logging.INFO)
@@ -104,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         job_server = flink_job_server(settings)  # FlinkRunner: a verified jar, never a download
         stream = check_stream(settings)
         check_catalog(settings)
-        configure_logging()
+        configure_logging(settings.log_style)
         job_start = claim_start(settings, stream)
     except ConfigError as err:
         print(f"sluice job: {err}", file=sys.stderr)

@@ -92,6 +92,11 @@ class JobSettings(CoreSettings, WarehouseSettings):
         description="Archive every raw record read under <warehouse>/raw/ for sluice replay "
         "(file:// warehouses; on AWS Kinesis Data Firehose archives). on/off.",
     )
+    log_style: Literal["auto", "text", "json"] = Field(
+        default="auto",
+        description="The job's log lines on stderr: json (one object per line, for CloudWatch Logs "
+        "Insights), text, or auto (text on a terminal, else json).",
+    )
     region_name: str | None = Field(
         default=None,
         description="AWS region of the stream and catalog; default: AWS_REGION or AWS_DEFAULT_REGION.",

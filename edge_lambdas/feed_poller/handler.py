@@ -31,7 +31,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict
 
 from edge_lambdas.feed_poller.settings import FeedPollerSettings, load_poller_settings
-from sluice.core.contracts import Envelope
+from sluice.core.contracts import Envelope, correlation_id
 from sluice.core.errors import ConfigError
 from sluice.edges.polling import (
     CheckpointStore,
@@ -99,7 +99,7 @@ def build_emitter(settings: FeedPollerSettings) -> Emit:
     def emit(envelopes: list[Envelope]) -> None:
         # publish() returns only once every envelope is on the stream or in the dead-letter
         # destination (else it raises): exactly what the poller needs before its checkpoint write.
-        report = publisher.publish(envelopes)
+        report = publisher.publish(envelopes, correlation_id(logger.get_correlation_id()))
         failed = getattr(report, "failed_to_dead_letter", 0) + getattr(report, "too_large", 0)
         if failed:
             logger.warning("envelopes dead-lettered by the publisher", extra={"count": failed})
@@ -230,6 +230,8 @@ def poll_feed(poller: FeedPoller, spec: FeedSpec, deadline: float) -> FeedPollSu
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any] | None, context: LambdaContext) -> dict[str, Any]:
+    # One correlation id per run (its request id): the rows of every item it emits, and its logs.
+    logger.set_correlation_id(correlation_id(context.aws_request_id))
     settings, poller = runtime()
     request = PollRequest.model_validate(event or {})
     feeds = select_feeds(settings.feeds, request.feeds)

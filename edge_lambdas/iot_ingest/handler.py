@@ -30,6 +30,7 @@ from edge_lambdas.iot_ingest.settings import IotIngestSettings
 from edge_lambdas.shared.publisher import DeadLetterDeliveryError, KinesisPublisher
 from edge_lambdas.shared.settings import load_settings
 from edge_lambdas.shared.telemetry import NAMESPACE, record_metrics
+from sluice.core.contracts import correlation_id
 from sluice.edges.ingest import (
     IngestCounts,
     IotRequest,
@@ -69,6 +70,14 @@ def _response(
 @event_source(data_class=APIGatewayProxyEventV2)
 def lambda_handler(event: APIGatewayProxyEventV2, context: LambdaContext) -> dict[str, Any]:
     headers = event.headers
+    # The request's correlation id: the client's own, if it sent a usable one, else the HTTP
+    # API's request id. It goes into every envelope, hence every row, and into the logs.
+    request_id = (
+        correlation_id(headers.get("x-correlation-id"))
+        or correlation_id(event.request_context.request_id)
+        or correlation_id(context.aws_request_id)
+    )
+    logger.set_correlation_id(request_id)
     outcome = ingest_iot_request(
         IotRequest(
             body=event.body,
@@ -90,11 +99,15 @@ def lambda_handler(event: APIGatewayProxyEventV2, context: LambdaContext) -> dic
         skipped=outcome.skipped,
     )
     try:
-        report = publisher.publish(outcome.envelopes) if outcome.envelopes else None
+        report = publisher.publish(outcome.envelopes, request_id) if outcome.envelopes else None
     except DeadLetterDeliveryError:
         logger.exception("stream unavailable and dead-letter destination failed: answering 503")
         metrics.add_metric(name="unavailable", unit=MetricUnit.Count, value=1)
-        return _response(503, service_unavailable_body(), {"retry-after": "1"})
+        return _response(
+            503,
+            service_unavailable_body(),
+            {"retry-after": "1", **({"x-correlation-id": request_id} if request_id else {})},
+        )
     record_metrics(metrics, SERVICE, counts, report)
     logger.info(
         "request ingested",
@@ -106,4 +119,8 @@ def lambda_handler(event: APIGatewayProxyEventV2, context: LambdaContext) -> dic
             "publish": report.as_dict() if report else None,
         },
     )
-    return _response(outcome.status, outcome.response_body())
+    return _response(
+        outcome.status,
+        outcome.response_body(),
+        {"x-correlation-id": request_id} if request_id else None,
+    )

@@ -43,7 +43,7 @@ from edge_lambdas.shared.publisher import KinesisPublisher
 from edge_lambdas.shared.settings import load_settings
 from edge_lambdas.shared.telemetry import NAMESPACE, record_metrics
 from sluice.core.aws_errors import aws_error_code
-from sluice.core.contracts import Envelope, ErrorType, Source
+from sluice.core.contracts import Envelope, ErrorType, Source, correlation_id
 from sluice.core.deadletters import BatchResult, dead_letter
 from sluice.core.inputs import maybe_gunzip
 from sluice.edges.delivery import PublishReport, with_dead_letters
@@ -83,9 +83,11 @@ s3 = boto3.client(
 class _Run:
     """Counters and publishing for one invocation."""
 
-    def __init__(self) -> None:
+    def __init__(self, request_id: str | None = None) -> None:
         self.counts = IngestCounts()
         self.report = PublishReport()
+        self.request_id = request_id
+        """The invocation's correlation id, given to every envelope it publishes."""
 
     def publish(self, result: BatchResult[Envelope]) -> None:
         self.counts.add(
@@ -96,7 +98,7 @@ class _Run:
         )
         envelopes = with_dead_letters(result.valid, result.dead_letters)
         if envelopes:
-            self.report.add(publisher.publish(envelopes))
+            self.report.add(publisher.publish(envelopes, self.request_id))
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -210,7 +212,10 @@ def _is_s3_event(event: dict[str, Any]) -> bool:
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    run = _Run()
+    # One correlation id per invocation (its request id): every row it lands, and its log lines.
+    request_id = correlation_id(context.aws_request_id)
+    logger.set_correlation_id(request_id)
+    run = _Run(request_id)
     if isinstance(event, dict) and "awslogs" in event:
         ingest_cloudwatch(CloudWatchLogsEvent(event), run)
     elif isinstance(event, dict) and _is_s3_event(event):

@@ -195,10 +195,18 @@ class KinesisPublisher:
         )
 
     @tracer.capture_method(capture_response=False)
-    def publish(self, envelopes: Iterable[Envelope]) -> PublishReport:
+    def publish(
+        self, envelopes: Iterable[Envelope], correlation_id: str | None = None
+    ) -> PublishReport:
         """Send every envelope or dead-letter it; raises ``DeadLetterDeliveryError`` only when the
-        dead-letter destination fails as well."""
-        plan = plan_delivery(envelopes, aggregated=self.aggregation, limits=self.limits)
+        dead-letter destination fails as well. ``correlation_id``: the request's, for envelopes
+        without one (``sluice.edges.delivery.plan_delivery``)."""
+        plan = plan_delivery(
+            envelopes,
+            aggregated=self.aggregation,
+            limits=self.limits,
+            correlation_id=correlation_id,
+        )
         report = PublishReport(too_large=len(plan.too_large))
         started = self.clock()
         undelivered: list[tuple[OutgoingEnvelope, str]] = []

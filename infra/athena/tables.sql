@@ -14,7 +14,8 @@ CREATE TABLE IF NOT EXISTS sluice.iot_readings (
   `lat` double,
   `lon` double,
   `message_id` string,
-  `flags` array<string>
+  `flags` array<string>,
+  `correlation_id` string COMMENT 'The edge request that brought it in: the HTTP API''s request id (or the client''s x-correlation-id), or the log or poll Lambda''s request id; found in that edge''s logs'
 )
 PARTITIONED BY (day(`event_time`))
 LOCATION 's3://sluice-warehouse/warehouse/sluice.db/iot_readings'
@@ -58,7 +59,8 @@ CREATE TABLE IF NOT EXISTS sluice.web_requests (
   `upstream_status` array<int>,
   `upstream_response_time` array<double> COMMENT 'Seconds, per upstream tried',
   `upstream_connect_time` array<double> COMMENT 'Seconds, per upstream tried',
-  `upstream_header_time` array<double> COMMENT 'Seconds, per upstream tried'
+  `upstream_header_time` array<double> COMMENT 'Seconds, per upstream tried',
+  `correlation_id` string COMMENT 'The edge request that brought it in: the HTTP API''s request id (or the client''s x-correlation-id), or the log or poll Lambda''s request id; found in that edge''s logs'
 )
 PARTITIONED BY (day(`event_time`))
 LOCATION 's3://sluice-warehouse/warehouse/sluice.db/web_requests'
@@ -75,7 +77,8 @@ CREATE TABLE IF NOT EXISTS sluice.feed_items (
   `lat` double,
   `lon` double,
   `fields` map<string,string> COMMENT 'Feed fields; non-string values JSON-encoded',
-  `flags` array<string>
+  `flags` array<string>,
+  `correlation_id` string COMMENT 'The edge request that brought it in: the HTTP API''s request id (or the client''s x-correlation-id), or the log or poll Lambda''s request id; found in that edge''s logs'
 )
 PARTITIONED BY (day(`event_time`))
 LOCATION 's3://sluice-warehouse/warehouse/sluice.db/feed_items'
@@ -133,7 +136,8 @@ CREATE TABLE IF NOT EXISTS sluice.dead_letters (
   `raw_truncated` boolean,
   `event_time` timestamp,
   `first_seen` timestamp,
-  `pipeline_version` string
+  `pipeline_version` string,
+  `correlation_id` string COMMENT 'The edge request that brought it in: the HTTP API''s request id (or the client''s x-correlation-id), or the log or poll Lambda''s request id; found in that edge''s logs'
 )
 PARTITIONED BY (day(`first_seen`))
 LOCATION 's3://sluice-warehouse/warehouse/sluice.db/dead_letters'

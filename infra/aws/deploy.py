@@ -109,6 +109,7 @@ LAMBDAS = (
     LambdaPackage("iot_ingest", "IotIngestCodeKey", "x86_64"),
     LambdaPackage("log_ingest", "LogIngestCodeKey", "x86_64"),
     LambdaPackage("feed_poller", "FeedPollerCodeKey", "arm64"),
+    LambdaPackage("archive_transform", "ArchiveTransformCodeKey", "arm64"),
 )
 
 

@@ -38,6 +38,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "CORRELATION_ID_MAX",
     "DeadLetter",
     "Envelope",
     "ErrorType",
@@ -51,6 +52,7 @@ __all__ = [
     "TimeHorizon",
     "WebAccessLog",
     "control_character_problem",
+    "correlation_id",
     "epoch_to_datetime",
     "make_event_id",
 ]
@@ -422,11 +424,30 @@ class FeedItem(_Contract):
     flags: list[str] = Field(default_factory=list, description="Labels set by filters.")
 
 
+CORRELATION_ID_MAX = 128
+CORRELATION_ID_PATTERN = r"^[A-Za-z0-9._:/=+-]+$"
+_CORRELATION_ID = re.compile(CORRELATION_ID_PATTERN)
+
+
+def correlation_id(candidate: object) -> str | None:
+    """``candidate`` if it can be a correlation id (1-128 of ``A-Z a-z 0-9 . _ : / = + -``), else None.
+
+    A correlation id names the edge request that brought an event in: the HTTP API's request id
+    (or the client's own ``x-correlation-id``), or the Lambda request id of a log or poll run. It
+    travels in the ``Envelope`` to a column of every event table and of ``dead_letters``."""
+    if not isinstance(candidate, str) or len(candidate) > CORRELATION_ID_MAX:
+        return None
+    return candidate if _CORRELATION_ID.match(candidate) else None
+
+
 class Envelope(_Contract):
     """What one Kinesis user record carries: routing and de-duplication data around a payload.
 
     ``kind`` says what the payload is: a normalized record of ``source``, or a ``DeadLetter`` the edge
     produced (edge rejections travel the same stream, so one sink collects every dead letter).
+
+    ``correlation_id`` (optional, added without a bump, left out of the wire form when unset like
+    ``redrive_of``): the edge request that brought the event in (``correlation_id``).
 
     ``redrive_of`` (optional, added in schema version 1 without a bump) is set only on envelopes
     re-submitted by ``sluice dead-letters --redrive``: the ``dead_letter_id`` they re-drive. The job
@@ -444,12 +465,16 @@ class Envelope(_Contract):
     partition_key: str = Field(min_length=1, max_length=256)
     payload: dict[str, Any]
     redrive_of: str | None = Field(default=None, min_length=1, max_length=128)
+    correlation_id: str | None = Field(
+        default=None, min_length=1, max_length=CORRELATION_ID_MAX, pattern=CORRELATION_ID_PATTERN
+    )
 
     @model_serializer(mode="wrap")
-    def _omit_unset_redrive_of(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _omit_unset_optionals(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        if data.get("redrive_of", "") is None:
-            del data["redrive_of"]
+        for name in ("redrive_of", "correlation_id"):
+            if data.get(name, "") is None:
+                del data[name]
         return data
 
 
@@ -488,3 +513,18 @@ class DeadLetter(_Contract):
     event_time: UtcDatetime | None = None
     first_seen: UtcDatetime
     pipeline_version: str
+    correlation_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=CORRELATION_ID_MAX,
+        pattern=CORRELATION_ID_PATTERN,
+        description="The edge request that brought the input in, when known (``correlation_id``).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_correlation_id(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out when unset, so a letter made without one is byte-for-byte what it was.
+        data: dict[str, Any] = handler(self)
+        if data.get("correlation_id", "") is None:
+            del data["correlation_id"]
+        return data

@@ -152,8 +152,9 @@ def dead_letter(
     first_seen: datetime | None = None,
     identity: tuple[object, ...] | None = None,
     size: int | None = None,
+    correlation_id: str | None = None,
 ) -> DeadLetter:
-    """Build a dead letter with a deterministic id.
+    """Build a dead letter with a deterministic id (``correlation_id`` is not part of it).
 
     The id depends on source, stage and error type, and on ``identity`` when given (where the input
     was: a file and line number, a Kinesis position), else on the raw input. Give an identity when
@@ -181,6 +182,7 @@ def dead_letter(
         event_time=event_time,
         first_seen=first_seen or datetime.now(UTC),
         pipeline_version=__version__,
+        correlation_id=correlation_id,
     )
 
 

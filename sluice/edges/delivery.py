@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 from sluice.core.aws_errors import THROTTLING_CODES, TRANSIENT_CODES, retry_class
 from sluice.core.contracts import DeadLetter, Envelope, ErrorType, Source, Stage, make_event_id
 from sluice.core.deadletters import dead_letter
-from sluice.stream.envelopes import encode, wrap_dead_letter
+from sluice.stream.envelopes import encode, with_correlation_id, wrap_dead_letter
 from sluice.stream.kpl import (
     MAX_KINESIS_RECORD_BYTES,
     MAX_PARTITION_KEY_BYTES,
@@ -106,10 +106,12 @@ class OutgoingEnvelope:
     source: Source
     partition_key: str
     data: bytes
+    correlation_id: str | None = None
 
     @classmethod
     def of(cls, envelope: Envelope) -> OutgoingEnvelope:
-        return cls(envelope.event_id, envelope.source, envelope.partition_key, encode(envelope))
+        return cls(envelope.event_id, envelope.source, envelope.partition_key, encode(envelope),
+                   envelope.correlation_id)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,11 +197,15 @@ def plan_delivery(
     limits: PutLimits = DEFAULT_LIMITS,
     stage: Stage = STAGE,
     now: datetime | None = None,
+    correlation_id: str | None = None,
 ) -> DeliveryPlan:
-    """Everything to send, batched: too-large envelopes become dead-letter envelopes (sent instead)."""
+    """Everything to send, batched: too-large envelopes become dead-letter envelopes (sent instead).
+
+    ``correlation_id`` (checked, ``sluice.core.contracts.correlation_id``): the edge request's id,
+    given to every envelope and dead letter that has none."""
     admitted: list[OutgoingEnvelope] = []
     too_large: list[DeadLetter] = []
-    for envelope in envelopes:
+    for envelope in with_correlation_id(envelopes, correlation_id):
         outgoing = OutgoingEnvelope.of(envelope)
         if _fits(outgoing, aggregated=aggregated, limits=limits):
             admitted.append(outgoing)
@@ -213,10 +219,16 @@ def plan_delivery(
                 f"envelope {outgoing.event_id} of {size} bytes does not fit in one Kinesis record",
                 outgoing.data,
                 first_seen=now,
+                correlation_id=envelope.correlation_id,
             )
         )
     # A dead letter keeps at most 64 KiB of raw input, so its envelope always fits.
-    admitted.extend(OutgoingEnvelope.of(wrap_dead_letter(letter, now)) for letter in too_large)
+    admitted.extend(
+        OutgoingEnvelope.of(envelope)
+        for envelope in with_correlation_id(
+            (wrap_dead_letter(letter, now) for letter in too_large), correlation_id
+        )
+    )
     entries = pack(admitted, aggregated=aggregated, max_bytes=limits.aggregate_bytes)
     return DeliveryPlan(list(plan_batches(entries, limits)), too_large)
 
@@ -284,6 +296,7 @@ def delivery_failed_letters(
             f"event {envelope.event_id}: {reason}",
             envelope.data,
             first_seen=now,
+            correlation_id=envelope.correlation_id,
         )
         if letter.raw_truncated:
             letter = letter.model_copy(

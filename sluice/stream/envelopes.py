@@ -14,7 +14,7 @@ Event ids are deterministic (see ``make_event_id``): a re-delivered event keeps 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
 import orjson
@@ -28,6 +28,7 @@ from sluice.core.contracts import (
     Source,
     Stage,
     WebAccessLog,
+    correlation_id,
     make_event_id,
 )
 from sluice.core.deadletters import BatchResult, dead_letter, describe_validation_error
@@ -36,11 +37,13 @@ from sluice.core.inputs import decode_json
 
 __all__ = [
     "MAX_PARTITION_KEY",
+    "claimed_correlation_id",
     "claimed_source",
     "decode_envelopes",
     "encode",
     "feed_event_id",
     "weblog_event_id",
+    "with_correlation_id",
     "wrap_access_log",
     "wrap_dead_letter",
     "wrap_feed_item",
@@ -144,9 +147,27 @@ def decode_envelopes(
     return result
 
 
+def claimed_correlation_id(raw: bytes) -> str | None:
+    """The correlation id a raw record that is not a valid envelope carries, for its dead letter."""
+    try:
+        decoded = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return correlation_id(decoded.get("correlation_id")) if isinstance(decoded, dict) else None
+
+
 def claimed_source(raw: bytes) -> Source:
     """The source a raw record says it is from, for dead-lettering it; ``iot`` when it says nothing."""
     try:
         return Source(orjson.loads(raw).get("source"))
     except (orjson.JSONDecodeError, AttributeError, ValueError):
         return Source.IOT
+
+
+def with_correlation_id(envelopes: Iterable[Envelope], value: str | None) -> Iterator[Envelope]:
+    """``envelopes``, each that has no correlation id given ``value`` (a checked id, or None: as they are)."""
+    for envelope in envelopes:
+        if value is None or envelope.correlation_id is not None:
+            yield envelope
+        else:
+            yield envelope.model_copy(update={"correlation_id": value})

@@ -56,7 +56,7 @@ from sluice.core.contracts import (
 from sluice.core.deadletters import dead_letter, describe_validation_error
 from sluice.core.errors import RecordRejected
 from sluice.core.inputs import decode_json
-from sluice.stream.envelopes import claimed_source
+from sluice.stream.envelopes import claimed_correlation_id, claimed_source
 from sluice.transform.accumulators import MetricStats, WebTrafficStats
 from sluice.transform.aggregate import IotKey, WebKey, aggregate_iot, aggregate_web, window_start
 from sluice.transform.filters import RecordFilter
@@ -103,6 +103,8 @@ class Event:
     record: Any
     redrive_of: str | None = None
     """The dead letter this event re-drives (the envelope's ``redrive_of``); ``None`` normally."""
+    correlation_id: str | None = None
+    """The edge request that brought it in (the envelope's ``correlation_id``), when known."""
 
 
 @dataclass(slots=True)
@@ -174,7 +176,10 @@ def decode_batch(
         try:
             envelope = validate_envelope(decode_json(record.data))
             if envelope.kind == "dead_letter":
-                batch.reject(record, DeadLetter.model_validate(envelope.payload))
+                letter = DeadLetter.model_validate(envelope.payload)
+                if letter.correlation_id is None and envelope.correlation_id is not None:
+                    letter = letter.model_copy(update={"correlation_id": envelope.correlation_id})
+                batch.reject(record, letter)
                 continue
             payload = CONTRACTS[envelope.source].model_validate(
                 envelope.payload, context=horizon.context(_arrival_time(record.arrival))
@@ -182,23 +187,26 @@ def decode_batch(
         except RecordRejected as rejected:
             batch.reject(record, dead_letter(claimed_source(record.data), stage, rejected.error_type,
                                              rejected.message, record.data, identity=identity,
-                                             first_seen=_arrival_time(record.arrival)))  # fmt: skip
+                                             first_seen=_arrival_time(record.arrival),
+                                             correlation_id=claimed_correlation_id(record.data)))  # fmt: skip
             continue
         except ValidationError as err:
             error_type, message = describe_validation_error(err)
             batch.reject(record, dead_letter(claimed_source(record.data), stage, error_type, message,
                                              record.data, identity=identity,
-                                             first_seen=_arrival_time(record.arrival)))  # fmt: skip
+                                             first_seen=_arrival_time(record.arrival),
+                                             correlation_id=claimed_correlation_id(record.data)))  # fmt: skip
             continue
         except Exception as err:  # noqa: BLE001 - one record must never fail its batch (see above)
             batch.reject(record, dead_letter(claimed_source(record.data), stage,
                                              ErrorType.SCHEMA_VIOLATION, describe_exception(err),
                                              record.data, identity=identity,
-                                             first_seen=_arrival_time(record.arrival)))  # fmt: skip
+                                             first_seen=_arrival_time(record.arrival),
+                                             correlation_id=claimed_correlation_id(record.data)))  # fmt: skip
             continue
         batch.events[envelope.source].append(
             Event(record.sequence, record.sub_sequence, record.arrival, envelope.event_id,
-                  envelope.ingest_time, payload, envelope.redrive_of)
+                  envelope.ingest_time, payload, envelope.redrive_of, envelope.correlation_id)
         )  # fmt: skip
         if envelope.redrive_of is not None:
             batch.redriven += 1
@@ -295,6 +303,8 @@ def event_dead_letter(
     except Exception as err:  # noqa: BLE001 - the letter must be made whatever the record holds
         payload = {"unserializable": describe_exception(err)}
     more = {} if event.redrive_of is None else {"redrive_of": event.redrive_of}
+    if event.correlation_id is not None:
+        more["correlation_id"] = event.correlation_id
     envelope = Envelope(source=source, event_id=event.event_id, ingest_time=event.ingest_time,
                         partition_key=event.event_id, payload=payload, **more)  # fmt: skip
     try:
@@ -305,6 +315,7 @@ def event_dead_letter(
         source, stage, error_type, message, raw, event_time=event.record.event_time,
         first_seen=_arrival_time(event.arrival),
         identity=(shard_id, event.sequence, event.sub_sequence),
+        correlation_id=event.correlation_id,
     )  # fmt: skip
 
 

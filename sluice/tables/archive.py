@@ -17,13 +17,14 @@ header holds no time, so writing the same records again writes the same file. Fi
 (a job restarted before committing re-reads a range in different GetRecords calls): readers
 de-duplicate by (shard, sequence, sub).
 
-Production (documentation only; the infrastructure lives elsewhere): Kinesis Data Firehose reads the
-stream into the archive bucket. A small transformation Lambda turns each Kinesis record into the
-lines above (shard id, sequence number, KPL sub-sequence and ``approximateArrivalTimestamp`` are in
-its event), Firehose dynamic partitioning keys on the arrival time with the S3 prefix
-``raw/dt=!{partitionKeyFromLambda:dt}/hour=!{partitionKeyFromLambda:hour}/`` and GZIP compression.
-Firehose names its objects itself (not ``<shard>-<first>-<last>``); readers rely only on the
-partition folders and the line format, never on the file name. An S3 lifecycle rule on ``raw/``
+Production: Kinesis Data Firehose reads the stream into the archive bucket (``infra/aws/sluice.yaml``).
+Its transformation Lambda (``edge_lambdas/archive_transform``, over ``firehose_records`` here) turns
+each record into the line above (shard id, sequence number, KPL sub-sequence and
+``approximateArrivalTimestamp`` are in its event; Firehose splits KPL aggregates first), Firehose
+dynamic partitioning keys on the arrival hour with the S3 prefix
+``raw/dt=!{partitionKeyFromLambda:dt}/hour=!{partitionKeyFromLambda:hour}/``, GZIP compression and
+the file extension ``.jsonl.gz``. Firehose names its objects itself (not ``<shard>-<first>-<last>``);
+readers rely only on the partition folders, the extension and the line format. An S3 lifecycle rule on ``raw/``
 moves objects to Standard-IA after 30 days and to Glacier after 90 days (both days are
 configuration of the bucket's stack, not of this code); replaying a range in Glacier needs a
 restore first. Locally the stream job itself writes the same layout (``--archive``).
@@ -31,33 +32,28 @@ restore first. Locally the stream job itself writes the same layout (``--archive
 
 from __future__ import annotations
 
-import base64
 import gzip
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sluice.stream.archive import (
+    archive_line,
+    arrival_hour,
+    hour_folder,
+    read_archive_file,
+)
 from sluice.stream.stages import InputRecord
 
 __all__ = [
+    "archive_line",
     "encode_batch",
+    "hour_folder",
     "iter_archive_files",
     "read_archive_file",
     "records_in_range",
     "split_at_sequences",
 ]
-
-ARCHIVE_PREFIX = "raw"
-
-
-def _hour(arrival: float) -> datetime:
-    return datetime.fromtimestamp(arrival, UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def hour_folder(hour: datetime) -> str:
-    """The partition folder of an arrival hour, relative to the root: ``raw/dt=.../hour=..``."""
-    return f"{ARCHIVE_PREFIX}/dt={hour:%Y-%m-%d}/hour={hour:%H}"
 
 
 def encode_batch(shard_id: str, records: Sequence[InputRecord]) -> list[tuple[str, bytes]]:
@@ -68,45 +64,13 @@ def encode_batch(shard_id: str, records: Sequence[InputRecord]) -> list[tuple[st
     """
     by_hour: dict[datetime, list[InputRecord]] = {}
     for record in records:
-        by_hour.setdefault(_hour(record.arrival), []).append(record)
+        by_hour.setdefault(arrival_hour(record.arrival), []).append(record)
     files = []
     for hour, group in sorted(by_hour.items()):
-        lines = b"".join(
-            json.dumps(
-                {
-                    "shard": shard_id,
-                    "sequence": str(r.sequence),
-                    "sub": r.sub_sequence,
-                    "arrival": r.arrival,
-                    "data": base64.b64encode(r.data).decode("ascii"),
-                },
-                separators=(",", ":"),
-            ).encode()
-            + b"\n"
-            for r in group
-        )
+        lines = b"".join(archive_line(shard_id, r) for r in group)
         name = f"{shard_id}-{group[0].sequence}-{group[-1].sequence}.jsonl.gz"
         files.append((f"{hour_folder(hour)}/{name}", gzip.compress(lines, mtime=0)))
     return files
-
-
-def read_archive_file(content: bytes) -> list[tuple[str, InputRecord]]:
-    """The (shard, record) pairs of one archive file (gzipped or not), in file order."""
-    if content[:2] == b"\x1f\x8b":
-        content = gzip.decompress(content)
-    out = []
-    for line in content.splitlines():
-        if not line.strip():
-            continue
-        item = json.loads(line)
-        record = InputRecord(
-            int(item["sequence"]),
-            int(item["sub"]),
-            float(item["arrival"]),
-            base64.b64decode(item["data"]),
-        )
-        out.append((str(item["shard"]), record))
-    return out
 
 
 def iter_archive_files(root: Path, from_time: datetime, to_time: datetime) -> Iterator[Path]:
@@ -115,7 +79,7 @@ def iter_archive_files(root: Path, from_time: datetime, to_time: datetime) -> It
     Pruning is by folder only: a file of an overlapping hour may hold records outside the range,
     which the reader drops by their arrival time.
     """
-    start, end = _hour(from_time.timestamp()), to_time.astimezone(UTC)
+    start, end = arrival_hour(from_time.timestamp()), to_time.astimezone(UTC)
     hour = start
     while hour < end:
         folder = root / hour_folder(hour)

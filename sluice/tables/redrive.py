@@ -178,15 +178,10 @@ def _record_envelope(letter: DeadLetter, record: BaseModel, index: int) -> Envel
         envelope = wrap_access_log(
             record, REDRIVE_ORIGIN, letter.dead_letter_id, ingest_time=letter.first_seen
         )
+        more = {"redrive_of": letter.dead_letter_id, "correlation_id": letter.correlation_id}
         if index == 0:
-            return envelope.model_copy(update={"redrive_of": letter.dead_letter_id})
-        return envelope.model_copy(
-            update={
-                "event_id": event_id,
-                "partition_key": event_id,
-                "redrive_of": letter.dead_letter_id,
-            }
-        )
+            return envelope.model_copy(update=more)
+        return envelope.model_copy(update={"event_id": event_id, "partition_key": event_id, **more})
     if isinstance(record, IotReading):
         key = record.device_id[:MAX_PARTITION_KEY]
     elif isinstance(record, FeedItem):
@@ -200,6 +195,7 @@ def _record_envelope(letter: DeadLetter, record: BaseModel, index: int) -> Envel
         partition_key=key,
         payload=record.model_dump(mode="json"),
         redrive_of=letter.dead_letter_id,
+        correlation_id=letter.correlation_id,
     )
 
 

@@ -71,6 +71,11 @@ def _doubles_list(element_id: int) -> ListType:
     return ListType(element_id, DoubleType(), element_required=False)
 
 
+CORRELATION_DOC = (
+    "The edge request that brought it in: the HTTP API's request id (or the client's"
+    " x-correlation-id), or the log or poll Lambda's request id; found in that edge's logs"
+)
+
 IOT_READINGS = Schema(
     _f(1, "event_id", StringType(), True, "Deterministic id: re-deliveries share it"),
     _f(2, "device_id", StringType(), True),
@@ -82,6 +87,8 @@ IOT_READINGS = Schema(
     _f(8, "lon", DoubleType()),
     _f(9, "message_id", StringType()),
     _f(10, "flags", _strings_list(24)),
+    # Added later: optional columns with new ids; ``ensure_tables`` adds them to existing tables.
+    _f(11, "correlation_id", StringType(), doc=CORRELATION_DOC),
 )
 
 WEB_REQUESTS = Schema(
@@ -123,6 +130,7 @@ WEB_REQUESTS = Schema(
     _f(35, "upstream_response_time", _doubles_list(46), doc="Seconds, per upstream tried"),
     _f(36, "upstream_connect_time", _doubles_list(47), doc="Seconds, per upstream tried"),
     _f(37, "upstream_header_time", _doubles_list(48), doc="Seconds, per upstream tried"),
+    _f(38, "correlation_id", StringType(), doc=CORRELATION_DOC),
 )
 
 FEED_ITEMS = Schema(
@@ -136,6 +144,7 @@ FEED_ITEMS = Schema(
     _f(8, "lon", DoubleType()),
     _f(9, "fields", _strings_map(20), doc="Feed fields; non-string values JSON-encoded"),
     _f(10, "flags", _strings_list(22)),
+    _f(11, "correlation_id", StringType(), doc=CORRELATION_DOC),
 )
 
 IOT_METRICS_1M = Schema(
@@ -192,6 +201,7 @@ DEAD_LETTERS = Schema(
     _f(10, "event_time", TimestamptzType()),
     _f(11, "first_seen", TimestamptzType(), True),
     _f(12, "pipeline_version", StringType(), True),
+    _f(13, "correlation_id", StringType(), doc=CORRELATION_DOC),
 )
 
 
@@ -263,6 +273,7 @@ class Stamped:
     event_id: str
     ingest_time: datetime
     record: Any
+    correlation_id: str | None = None
 
 
 def _table(name: str, rows: list[dict[str, Any]]) -> pa.Table:
@@ -285,6 +296,7 @@ def iot_rows(items: Iterable[Stamped]) -> pa.Table:
                 "lon": r.location.lon if r.location else None,
                 "message_id": r.message_id,
                 "flags": r.flags,
+                "correlation_id": item.correlation_id,
             }
         )
     return _table("iot_readings", rows)
@@ -334,6 +346,7 @@ def web_rows(items: Iterable[Stamped]) -> pa.Table:
                 "upstream_response_time": r.upstream_response_time,
                 "upstream_connect_time": r.upstream_connect_time,
                 "upstream_header_time": r.upstream_header_time,
+                "correlation_id": item.correlation_id,
             }
         )
     return _table("web_requests", rows)
@@ -361,6 +374,7 @@ def feed_rows(items: Iterable[Stamped]) -> pa.Table:
                 "lon": r.location.lon if r.location else None,
                 "fields": {k: _field_text(v) for k, v in r.fields.items()},
                 "flags": r.flags,
+                "correlation_id": item.correlation_id,
             }
         )
     return _table("feed_items", rows)

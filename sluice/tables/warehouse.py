@@ -477,7 +477,8 @@ class ExactlyOnceWriter:
                     (batch.shard_id, e) for e in batch.events.get(source, []) if e.sequence > low
                 )
         rows, failures = build_rows(
-            ROW_BUILDERS[source], [Stamped(e.event_id, e.ingest_time, e.record) for _, e in checked]
+            ROW_BUILDERS[source],
+            [Stamped(e.event_id, e.ingest_time, e.record, e.correlation_id) for _, e in checked],
         )
         dropped: set[Position] = set()
         for index, message in failures.items():

@@ -310,6 +310,8 @@ class FeedServer:
             reply = route(seen)
         else:
             reply = Reply(404, b'{"error": "no such route"}')
+        # Recorded before the answer leaves: the client may look at it as soon as it has the answer.
+        seen.status = reply.status
         seen.status = self._send(handler, reply)
 
     @staticmethod

@@ -16,6 +16,7 @@ PLACEHOLDER_CODE = {
     "IotIngestCodeKey": "edges/iot_ingest-0.zip",
     "LogIngestCodeKey": "edges/log_ingest-0.zip",
     "FeedPollerCodeKey": "edges/feed_poller-0.zip",
+    "ArchiveTransformCodeKey": "edges/archive_transform-0.zip",
 }
 PLACEHOLDER_FLINK = {
     "CoreStackName": "sluice-test-core",

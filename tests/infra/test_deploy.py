@@ -61,7 +61,7 @@ def test_deploy_dry_run_update_and_destroy(
 
     # Packages are uploaded under their content hash, each with only what its function needs
     objects = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="edges/")["Contents"]}
-    assert len(objects) == 3
+    assert len(objects) == 4
     for key in objects:
         name, digest = re.fullmatch(r"edges/(\w+)-([0-9a-f]{20})\.zip", key).groups()  # type: ignore[union-attr]
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -69,7 +69,7 @@ def test_deploy_dry_run_update_and_destroy(
         names = zipfile.ZipFile(io.BytesIO(body)).namelist()
         assert f"edge_lambdas/{name}/handler.py" in names
         assert "edge_lambdas/shared/publisher.py" in names and "sluice/core/contracts.py" in names
-        others = {"iot_ingest", "log_ingest", "feed_poller"} - {name}
+        others = {"iot_ingest", "log_ingest", "feed_poller", "archive_transform"} - {name}
         assert not [
             n
             for n in names
@@ -102,7 +102,7 @@ def test_deploy_dry_run_update_and_destroy(
     # The same deploy again uploads nothing and changes nothing
     code, out, err = run(capsys, *deploy_args(tmp_path))
     assert (code, err) == (0, "")
-    assert out.count("unchanged") == 3 and "no changes" in out
+    assert out.count("unchanged") == 4 and "no changes" in out
 
     # A changed parameter updates the stack
     code, out, err = run(

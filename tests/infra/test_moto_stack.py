@@ -201,6 +201,7 @@ def test_core_stack_on_moto(local_aws: Any, monkeypatch: pytest.MonkeyPatch) -> 
         ("IotIngestCodeKey", "iot_ingest"),
         ("LogIngestCodeKey", "log_ingest"),
         ("FeedPollerCodeKey", "feed_poller"),
+        ("ArchiveTransformCodeKey", "archive_transform"),
     ):
         s3.put_object(Bucket=artifacts, Key=PLACEHOLDER_CODE[key], Body=_zip(package))
     parameters = {**core_parameters("dev"), "AlarmEmail": "ops@example.com"}

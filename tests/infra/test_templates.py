@@ -343,7 +343,7 @@ def test_athena_workgroup_mirrors_infra_athena(env: str, core: dict[str, Any]) -
 
 
 def test_firehose_archives_the_stream_by_arrival_hour(core: dict[str, Any]) -> None:
-    from sluice.tables.archive import ARCHIVE_PREFIX
+    from sluice.stream.archive import ARCHIVE_PREFIX
 
     (delivery,) = resources(core, "AWS::KinesisFirehose::DeliveryStream").values()
     assert delivery["DeliveryStreamType"] == "KinesisStreamAsSource"
@@ -360,6 +360,43 @@ def test_firehose_archives_the_stream_by_arrival_hour(core: dict[str, Any]) -> N
     assert not s3["ErrorOutputPrefix"].startswith(
         f"{ARCHIVE_PREFIX}/"
     )  # errors never look like data
+
+
+def test_firehose_writes_what_sluice_replay_reads(core: dict[str, Any]) -> None:
+    # The transformation Lambda makes the archive lines and returns the partition keys the prefix
+    # uses; the objects get the extension the replay looks for.
+    import base64
+
+    from sluice.stream.archive import firehose_records
+
+    (delivery,) = resources(core, "AWS::KinesisFirehose::DeliveryStream").values()
+    s3 = delivery["ExtendedS3DestinationConfiguration"]
+    (processor,) = s3["ProcessingConfiguration"]["Processors"]
+    parameters = {p["ParameterName"]: p["ParameterValue"] for p in processor["Parameters"]}
+    assert processor["Type"] == "Lambda" and s3["ProcessingConfiguration"]["Enabled"] is True
+    assert parameters["LambdaArn"] == {"Fn::GetAtt": ["ArchiveTransformFunction", "Arn"]}
+    function = resources(core, "AWS::Lambda::Function")["ArchiveTransformFunction"]
+    assert function["Handler"] == "edge_lambdas.archive_transform.handler.lambda_handler"
+    assert s3["DynamicPartitioningConfiguration"]["Enabled"] is True
+    assert s3["FileExtension"] == ".jsonl.gz" and s3["CompressionFormat"] == "GZIP"
+    sample = {
+        "recordId": "1", "approximateArrivalTimestamp": 0, "data": base64.b64encode(b"{}").decode(),
+        "kinesisRecordMetadata": {"shardId": "shardId-000000000000", "sequenceNumber": "1",
+                                  "subsequenceNumber": 0, "approximateArrivalTimestamp": 0},
+    }  # fmt: skip
+    (answer,) = firehose_records([sample]).records
+    keys = answer["metadata"]["partitionKeys"]
+    assert (
+        s3["Prefix"] == "raw/dt=!{partitionKeyFromLambda:dt}/hour=!{partitionKeyFromLambda:hour}/"
+    )
+    assert set(keys) == {"dt", "hour"}
+    # Firehose may invoke only this function
+    role = resources(core, "AWS::IAM::Role")["FirehoseRole"]
+    (statement,) = [
+        st for policy in role["Policies"] for st in policy["PolicyDocument"]["Statement"]
+        if st["Sid"] == "TransformRecords"
+    ]  # fmt: skip
+    assert statement["Resource"] == {"Fn::GetAtt": ["ArchiveTransformFunction", "Arn"]}
 
 
 def test_archive_lifecycle_standard_ia_glacier(env: str, core: dict[str, Any]) -> None:
@@ -536,6 +573,7 @@ SETTINGS = {
     "IotIngestFunction": "edge_lambdas.iot_ingest.settings:IotIngestSettings",
     "LogIngestFunction": "edge_lambdas.log_ingest.settings:LogIngestSettings",
     "FeedPollerFunction": "edge_lambdas.feed_poller.settings:FeedPollerSettings",
+    "ArchiveTransformFunction": None,  # no settings of its own: Powertools' variables only
 }
 
 
@@ -566,7 +604,16 @@ def test_handlers_exist_and_every_sluice_variable_is_a_setting(
         spec = importlib.util.find_spec(module)
         assert spec is not None and spec.origin is not None, module
         assert "def lambda_handler(" in Path(spec.origin).read_text()
-        settings_module, _, settings_name = SETTINGS[name].partition(":")
+        variables = {k: _placeholder(v) for k, v in function["Environment"]["Variables"].items()}
+        assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "Sluice"
+        if SETTINGS[name] is None:
+            # Only the Globals' stream and dead-letter names, which it does not read.
+            assert {v for v in variables if v.startswith("SLUICE_")} <= {
+                "SLUICE_STREAM_NAME", "SLUICE_DEAD_LETTER_BUCKET", "SLUICE_DEAD_LETTER_PREFIX"
+            }, name  # fmt: skip
+            assert "SLUICE_" not in Path(spec.origin).read_text()
+            continue
+        settings_module, _, settings_name = str(SETTINGS[name]).partition(":")
         settings_class = getattr(importlib.import_module(settings_module), settings_name)
         variables = {k: _placeholder(v) for k, v in function["Environment"]["Variables"].items()}
         fields = set(settings_class.model_fields)

@@ -72,6 +72,11 @@ INGEST_TIME = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 """Every envelope's ingest time: fixed, so the same input is the same bytes in every run."""
 
 
+def is_log_record(line: str) -> bool:
+    """A line of the job's logs (text: starts with its timestamp; JSON: an object with one)."""
+    return line[:4].isdigit() or line.startswith('{"timestamp":')
+
+
 def _host(network: str, index: int = 10) -> str:
     return str(ipaddress.ip_network(network)[index])
 
@@ -510,7 +515,8 @@ class Job:
         return self
 
     def commits_logged(self) -> int:
-        return self.log.read_text(errors="replace").count(" committed ")
+        text = self.log.read_text(errors="replace")
+        return text.count(" committed ") + text.count('"message":"committed ')  # text or JSON logs
 
     def kill(self) -> None:
         assert self.process is not None

@@ -49,6 +49,7 @@ from job_testkit import (
     committed_positions,
     difference_from_reference,
     expect,
+    is_log_record,
     metadata_locations,
     mixed_input,
     read_tables,
@@ -143,7 +144,7 @@ class Ending:
     @property
     def one_line(self) -> bool:
         """The job's own failure is one line: the last, and the only one not a log record."""
-        others = [line for line in self.lines if not line[:4].isdigit()]
+        others = [line for line in self.lines if not is_log_record(line)]
         return (
             bool(self.lines)
             and others == [self.lines[-1]]
