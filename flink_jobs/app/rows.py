@@ -50,7 +50,7 @@ _IOT: list[tuple[str, Kind]] = [
     ("event_id", "string"), ("device_id", "string"), ("event_time", "timestamp"),
     ("ingest_time", "timestamp"), ("metrics", "map<string,double>"),
     ("attributes", "map<string,string>"), ("lat", "double"), ("lon", "double"),
-    ("message_id", "string"), ("flags", "array<string>"),
+    ("message_id", "string"), ("flags", "array<string>"), ("correlation_id", "string"),
 ]  # fmt: skip
 _WEB: list[tuple[str, Kind]] = [
     ("event_id", "string"), ("event_time", "timestamp"), ("ingest_time", "timestamp"),
@@ -65,11 +65,13 @@ _WEB: list[tuple[str, Kind]] = [
     ("ssl_protocol", "string"), ("upstream_addr", "array<string>"),
     ("upstream_status", "array<int>"), ("upstream_response_time", "array<double>"),
     ("upstream_connect_time", "array<double>"), ("upstream_header_time", "array<double>"),
+    ("correlation_id", "string"),
 ]  # fmt: skip
 _FEED: list[tuple[str, Kind]] = [
     ("event_id", "string"), ("feed", "string"), ("item_id", "string"), ("event_time", "timestamp"),
     ("updated_time", "timestamp"), ("ingest_time", "timestamp"), ("lat", "double"),
     ("lon", "double"), ("fields", "map<string,string>"), ("flags", "array<string>"),
+    ("correlation_id", "string"),
 ]  # fmt: skip
 _IOT_1M: list[tuple[str, Kind]] = [
     ("window_start", "timestamp"), ("window_end", "timestamp"), ("device_id", "string"),
@@ -88,6 +90,7 @@ _LETTERS: list[tuple[str, Kind]] = [
     ("error_type", "string"), ("message", "string"), ("raw", "string"),
     ("raw_encoding", "string"), ("raw_size", "long"), ("raw_truncated", "bool"),
     ("event_time", "timestamp"), ("first_seen", "timestamp"), ("pipeline_version", "string"),
+    ("correlation_id", "string"),
 ]  # fmt: skip
 
 COLUMNS: dict[str, list[tuple[str, Kind]]] = {
@@ -224,7 +227,7 @@ def event_row(source: Source, event: Event) -> tuple[Any, ...]:
         return (
             event.event_id, r.device_id, _time(r.event_time), _time(event.ingest_time),
             _map(r.metrics), _map(r.attributes), loc.lat if loc else None,
-            loc.lon if loc else None, r.message_id, _list(r.flags),
+            loc.lon if loc else None, r.message_id, _list(r.flags), event.correlation_id,
         )  # fmt: skip
     if source is Source.WEBLOG:
         geo = r.geo
@@ -238,22 +241,22 @@ def event_row(source: Source, event: Event) -> tuple[Any, ...]:
             geo.asn if geo else None, geo.as_org if geo else None, r.invalid_utf8,
             r.response_bytes, r.request_length, r.server_port, r.ssl_protocol,
             _list(r.upstream_addr), _list(r.upstream_status), _list(r.upstream_response_time),
-            _list(r.upstream_connect_time), _list(r.upstream_header_time),
+            _list(r.upstream_connect_time), _list(r.upstream_header_time), event.correlation_id,
         )  # fmt: skip
     loc = r.location
     return (
         event.event_id, r.feed, r.item_id, _time(r.event_time), _time(r.updated_time),
         _time(event.ingest_time), loc.lat if loc else None, loc.lon if loc else None,
-        {k: _field_text(v) for k, v in r.fields.items()}, _list(r.flags),
+        {k: _field_text(v) for k, v in r.fields.items()}, _list(r.flags), event.correlation_id,
     )  # fmt: skip
 
 
 def dead_letter_row(event: Event) -> tuple[Any, ...]:
     """One ``dead_letters`` row (``specs.dead_letter_rows``) of a dead-letter event."""
-    letter = event.record.model_dump()
+    letter = event.record  # attributes, not model_dump(): the dump leaves unset optional fields out
     values = []
     for column, kind in _LETTERS:
-        value = _text(letter[column])
+        value = _text(getattr(letter, column))
         values.append(_time(value) if kind == "timestamp" else value)
     return tuple(values)
 

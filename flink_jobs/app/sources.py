@@ -17,7 +17,6 @@ A line that is not an archive record does not fail the job: it becomes a user re
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -25,7 +24,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-import orjson
 from pyflink.common import Duration, Row, WatermarkStrategy
 from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import FlatMapFunction, StreamExecutionEnvironment
@@ -34,6 +32,7 @@ from pyflink.datastream.connectors.file_system import FileSource, StreamFormat
 from flink_jobs.app.functions import KINESIS_RECORD, USER_RECORD, DeaggregateRecords
 from flink_jobs.app.settings import InputGroup
 from sluice.core.errors import ConfigError
+from sluice.stream.archive import read_archive_file
 
 __all__ = ["MALFORMED_SHARD", "archive_paths", "parse_archive_line", "user_records"]
 
@@ -121,18 +120,12 @@ def archive_paths(settings: InputGroup) -> list[str]:
 
 
 def parse_archive_line(line: str) -> Row:
-    """One archive line (``sluice.tables.archive``'s format) as a user record Row; a line that is
+    """One archive line (``sluice.stream.archive``'s format) as a user record Row; a line that is
     not one becomes a record of ``MALFORMED_SHARD`` carrying the line, for its dead letter."""
     try:
-        item = orjson.loads(line)
-        return Row(
-            str(item["shard"]),
-            str(int(item["sequence"])),
-            int(item["sub"]),
-            float(item["arrival"]),
-            base64.b64decode(item["data"], validate=True),
-        )
-    except (ValueError, KeyError, TypeError):
+        ((shard, record),) = read_archive_file(line.encode())  # the core's parser of the format
+        return Row(shard, str(record.sequence), record.sub_sequence, record.arrival, record.data)
+    except (ValueError, KeyError, TypeError, UnicodeEncodeError):
         raw = line.encode("utf-8", "backslashreplace")
         sequence = int.from_bytes(hashlib.sha256(raw).digest()[:7], "big")
         return Row(MALFORMED_SHARD, str(sequence), 0, 0.0, raw)
