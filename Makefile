@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksu
 PYTEST_WORKERS ?= 2
 
 .PHONY: help install nginx chromium lint typecheck test test-core test-realdata test-reliability-smoke reliability reliability-short demo bench lock clean \
-	flink-venv flink-lock flink-jars test-flink bench-flink bench-flink-app
+	flink-venv flink-lock flink-jars flink-jar test-flink bench-flink bench-flink-app
 
 help:
 	@echo "make test   - create .venv, install pinned dependencies, lint (ruff, import contracts), type-check, run the tests"
@@ -18,6 +18,7 @@ help:
 	@echo "make reliability-short - the same scenarios at a small scale (a few minutes)"
 	@echo "make flink-venv - create .venv-flink (PyFlink 2.2.1 and its Flink distribution, the core) from requirements-flink.lock"
 	@echo "make flink-jars - fetch the jars of flink_conf/jars.lock with Maven into $$HOME/.cache/sluice/jars and verify their SHA-256"
+	@echo "make flink-jar  - build build/flink/pyflink-dependencies.jar (the one jar MSF takes: Kinesis source, Iceberg, Hadoop) with Maven; SHA-256 checked against flink_conf/jars.lock"
 	@echo "make test-flink - the local Flink cluster test (start, a checkpointed job, TaskManager killed and replaced, stop)"
 	@echo "make bench-flink - Flink SQL events/s on the local cluster (the reference for the Flink jobs)"
 
@@ -127,12 +128,16 @@ reliability-short: install $(AUDIT_VENV)/bin/pip-audit
 demo: install
 	$(BIN)/python -m infra.local.demo
 
-# The last step measures what `sluice cost` prices (real edge, stage and writer code on the seeded
-# samples, and the Beam job end to end) into reports/measurements.json, which is committed.
+# One run, side by side (benchmarks/bench.py): the core stages per source, DuckDB (1 thread) and Flink
+# SQL (.venv-flink, `make flink-venv`; a row says "not run" without it) on the same seeded input at
+# each of BENCH_SIZES, peak RSS per size, the Beam job end to end (benchmarks.job), PASS/FAIL
+# targets; table on stdout, JSON in reports/bench.json. 18 min at 1M on this shared 2-core machine
+# (2026-12-01, load 14-17; inputs 3 min, the Beam job 5 min); 5M adds roughly five times the per-size
+# part (about an hour): `make bench BENCH_SIZES=1000000` for the short run. The last step measures
+# what `sluice cost` prices into reports/measurements.json, which is committed.
+BENCH_SIZES ?= 1000000,5000000
 bench: install
-	$(BIN)/python -m benchmarks.run
-	$(BIN)/python tests/pipeline/kinesis_throughput.py
-	$(BIN)/python -m benchmarks.job
+	$(BIN)/python -m benchmarks.bench --sizes $(BENCH_SIZES) --json reports/bench.json
 	$(BIN)/python -m benchmarks.measure --job-events 100000 --out reports/measurements.json
 
 lock:
@@ -147,6 +152,7 @@ lock:
 # Python 3.12 (pyenv), the interpreter of MSF's FLINK-2_2 runtime: the Python workers of the local
 # cluster load exactly the cp312 wheels the MSF application ships in dep/.
 FLINK_VENV   ?= .venv-flink
+FLINK_JAR    := build/flink/pyflink-dependencies.jar
 FLINK_PYTHON ?= $(shell pyenv prefix 3.12.1 2>/dev/null || echo /nonexistent)/bin/python3.12
 FLINK_STAMP  := $(FLINK_VENV)/.installed-$(shell cat requirements-flink.lock pyproject.toml | cksum | cut -d' ' -f1)
 
@@ -163,18 +169,31 @@ flink-venv: $(FLINK_STAMP)
 
 # The local Flink cluster for real (tests/flink, marker `flink`, deselected from `make test`): start,
 # a checkpointed PyFlink job, the TaskManager SIGKILLed and replaced, recovery, stop (about 1-2 min).
-test-flink: install flink-venv
+test-flink: install flink-venv $(FLINK_JAR)
 	$(BIN)/pytest -q -p no:cacheprovider -m flink tests/flink
 
 # The jars of flink_conf/jars.lock, fetched with Maven into $(JAR_CACHE) (outside the repository) and
 # checked against their SHA-256; one line per jar that is not served or fails. JARS_SET=pyflink
 # fetches only the PyFlink job's set (the Beam job server of set `beam` is not served here).
 JAR_CACHE ?= $(HOME)/.cache/sluice/jars
+MVN ?= mvn
 JARS_SET  ?=
 flink-jars: install
 	SLUICE_JAR_CACHE=$(JAR_CACHE) $(BIN)/python -m flink_jobs.jars fetch $(if $(JARS_SET),--set $(JARS_SET))
 
 # Flink SQL events/s on a local cluster (the reference for the Flink jobs): 1M seeded readings.
+# The ONE shaded jar of the PyFlink job (MSF's `jarfile`): Maven fetches the pinned dependencies of
+# flink_jobs/java/pom.xml at build time (strict checksums), builds Sluice's Kinesis source and shades
+# everything into build/flink/pyflink-dependencies.jar; then every jar that went in is checked against
+# flink_conf/jars.lock's SHA-256 (the jar is deleted when one differs). About 2-3 minutes on 2 cores.
+flink-jar: install
+	cd flink_jobs/java && $(MVN) -B -q -C package
+	$(BIN)/python -m flink_jobs.jars verify-build
+
+# Rebuilt only when a source, a pom or the manifest changed (make test-flink uses it).
+$(FLINK_JAR): $(shell find flink_jobs/java -name '*.java' -o -name pom.xml) flink_conf/jars.lock
+	$(MAKE) flink-jar
+
 bench-flink: install flink-venv
 	$(BIN)/python -m benchmarks.flink_sql
 

@@ -5,7 +5,10 @@ In: the manifest (one ``group:artifact:version sha256 set why`` per line) and th
 (``SLUICE_JAR_CACHE``, default ``~/.cache/sluice/jars``, outside the repository).
 Out: ``python -m flink_jobs.jars fetch [--set S]`` (``make flink-jars``) fetches each jar with Maven
 (``dependency:copy``, no transitive dependencies: the manifest lists every jar) and checks its
-SHA-256; ``cached_jar`` gives a verified jar's path to a job at start.
+SHA-256; ``cached_jar`` gives a verified jar's path to a job at start. ``python -m flink_jobs.jars
+verify-build`` (run by ``make flink-jar`` after Maven) checks that the jars Maven put into the shaded
+jar (``build/maven/*/shaded-jars.txt``) are exactly the manifest's ``pyflink`` and ``kinesis`` lines,
+each with its SHA-256, and deletes the shaded jar when they are not.
 Errors: one line per jar that is not served, fails its checksum or has no pinned SHA-256
 (``fetch`` exits 2 when any did); ``JarError`` (a ``ConfigError``) at a job's start names the jar
 and ``make flink-jars``.
@@ -26,10 +29,26 @@ from pathlib import Path
 from flink_jobs.settings import REPO_ROOT
 from sluice.core.errors import ConfigError
 
-__all__ = ["MANIFEST", "Jar", "JarError", "cache_dir", "cached_jar", "main", "manifest"]
+__all__ = [
+    "MANIFEST",
+    "SHADED_JAR",
+    "Jar",
+    "JarError",
+    "cache_dir",
+    "cached_jar",
+    "main",
+    "manifest",
+    "shaded_jar",
+    "verify_build",
+]
 
 MANIFEST = REPO_ROOT / "flink_conf" / "jars.lock"
 UNPINNED = "-"
+BUILD = REPO_ROOT / "build"
+SHADED_JAR = BUILD / "flink" / "pyflink-dependencies.jar"
+"""The one jar MSF's ``jarfile`` names and the local cluster's jobs load (``make flink-jar``)."""
+SHADED_SETS = ("pyflink", "kinesis")
+"""The manifest's sets that go into ``SHADED_JAR``."""
 
 
 class JarError(ConfigError):
@@ -171,16 +190,77 @@ def fetch(jars: Sequence[Jar], maven: str) -> Iterator[tuple[Jar, str | None]]:
         yield jar, reason
 
 
+def shaded_jar() -> Path:
+    """The shaded jar ``make flink-jar`` built; never builds. Missing: a ``JarError`` naming the
+    target."""
+    if not SHADED_JAR.is_file():
+        raise JarError(f"{SHADED_JAR} is not built: run 'make flink-jar'")
+    return SHADED_JAR
+
+
+def _maven_path(jar: Jar) -> str:
+    group = jar.group.replace(".", "/")
+    return f"{group}/{jar.artifact}/{jar.version}/{jar.file_name}"
+
+
+def verify_build(listings: Sequence[Path], jars: Sequence[Jar]) -> list[str]:
+    """What is wrong with the jars Maven shaded (each listing: one ``:``-separated class path):
+    a jar the manifest lacks, a checksum that differs, a manifest jar Maven did not use."""
+    expected = {_maven_path(j): j for j in jars if j.set in SHADED_SETS}
+    problems: list[str] = []
+    used: set[str] = set()
+    for listing in listings:
+        for entry in listing.read_text().strip().split(os.pathsep):
+            path = Path(entry)
+            if not entry or path.resolve().is_relative_to(BUILD.resolve()):
+                continue  # a module of this build (the Kinesis source), not a download
+            match = next((k for k in expected if entry.endswith("/" + k)), None)
+            if match is None:
+                problems.append(f"{path.name}: used by Maven but not in {MANIFEST.name}")
+                continue
+            used.add(match)
+            jar = expected[match]
+            found = sha256_of(path)
+            if found != jar.sha256:
+                problems.append(
+                    f"{jar.coordinates}: SHA-256 {found}, {MANIFEST.name} says {jar.sha256}"
+                )
+    problems.extend(
+        f"{jar.coordinates}: in {MANIFEST.name} but not in the shaded jar's dependencies"
+        for key, jar in expected.items()
+        if key not in used
+    )
+    return problems
+
+
+def _verify_build_main() -> int:
+    listings = sorted((BUILD / "maven").glob("*/shaded-jars.txt"))
+    if not listings:
+        print("flink-jar: no build/maven/*/shaded-jars.txt: run 'make flink-jar'", file=sys.stderr)
+        return 2
+    problems = verify_build(listings, manifest())
+    for problem in problems:
+        print(f"flink-jar: {problem}", file=sys.stderr)
+    if problems:
+        SHADED_JAR.unlink(missing_ok=True)
+        print(f"flink-jar: {SHADED_JAR.name} deleted: fix {MANIFEST}", file=sys.stderr)
+        return 2
+    print(f"ok      {SHADED_JAR} (every shaded jar matches {MANIFEST.name})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m flink_jobs.jars",
         description="Fetch and verify the jars of flink_conf/jars.lock.",
     )
-    parser.add_argument("action", choices=["fetch", "check"])
+    parser.add_argument("action", choices=["fetch", "check", "verify-build"])
     parser.add_argument(
         "--set", action="append", help="only these sets (pyflink, beam); default all"
     )
     args = parser.parse_args(argv)
+    if args.action == "verify-build":
+        return _verify_build_main()
     try:
         jars = [j for j in manifest() if not args.set or j.set in args.set]
     except (OSError, JarError) as err:

@@ -99,8 +99,8 @@ def build_package(out: Path, jar: Path) -> Path:
     """Write the MSF application zip to ``out``; returns it."""
     if not jar.is_file():
         raise ConfigError(
-            f"no connector jar at {jar}: build the shaded jar (flink_conf/pom.xml, "
-            "lib/pyflink-dependencies.jar) or pass --jar FILE"
+            f"no connector jar at {jar}: build the shaded jar with 'make flink-jar' "
+            "(build/flink/pyflink-dependencies.jar) or pass --jar FILE"
         )
     libraries = _libraries()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--jar",
         type=Path,
-        default=REPO_ROOT / "build" / "pyflink-dependencies.jar",
+        default=REPO_ROOT / "build" / "flink" / "pyflink-dependencies.jar",
         help="the one shaded connector jar (lib/pyflink-dependencies.jar in the zip)",
     )
     args = parser.parse_args(argv)

@@ -8,7 +8,10 @@ core packages it imports, and dependencies installed for the Lambda platform), u
 holding its SHA-256 (an unchanged package is not uploaded again); the SAM template translated
 offline and uploaded the same way; a change set, printed (``--dry-run`` stops there and deletes it);
 the change set executed with the stack's events printed as they come. Stack 2 (the Flink
-application) is deployed only with ``--flink-zip``, then started from its latest snapshot.
+application) is deployed only with ``--flink-zip``, then started from its latest snapshot. With
+``Processing=lambda`` the transform Lambda (tables layer included, its dependencies pruned to fit
+Lambda's unzipped limit) is packaged too, stack 2 is never deployed, and an existing one is deleted
+first: the Flink job stops before the mapping starts, and the tables' positions make it a restart.
 For destroy: the stacks deleted; the data resources the templates keep (buckets, stream, table, key)
 stay unless ``--delete-data``.
 Failures: one line naming what to fix (``DeployError``, a ``SluiceError``): no credentials or
@@ -48,7 +51,15 @@ from infra.aws.templates import (
 from sluice.core.errors import SluiceError
 from sluice.core.flags import ErrorParser
 
-__all__ = ["DeployError", "LambdaPackage", "deploy", "destroy", "main", "package_lambda"]
+__all__ = [
+    "DeployError",
+    "LambdaPackage",
+    "deploy",
+    "destroy",
+    "main",
+    "package_lambda",
+    "prune_dependencies",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
@@ -90,6 +101,10 @@ class LambdaPackage:
     name: str
     parameter: str
     architecture: str
+    requirements: tuple[str, ...] = LAMBDA_REQUIREMENTS
+    core_packages: tuple[str, ...] = CORE_PACKAGES
+    prune: bool = False
+    """Trim the dependencies to fit Lambda's unzipped limit (``prune_dependencies``)."""
 
     @property
     def platform(self) -> str:
@@ -111,6 +126,35 @@ LAMBDAS = (
     LambdaPackage("feed_poller", "FeedPollerCodeKey", "arm64"),
     LambdaPackage("archive_transform", "ArchiveTransformCodeKey", "arm64"),
 )
+# The transform Lambda (Processing=lambda) also needs the tables layer and its extra (pyiceberg,
+# pyarrow, SQLAlchemy, which sluice.tables.catalog imports); installed, that is 439 MB, pruned to fit.
+TRANSFORM = LambdaPackage(
+    "stream_transform",
+    "StreamTransformCodeKey",
+    "x86_64",
+    requirements=(*LAMBDA_REQUIREMENTS, "pyiceberg[sql-sqlite,pyarrow,pyiceberg-core]", "pyarrow"),
+    core_packages=(*CORE_PACKAGES, "tables"),
+    prune=True,
+)
+LAMBDA_UNZIPPED_LIMIT = 262_144_000
+"""Lambda's limit on a function's unzipped code and layers (250 MiB)."""
+# What the transform Lambda never imports (checked by running it from the pruned folder under
+# Python 3.12, see docs/ARCHITECTURE.md): botocore (the runtime has boto3), Pygments, click and
+# the Hive/HTTP clients pyiceberg and fsspec can use; pyarrow's Flight, ORC, HDFS, GCS, Azure and
+# test modules, C++ headers and sources; numpy's tests; zstandard's second (CFFI) backend.
+PRUNED = (
+    "botocore", "botocore-*.dist-info", "pygments", "pygments-*.dist-info", "click",
+    "click-*.dist-info", "hive_metastore", "fb303", "aiohttp", "aiohttp-*.dist-info",
+    "aiohappyeyeballs*", "aiosignal*", "frozenlist*", "multidict*", "propcache*", "yarl*", "bin",
+    "pyarrow/tests", "pyarrow/include", "pyarrow/src", "pyarrow/libarrow_flight.so*",
+    "pyarrow/_flight*.so", "pyarrow/libarrow_python_flight*", "pyarrow/libarrow_python.so",
+    "pyarrow/libarrow_python.so.*.*", "pyarrow/_pyarrow_cpp_tests*", "pyarrow/_azurefs*",
+    "pyarrow/_gcsfs*", "pyarrow/_hdfs*", "pyarrow/_orc*", "pyarrow/_dataset_orc*",
+    "pyarrow/libarrow_python_parquet_encryption.so",
+    "pyarrow/libarrow_python_parquet_encryption.so.*.*", "numpy/*/tests", "numpy/tests",
+    "zstandard/_cffi*",
+)  # fmt: skip
+PRUNED_SUFFIXES = (".pyx", ".pxd", ".pxi", ".h", ".cc", ".pyi")
 
 
 @dataclass
@@ -153,30 +197,65 @@ def _python_files(root: Path, base: Path) -> list[tuple[str, Path]]:
 
 
 def package_lambda(package: LambdaPackage, dependencies: Path) -> bytes:
-    """One function's zip: its folder, the shared edge code, the core packages, its dependencies."""
+    """One function's zip: its folder, the shared edge code, the core packages, its dependencies.
+
+    Refused (``DeployError``) when the files would unzip to more than Lambda allows."""
     edges = REPO / "edge_lambdas"
     entries = [("edge_lambdas/__init__.py", edges / "__init__.py")]
     for folder in (edges / "shared", edges / package.name):
         entries += _python_files(folder, REPO)
     entries.append(("sluice/__init__.py", REPO / "sluice" / "__init__.py"))
-    for name in CORE_PACKAGES:
+    for name in package.core_packages:
         entries += _python_files(REPO / "sluice" / name, REPO)
     entries += _python_files(dependencies, dependencies)
+    unzipped = sum(path.stat().st_size for _, path in entries)
+    if unzipped > LAMBDA_UNZIPPED_LIMIT:
+        raise DeployError(
+            f"the {package.name} package unzips to {unzipped / 1e6:.0f} MB, above Lambda's "
+            f"{LAMBDA_UNZIPPED_LIMIT / 1e6:.0f} MB: prune its dependencies (--lambda-deps)"
+        )
     return _zip_entries(entries)
+
+
+def prune_dependencies(folder: Path) -> int:
+    """Delete from ``folder`` what the transform Lambda never imports (``PRUNED``), and strip the
+    symbols of shared libraries outside ``*.libs`` folders (auditwheel's relocated libraries there
+    do not load once stripped). Returns the bytes left."""
+    import shutil
+
+    for pattern in PRUNED:
+        for path in folder.glob(pattern):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    for path in list(folder.rglob("*")):
+        if path.is_file() and (path.suffix in PRUNED_SUFFIXES or "__pycache__" in path.parts):
+            path.unlink()
+    strip = shutil.which("strip")
+    for path in folder.rglob("*.so*"):
+        if strip and path.is_file() and not any(p.endswith(".libs") for p in path.parts):
+            subprocess.run([strip, "--strip-unneeded", str(path)], capture_output=True, check=False)
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def build_dependencies(package: LambdaPackage, cache: Path) -> Path:
     """The Lambda's dependencies installed for its platform (``LAMBDA_PYTHON``, binary wheels only),
     cached under a folder named after the requirements, the lock and the platform."""
     lock = (REPO / "requirements.lock").read_bytes()
-    key = hashlib.sha256(lock + package.platform.encode() + "\n".join(LAMBDA_REQUIREMENTS).encode())
+    recipe = (
+        "\n".join((*package.requirements, *PRUNED))
+        if package.prune
+        else "\n".join(package.requirements)
+    )
+    key = hashlib.sha256(lock + package.platform.encode() + recipe.encode())
     target = cache / f"{package.architecture}-{key.hexdigest()[:16]}"
     if (target / ".complete").exists():
         return target
     command = [
         sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target),
         *package.platform_flags, "--implementation", "cp", "--python-version", LAMBDA_PYTHON,
-        "--only-binary=:all:", "-c", str(REPO / "requirements.lock"), *LAMBDA_REQUIREMENTS,
+        "--only-binary=:all:", "-c", str(REPO / "requirements.lock"), *package.requirements,
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -184,6 +263,8 @@ def build_dependencies(package: LambdaPackage, cache: Path) -> Path:
         raise DeployError(
             f"installing the {package.name} dependencies for {package.platform}: {last}"
         )
+    if package.prune:
+        prune_dependencies(target)
     (target / ".complete").touch()
     return target
 
@@ -427,19 +508,39 @@ def deploy(args: argparse.Namespace, out: TextIO | None = None) -> int:
         )
     overrides = _overrides(args.parameter)
     values = {key: {**v, **overrides[key]} for key, v in load_parameters(args.env).items()}
+    on_lambda = values["core"].get("Processing", "flink") == "lambda"
+    if on_lambda and flink_zip is not None:
+        raise DeployError(
+            "--flink-zip with Processing=lambda: the stages run in the transform Lambda and stack 2 "
+            "is not deployed; drop --flink-zip, or deploy with --parameter Processing=flink"
+        )
+    # Both paths read the window and lateness from the flink section: one value for both.
+    for name in ("WindowSeconds", "AllowedLatenessSeconds"):
+        if name in values["flink"]:
+            values["core"].setdefault(name, values["flink"][name])
     progress = Progress(total=6 + (2 if flink_zip else 0), out=out)
     aws = connect(args.region)
     progress.step(f"credentials: account {aws.account}, region {aws.region}")
     bucket = args.artifact_bucket or f"sluice-{args.env}-artifacts-{aws.account}"
     core_template = load_template(STACKS["core"].template)
-    placeholders = {"ArtifactBucket": bucket, **{p.parameter: "pending" for p in LAMBDAS}}
+    packages = (*LAMBDAS, TRANSFORM) if on_lambda else LAMBDAS
+    placeholders = {"ArtifactBucket": bucket, **{p.parameter: "pending" for p in packages}}
     _checked(core_template, {**values["core"], **placeholders}, f"{args.env} core parameters")
     progress.step(f"parameters: infra/aws/params/{args.env}.json checked")
+    core_name = STACKS["core"].stack_name(args.env)
     try:
+        if on_lambda:
+            values["core"]["TransformDeploymentId"] = _deployment_id(
+                aws, core_name, args.env, overrides["core"].get("TransformDeploymentId")
+            )
+            flink_name = STACKS["flink"].stack_name(args.env)
+            if _stack(aws.client("cloudformation"), flink_name) is not None:
+                progress.total += 1
+                _stop_flink(aws, flink_name, progress, dry_run=args.dry_run, timeout=args.timeout)
         ensure_bucket(aws, bucket)
         keys: dict[str, str] = {}
         built: list[str] = []
-        for package in LAMBDAS:
+        for package in packages:
             deps = args.lambda_deps or build_dependencies(
                 package, REPO / ".sluice-build" / "lambda-deps"
             )
@@ -462,7 +563,6 @@ def deploy(args: argparse.Namespace, out: TextIO | None = None) -> int:
         )
         progress.step(f"template: translated, s3://{bucket}/{template_key}")
         url = f"https://{bucket}.s3.{aws.region}.amazonaws.com/{template_key}"
-        core_name = STACKS["core"].stack_name(args.env)
         progress.step(f"change set: {core_name}")
         outputs = deploy_stack(
             aws, core_name, url, core_values, progress, dry_run=args.dry_run, timeout=args.timeout
@@ -474,6 +574,12 @@ def deploy(args: argparse.Namespace, out: TextIO | None = None) -> int:
             f"deployed {core_name}"
             + "".join(f"\n      {k} = {v}" for k, v in sorted(outputs.items()))
         )
+        if on_lambda:
+            progress.detail(
+                "stack 2 (Flink application) skipped: Processing is lambda (deployment "
+                f"{values['core']['TransformDeploymentId']})"
+            )
+            return 0
         if flink_zip is None:
             progress.detail("stack 2 (Flink application) skipped: no --flink-zip")
             return 0
@@ -510,6 +616,36 @@ def deploy(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except (ClientError, BotoCoreError) as err:
         raise _aws_error("deploy", err) from None
     return 0
+
+
+def _deployment_id(aws: Aws, core_name: str, env: str, given: str | None) -> str:
+    """The Lambda path's owner id: ``given``, else the deployed one while Processing stays lambda,
+    else a new one (a switch to lambda is a new owner: it claims the tables at its first batch)."""
+    if given:
+        return given
+    current = _stack(aws.client("cloudformation"), core_name) or {}
+    deployed = {p["ParameterKey"]: p.get("ParameterValue") for p in current.get("Parameters", [])}
+    if deployed.get("Processing") == "lambda" and deployed.get("TransformDeploymentId") not in (
+        None,
+        "none",
+    ):
+        return str(deployed["TransformDeploymentId"])
+    return f"lambda-{env}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+
+
+def _stop_flink(aws: Aws, name: str, progress: Progress, *, dry_run: bool, timeout: float) -> None:
+    """Delete stack 2 before the Lambda path starts: the Flink job stops, and the mapping then
+    reads on from the positions its last commit left in the tables (a switch is a restart)."""
+    if dry_run:
+        progress.step(f"{name}: would be deleted (Processing is lambda)")
+        return
+    cfn = aws.client("cloudformation")
+    started = time.time()
+    cfn.delete_stack(StackName=name)
+    final = _wait_stack(cfn, name, progress, started, timeout)
+    if final != "DELETE_COMPLETE":
+        raise DeployError(f"stack {name} ended {final}: {_failure(cfn, name, started)}")
+    progress.step(f"{name}: deleted (Processing is lambda; the tables keep its positions)")
 
 
 def start_application(aws: Aws, name: str) -> str:

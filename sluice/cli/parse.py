@@ -52,6 +52,7 @@ from sluice.core.inputs import (
 from sluice.parsing.feeds import MAX_DOCUMENT_BYTES, FeedSpec, builtin_feed, parse_feed_document
 from sluice.parsing.feeds_file import load_feeds_file, select_feed
 from sluice.parsing.iot import parse_iot_batch
+from sluice.parsing.iot_columns import IotColumns, parse_iot_columns
 from sluice.parsing.weblog import MAX_LINE_BYTES, LogParser
 from sluice.transform.filters import RecordFilter
 
@@ -218,6 +219,19 @@ def _feed_spec(args: argparse.Namespace, configured: tuple[FeedSpec, ...]) -> Fe
     return builtin_feed(name)
 
 
+def _iot_columnar(batch: Iterable[bytes | str], **options: Any) -> BatchResult[Any]:
+    """``parse_iot_columns`` as a ``BatchResult`` whose ``valid`` is the ``IotColumns`` (written as
+    JSON lines straight from the columns: no model per reading)."""
+    parsed = parse_iot_columns(batch, **options)
+    return BatchResult(
+        parsed.columns,  # type: ignore[arg-type]
+        list(parsed.dead_letters),
+        skipped=parsed.skipped,
+        suppressed=dict(parsed.suppressed),
+        missing_metrics=parsed.missing_metrics,
+    )
+
+
 def _write(out: IO[bytes], records: Sequence[BaseModel]) -> None:
     if records:
         out.write(b"\n".join(r.model_dump_json().encode() for r in records) + b"\n")
@@ -255,7 +269,12 @@ def _parse(args: argparse.Namespace, out: IO[bytes], dead: IO[bytes]) -> dict[st
             )
         log_parser = LogParser(settings.log_format) if args.source == "weblog" else None
         feed = _feed_spec(args, settings.feeds) if args.source == "feed" else None
-        parse_iot = functools.partial(parse_iot_batch, sentinels=settings.sentinels(), **bounds)
+        # Without IoT filter rules the readings never become models: columns in, JSON lines out.
+        parse_iot = functools.partial(
+            parse_iot_batch if record_filter else _iot_columnar,
+            sentinels=settings.sentinels(),
+            **bounds,
+        )
         for name in args.files:
             stream = stack.enter_context(open_input(name))
             try:
@@ -271,6 +290,15 @@ def _parse(args: argparse.Namespace, out: IO[bytes], dead: IO[bytes]) -> dict[st
                     batches = _iot_results(stream, name, parse_iot)
                 for result in batches:
                     valid = result.valid
+                    if isinstance(valid, IotColumns):
+                        out.write(valid.json_lines())
+                        _write(dead, result.dead_letters)
+                        totals["valid"] += len(valid)
+                        totals["rejected"] += result.rejected
+                        totals["skipped"] += result.skipped
+                        totals["dead_letters"] += len(result.dead_letters)
+                        missing += result.missing_metrics
+                        continue
                     if enricher is not None:
                         geos = enricher.lookup_many(
                             choose_client_ip(r.client_ip, r.forwarded_for) or "" for r in valid

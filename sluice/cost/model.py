@@ -2,9 +2,10 @@
 
 In: ``CostSettings`` (the workload), a ``PriceTable`` and ``Measurements`` (from the benchmark).
 Out: an ``Estimate``: one ``Line`` per component (API Gateway, Lambda, Kinesis in both capacity
-modes, Firehose, Managed Flink, S3 storage and requests, Glue, Athena) with its quantities and
-monthly dollars, the total (with the chosen Kinesis mode), and ``Saving`` comparisons: KPL
-aggregation, readings per request, commit interval, partitioning and on-demand vs provisioned.
+modes, Firehose, Managed Flink or the transform Lambda, S3 storage and requests, Glue, Athena) with
+its quantities and monthly dollars, the total (with the chosen Kinesis mode and processing path),
+and ``Saving`` comparisons: KPL aggregation, readings per request, commit interval, partitioning,
+on-demand vs provisioned, and Flink vs the Lambda path with the volume where they cross.
 Nothing is read or written here; nothing becomes a dead letter.
 
 Units: a GB is 2^30 bytes, a TB 2^40, a KB 1,024 and an MB 2^20 bytes, as AWS meters them; a month
@@ -37,14 +38,17 @@ __all__ = [
     "KinesisTraffic",
     "Line",
     "Saving",
+    "TransformInvocations",
     "athena_query_bytes",
     "edge_seconds_per_event",
     "estimate",
     "kinesis_batch",
     "kinesis_break_even",
+    "processing_crossover",
     "provisioned_shards",
     "rounded_units",
     "tiered",
+    "transform_invocations",
 ]
 
 KB = 1024
@@ -58,6 +62,10 @@ GLUE_REQUESTS_PER_QUERY = 1
 """Athena reads one table's definition (GetTable) per query."""
 CATALOG_OBJECTS_BESIDES_TABLES = 1
 """The Glue database; Iceberg keeps partitions in its own metadata, not in Glue."""
+LAMBDA_PAYLOAD_BYTES = 6 * MB
+"""Largest event a mapping sends one invocation (Lambda's synchronous payload limit)."""
+ON_DEMAND_INITIAL_SHARDS = 4
+"""Shards an on-demand stream is created with (4 MB/s of writes)."""
 COMMIT_INTERVALS = (10, 60, 300, 900)
 """Commit intervals the commit-interval comparison prices."""
 
@@ -477,6 +485,85 @@ def _flink(s: CostSettings, m: Measurements, p: PriceTable, total_events: float)
         f"{kpus} KPU + {p['msf_orchestration_kpus']:g} orchestration at {per_kpu:,.0f} events/s "
         f"per KPU ({where})",
         {"kpus": kpus, "billed_kpus": billed, "events_per_kpu": per_kpu},
+        counted=s.processing == "flink",
+    )
+
+
+def _with_lambda_commits(s: CostSettings, p: PriceTable, m: Measurements) -> CostSettings:
+    """On the Lambda path every invocation commits: the commit interval the S3 and Glue lines
+    count is the time between two invocations (all shards together)."""
+    if s.processing != "lambda":
+        return s
+    traffic = sum(_traffic(s, m, p).values(), KinesisTraffic())
+    events = sum(src.events_per_second for src in _sources(s))
+    run = transform_invocations(s, traffic, events, p)
+    if run.per_second <= 0:
+        return s
+    return s.model_copy(update={"commit_interval_seconds": 1 / run.per_second})
+
+
+@dataclass(frozen=True, slots=True)
+class TransformInvocations:
+    """How a mapping invokes the transform Lambda for a workload (per second, all shards)."""
+
+    shards: int
+    per_second: float
+    events_per_invocation: float
+    billed_ms: int
+
+
+def transform_invocations(
+    s: CostSettings, traffic: KinesisTraffic, events_per_second: float, p: PriceTable
+) -> TransformInvocations:
+    """Invocations: per shard with records, about one per batching window, more once a window's
+    records exceed ``transform_batch_size`` records or 6 MB, fewer when records are rarer than
+    one per window. Duration: the measured CPU time (fixed + per event) scaled to the function's
+    vCPU share, plus the assumed wait for Glue and S3."""
+    shards = s.transform_shards or provisioned_shards(
+        traffic.bytes * s.peak_factor, traffic.records * s.peak_factor, s.kinesis_consumers, p
+    )
+    if s.transform_shards is None and s.kinesis_mode == "on-demand":
+        shards = max(shards, ON_DEMAND_INITIAL_SHARDS)
+    records = traffic.records / shards
+    window = max(1.0, s.transform_batch_window_seconds)  # 0: the mapping still polls once a second
+    per_shard = max(
+        min(1 / window, records),
+        records / s.transform_batch_size,
+        traffic.bytes / shards / LAMBDA_PAYLOAD_BYTES,
+    )
+    per_second = per_shard * min(shards, max(1.0, traffic.records * window)) if records else 0.0
+    events = events_per_second / per_second if per_second else 0.0
+    cpu_share = min(1.0, s.transform_lambda_memory_mb / p["lambda_full_vcpu_memory_mb"])
+    cpu_ms = s.transform_fixed_cpu_ms + events * s.transform_cpu_us_per_event / 1000
+    return TransformInvocations(
+        shards, per_second, events, math.ceil(s.transform_commit_wait_ms + cpu_ms / cpu_share)
+    )
+
+
+def _transform_lambda(
+    s: CostSettings, p: PriceTable, traffic: KinesisTraffic, events: float, seconds: float
+) -> Line:
+    run = transform_invocations(s, traffic, events, p)
+    invocations = run.per_second * seconds
+    gb_seconds = invocations * s.transform_lambda_memory_mb / 1024 * run.billed_ms / 1000
+    cost = (
+        invocations / 1e6 * p["lambda_per_million_requests"]
+        + gb_seconds * p["lambda_per_gb_second"]
+    )
+    return Line(
+        "Lambda (transform)",
+        cost,
+        f"{invocations / 1e6:,.2f} M invocations over {run.shards} shards, "
+        f"{run.events_per_invocation:,.0f} events and {run.billed_ms:,} ms each, "
+        f"{gb_seconds / 1e6:,.2f} M GB-s",
+        {
+            "invocations_per_month": invocations,
+            "gb_seconds_per_month": gb_seconds,
+            "shards": run.shards,
+            "events_per_invocation": run.events_per_invocation,
+            "billed_ms": run.billed_ms,
+        },
+        counted=s.processing == "lambda",
     )
 
 
@@ -593,6 +680,7 @@ def _lines(s: CostSettings, p: PriceTable, m: Measurements) -> tuple[Line, ...]:
     traffic = sum(per_source.values(), KinesisTraffic())
     events = {src.name: src.events_per_second for src in _sources(s)}
     on_demand, provisioned = _kinesis(s, traffic, p, seconds)
+    commits = _with_lambda_commits(s, p, m)
     return (
         _api_gateway(s, m, p, seconds),
         _lambda(s, m, p, seconds),
@@ -600,9 +688,10 @@ def _lines(s: CostSettings, p: PriceTable, m: Measurements) -> tuple[Line, ...]:
         provisioned,
         _firehose(s, m, traffic, events, p, seconds),
         _flink(s, m, p, sum(events.values())),
-        _storage(s, m, p, events),
-        _s3_requests(s, m, p, seconds, events),
-        _glue(s, m, p, seconds),
+        _transform_lambda(s, p, traffic, sum(events.values()), seconds),
+        _storage(commits, m, p, events),
+        _s3_requests(commits, m, p, seconds, events),
+        _glue(commits, m, p, seconds),
         _athena(s, m, p, events, seconds),
     )
 
@@ -660,7 +749,7 @@ def _commit_saving(s: CostSettings, p: PriceTable, m: Measurements) -> Saving:
     options: dict[str, float] = {}
     figures: dict[str, dict[str, float]] = {}
     for interval in sorted({*COMMIT_INTERVALS, s.commit_interval_seconds}):
-        alt = s.model_copy(update={"commit_interval_seconds": interval})
+        alt = s.model_copy(update={"commit_interval_seconds": interval, "processing": "flink"})
         lines = _lines(alt, p, m)
         label = f"{interval:g} s"
         options[label] = _components(lines, names)
@@ -678,7 +767,13 @@ def _commit_saving(s: CostSettings, p: PriceTable, m: Measurements) -> Saving:
         options,
         f"measured per commit: {m.commits.data_files_per_commit:g} data files, "
         f"{m.commits.files_written_per_commit:g} files written, "
-        f"{m.commits.files_read_per_commit:g} read",
+        f"{m.commits.files_read_per_commit:g} read"
+        + (
+            "; the Flink job's interval: on the Lambda path each invocation commits (one per "
+            "shard per transform_batch_window_seconds)"
+            if s.processing == "lambda"
+            else ""
+        ),
         figures,
     )
 
@@ -789,6 +884,60 @@ def _mode_saving(s: CostSettings, lines: Sequence[Line], p: PriceTable, m: Measu
     return Saving("Kinesis capacity mode", s.kinesis_mode, options, where, figures)
 
 
+def _scaled(s: CostSettings, scale: float) -> CostSettings:
+    return s.model_copy(
+        update={
+            "iot_events_per_second": s.iot_events_per_second * scale,
+            "weblog_lines_per_second": s.weblog_lines_per_second * scale,
+            "feed_items_per_poll": s.feed_items_per_poll * scale,
+        }
+    )
+
+
+def _processing_costs(s: CostSettings, p: PriceTable, m: Measurements) -> dict[str, float]:
+    """Each path's processing line plus the S3 and Glue lines its commits drive."""
+    costs: dict[str, float] = {}
+    for path in ("flink", "lambda"):
+        lines = _lines(s.model_copy(update={"processing": path}), p, m)
+        names = (
+            "Managed Flink (MSF)" if path == "flink" else "Lambda (transform)",
+            "S3 requests",
+            "Glue Data Catalog",
+        )
+        costs[path] = sum(line.monthly_usd for line in lines if line.component in names)
+    return costs
+
+
+def processing_crossover(s: CostSettings, p: PriceTable, m: Measurements) -> float | None:
+    """The total rate (all sources scaled together, 1/1000x..1000x of ``s``, 20 points a decade)
+    above which Managed Flink costs less than the Lambda path; None if it never does there."""
+    base = sum(src.events_per_second for src in _sources(s))
+    if base <= 0:
+        return None
+    for k in range(-60, 61):
+        scale = 10 ** (k / 20)
+        costs = _processing_costs(_scaled(s, scale), p, m)
+        if costs["flink"] <= costs["lambda"]:
+            return base * scale
+    return None
+
+
+def _processing_saving(s: CostSettings, p: PriceTable, m: Measurements) -> Saving:
+    options = _processing_costs(s, p, m)
+    crossover = processing_crossover(s, p, m)
+    floor = _flink(_scaled(s, 0), m, p, 0).monthly_usd
+    if crossover is None:
+        where = "the Lambda path is cheaper over 1/1000x..1000x of this workload"
+    else:
+        where = (
+            f"the Lambda path is cheaper below about {crossover:,.0f} events/s, Managed Flink "
+            f"above (its floor, 1 KPU + orchestration, is {floor:,.0f} USD/month before any data)"
+        )
+    figures = {"crossover": {"events_per_second": crossover}} if crossover is not None else {}
+    return Saving("Processing path (with its commits' S3 and Glue)", s.processing, options,
+                  where, figures)  # fmt: skip
+
+
 Comparison = Callable[[CostSettings, PriceTable, Measurements], Saving]
 
 
@@ -803,6 +952,7 @@ def estimate(settings: CostSettings, prices: PriceTable, measured: Measurements)
     )
     savings = [compare(settings, prices, measured) for compare in comparisons]
     savings.append(_mode_saving(settings, lines, prices, measured))
+    savings.append(_processing_saving(settings, prices, measured))
     per_kpu, where = _events_per_kpu(settings, measured)
     notes = (
         f"prices: {prices.region}, {prices.as_of}; not confirmed by a fetched page: "
@@ -813,5 +963,8 @@ def estimate(settings: CostSettings, prices: PriceTable, measured: Measurements)
         "Lambda duration = measured edge CPU time scaled to the function's vCPU share "
         "(memory/1769 MB) + the assumed I/O wait (lambda_io_ms_per_invocation, feed_fetch_ms)",
         "no free tier counted but Glue's; Athena's S3 GETs counted uncompacted",
+        "transform Lambda duration = measured CPU time (fixed + per event, "
+        "benchmarks.transform_lambda) scaled to its vCPU share + the assumed Glue/S3 wait "
+        "(transform_commit_wait_ms); on that path every invocation is a commit",
     )
     return Estimate(lines, tuple(savings), notes)

@@ -15,10 +15,11 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["CostSettings", "KinesisMode", "Partitioning"]
+__all__ = ["CostSettings", "KinesisMode", "Partitioning", "Processing"]
 
 KinesisMode = Literal["on-demand", "provisioned"]
 Partitioning = Literal["none", "day", "hour"]
+Processing = Literal["flink", "lambda"]
 
 
 class CostSettings(BaseSettings):
@@ -141,6 +142,56 @@ class CostSettings(BaseSettings):
         gt=0,
         description="Events per second one KPU (1 vCPU) processes; default: the measured job "
         "(the Beam job end to end when measured, else its stages in one process).",
+    )
+    processing: Processing = Field(
+        default="flink",
+        description="Where the stages run (the deploy parameter Processing): flink (MSF) or lambda "
+        "(the transform Lambda); the other is priced beside it, and the crossover is printed.",
+    )
+    transform_lambda_memory_mb: int = Field(
+        default=1769,
+        ge=512,
+        le=10_240,
+        description="Transform Lambda memory (TransformMemorySize).",
+    )
+    transform_batch_window_seconds: float = Field(
+        default=60,
+        ge=0,
+        le=300,
+        description="The mapping's batching window (TransformBatchWindowSeconds): a shard with "
+        "records is invoked about once per window, so each invocation is one commit.",
+    )
+    transform_batch_size: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000,
+        description="Kinesis records per invocation at most (TransformBatchSize); a 6 MB payload "
+        "is the other limit.",
+    )
+    transform_shards: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="Shards the mapping invokes for (one invocation per shard at a time); default: "
+        "the provisioned shard count, and at least 4 on demand (what an on-demand stream starts with).",
+    )
+    transform_cpu_us_per_event: float = Field(
+        default=233,
+        gt=0,
+        description="CPU time per event on one vCPU: every stage and the writer (measured: "
+        "python -m benchmarks.transform_lambda, reports/transform_lambda.json, 2026-12-01).",
+    )
+    transform_fixed_cpu_ms: float = Field(
+        default=33,
+        ge=0,
+        description="CPU time per invocation besides the events: loading six tables, the owner "
+        "check, a commit (measured as transform_cpu_us_per_event, local SQLite catalog).",
+    )
+    transform_commit_wait_ms: float = Field(
+        default=1500,
+        ge=0,
+        description="Assumed, not measured: milliseconds an invocation waits for Glue and S3 "
+        "(six table loads, up to six commits of a few files each).",
     )
     athena_queries_per_day: float = Field(default=100, ge=0, description="Athena queries per day.")
     athena_query_hours: float = Field(

@@ -248,6 +248,35 @@ class MetricStats(_Accumulator):
         if hi > self._max:
             self._max = hi
 
+    @classmethod
+    def from_groups(
+        cls, values: FloatArray, starts: npt.NDArray[np.int64], k: int = DEFAULT_KLL_K
+    ) -> list[MetricStats]:
+        """One ``MetricStats`` per group of ``values`` (finite floats, each group contiguous and
+        starting at ``starts``, in ascending order), as ``add_many`` of each group's values as a
+        list would make it (exact ``math.fsum`` sums): min, max and counts over the whole array at
+        once, one sketch update per group."""
+        if not len(starts):
+            return []
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        bounds = np.append(starts, len(values)).tolist()
+        lows = np.minimum.reduceat(values, starts).tolist()
+        highs = np.maximum.reduceat(values, starts).tolist()
+        as_list = values.tolist()
+        fsum, new, sketch = math.fsum, cls.__new__, kll_doubles_sketch
+        out: list[MetricStats] = []
+        for i, lo in enumerate(lows):
+            start, end = bounds[i], bounds[i + 1]
+            stats = new(cls)
+            stats._sketch = sketch(k)
+            stats._sketch.update(values[start:end])
+            stats.count = end - start
+            stats.sum = 0.0 + fsum(as_list[start:end])
+            stats._min = lo
+            stats._max = highs[i]
+            out.append(stats)
+        return out
+
     def merge(self, other: MetricStats) -> Self:
         self._sketch.merge(other._sketch)
         self.count += other.count

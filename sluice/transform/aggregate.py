@@ -18,8 +18,9 @@ batch. ``MetricStats`` and ``WebTrafficStats`` stay importable from here: the wi
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any, Protocol, Self, TypeVar
 
 import numpy as np
@@ -35,11 +36,13 @@ from sluice.transform.accumulators import (
 )
 
 __all__ = [
+    "IotColumnsLike",
     "IotKey",
     "MetricStats",  # named here by the window tables' column docs
     "WebKey",
     "WebTrafficStats",  # likewise
     "aggregate_iot",
+    "aggregate_iot_columns",
     "aggregate_web",
     "merge_maps",
     "status_class",
@@ -105,6 +108,20 @@ def status_class(status: int) -> str:
     return _STATUS_CLASSES[hundreds] if 1 <= hundreds <= 5 else "other"
 
 
+class IotColumnsLike(Protocol):
+    """What ``aggregate_iot_columns`` reads of ``sluice.parsing.iot_columns.IotColumns`` (a
+    protocol: parsing and transforms are sibling layers and do not import each other)."""
+
+    @property
+    def device_id(self) -> Sequence[str]: ...
+
+    @property
+    def event_time_us(self) -> npt.NDArray[np.int64]: ...
+
+    @property
+    def metrics(self) -> Sequence[dict[str, float]]: ...
+
+
 class _DatetimeCache(dict[int, datetime]):
     """Epoch second -> aware UTC datetime, built once per distinct window start."""
 
@@ -121,21 +138,66 @@ def aggregate_iot(
 ) -> dict[IotKey, MetricStats]:
     """Pre-aggregate readings into ``{(device_id, metric_name, window_start): MetricStats}``."""
     _check_size(size_seconds)
-    # Hot loop: one tuple key per value, the window as a float index (converted once per key).
-    groups: defaultdict[tuple[str, str, float], list[float]] = defaultdict(list)
+    devices: list[str] = []
+    seconds: list[float] = []
+    metrics: list[dict[str, float]] = []
     for reading in readings:
-        index = reading.event_time.timestamp() // size_seconds
-        device = reading.device_id
-        for name, value in reading.metrics.items():
-            groups[device, name, index].append(value)
+        devices.append(reading.device_id)
+        seconds.append(reading.event_time.timestamp())
+        metrics.append(reading.metrics)
+    return _aggregate_metrics(devices, np.array(seconds, np.float64), metrics, size_seconds, k)
 
-    starts = _DatetimeCache()
+
+def aggregate_iot_columns(
+    columns: IotColumnsLike, size_seconds: int = DEFAULT_WINDOW_SECONDS, *, k: int = DEFAULT_KLL_K
+) -> dict[IotKey, MetricStats]:
+    """``aggregate_iot`` over the columns of ``sluice.parsing.iot_columns`` (the same map)."""
+    _check_size(size_seconds)
+    seconds = columns.event_time_us.astype(np.float64) / 1e6  # ``datetime.timestamp()``
+    return _aggregate_metrics(columns.device_id, seconds, columns.metrics, size_seconds, k)
+
+
+def _aggregate_metrics(
+    devices: Sequence[str],
+    seconds: npt.NDArray[np.float64],
+    metrics: Sequence[dict[str, float]],
+    size_seconds: int,
+    k: int,
+) -> dict[IotKey, MetricStats]:
+    """The group-by in numpy: each value gets an integer key (device, metric, window), a stable
+    sort makes each group contiguous (values in input order, so the sketches see what the
+    one-by-one path fed them), then ``MetricStats.from_groups`` builds the stats of every group."""
+    counts = np.fromiter(map(len, metrics), np.int64, len(metrics))
+    names = list(chain.from_iterable(metrics))
+    if not names:
+        return {}
+    values = np.fromiter(chain.from_iterable(map(dict.values, metrics)), np.float64, len(names))
+    rows = np.repeat(np.arange(len(metrics), dtype=np.int64), counts)
+    device_codes, device_list = _factorize(devices)
+    name_codes, name_list = _factorize(names)
+    windows = np.floor_divide(seconds, size_seconds)  # float floor, as ``ts // size`` was
+    window_list, window_codes = np.unique(windows[rows], return_inverse=True)
+    key = (device_codes[rows] * len(name_list) + name_codes) * len(window_list) + window_codes
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    stats = MetricStats.from_groups(values[order], starts, k)
+    first = order[starts]  # a value of each group, for its key
+    window_starts = _DatetimeCache()
     out: dict[IotKey, MetricStats] = {}
-    for (device, name, index), values in groups.items():
-        stats = MetricStats(k)
-        stats.add_many(values)
-        out[device, name, starts[int(index) * size_seconds]] = stats
+    # Keys in order of first appearance, as the one-by-one path inserted them.
+    for g in np.argsort(first, kind="stable").tolist():
+        i = int(first[g])
+        window = int(window_list[window_codes[i]]) * size_seconds
+        out[device_list[device_codes[rows[i]]], names[i], window_starts[window]] = stats[g]
     return out
+
+
+def _factorize(values: Sequence[str]) -> tuple[npt.NDArray[np.int64], list[str]]:
+    """Integer codes of ``values`` (in order of first appearance) and the distinct values."""
+    distinct = list(dict.fromkeys(values))
+    codes = {value: i for i, value in enumerate(distinct)}
+    return np.fromiter(map(codes.__getitem__, values), np.int64, len(values)), distinct
 
 
 def aggregate_web(

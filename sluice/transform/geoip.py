@@ -294,17 +294,15 @@ class GeoIpEnricher:
 
     def lookup_many(self, ips: Iterable[str]) -> list[GeoInfo]:
         """One ``GeoInfo`` per input, in order; each distinct address of the batch is looked up once."""
-        seen: dict[str, GeoInfo] = {}
-        results: list[GeoInfo] = []
-        for ip in ips:
-            if not isinstance(ip, str):
-                results.append(_INVALID)
-                continue
-            info = seen.get(ip)
-            if info is None:
-                info = seen[ip] = self.lookup(ip)
-            results.append(info)
-        return results
+        batch = ips if isinstance(ips, list) else list(ips)
+        try:
+            distinct: dict[Any, GeoInfo] = dict.fromkeys(batch, _INVALID)
+        except TypeError:  # an unhashable non-address: one by one
+            return [self.lookup(ip) if isinstance(ip, str) else _INVALID for ip in batch]
+        lookup = self.lookup
+        for ip in distinct:
+            distinct[ip] = lookup(ip) if isinstance(ip, str) else _INVALID
+        return list(map(distinct.__getitem__, batch))
 
     def _resolve(self, ip: str) -> GeoInfo:
         address = parse_ip(ip)

@@ -162,7 +162,16 @@ def test_cluster_runs_a_checkpointed_job_survives_a_killed_taskmanager_and_stops
     assert len(new_tms) == 1 and new_tms != tm_pids
 
     # THEN the job restarts from its checkpoint and runs again, checkpointing on
-    wait_for("a restart", lambda: restarts(cluster, job_id) > 0, timeout=180)
+    # (the job's numRestarts metric can read empty under load for a while after a restart; a
+    # restore from a checkpoint is the same fact, from the checkpoint statistics)
+    wait_for(
+        "a restart",
+        lambda: (
+            restarts(cluster, job_id) > 0
+            or bool((checkpoints(cluster, job_id).get("latest") or {}).get("restored"))
+        ),
+        timeout=180,
+    )
     wait_for("the job to run again", lambda: fully_running(cluster, job_id), timeout=180)
     restored = wait_for(
         "a restore from a checkpoint",

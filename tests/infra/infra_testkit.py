@@ -17,6 +17,7 @@ PLACEHOLDER_CODE = {
     "LogIngestCodeKey": "edges/log_ingest-0.zip",
     "FeedPollerCodeKey": "edges/feed_poller-0.zip",
     "ArchiveTransformCodeKey": "edges/archive_transform-0.zip",
+    "StreamTransformCodeKey": "edges/stream_transform-0.zip",
 }
 PLACEHOLDER_FLINK = {
     "CoreStackName": "sluice-test-core",

@@ -193,3 +193,64 @@ def test_missing_credentials_is_one_line(
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     code, _, err = run(capsys, *deploy_args(tmp_path))
     assert code == 2 and err.strip().count("\n") == 0 and "no AWS credentials" in err, err
+
+
+def _stack_parameters(cfn: Any) -> dict[str, str]:
+    (stack,) = cfn.describe_stacks(StackName="sluice-dev-core")["Stacks"]
+    return {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+
+
+def test_deploy_the_lambda_path_and_switch(
+    aws: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfn, s3 = client("cloudformation", aws), client("s3", aws)
+    bucket = f"sluice-dev-artifacts-{ACCOUNT}"
+    on_lambda = ["--parameter", "Processing=lambda"]
+
+    # Processing=lambda packages the transform Lambda (with the tables layer) and skips stack 2
+    code, out, err = run(capsys, *deploy_args(tmp_path, "dev", *on_lambda))
+    assert (code, err) == (0, ""), err
+    assert (
+        "stack 2 (Flink application) skipped: Processing is lambda (deployment lambda-dev-" in out
+    )
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="edges/")["Contents"]}
+    (transform,) = [k for k in keys if k.startswith("edges/stream_transform-")]
+    body = s3.get_object(Bucket=bucket, Key=transform)["Body"].read()
+    names = zipfile.ZipFile(io.BytesIO(body)).namelist()
+    assert "edge_lambdas/stream_transform/handler.py" in names
+    assert "sluice/tables/batch_commit.py" in names and "sluice/tables/warehouse.py" in names
+    assert not [n for n in names if n.startswith(("sluice/cli", "sluice/analysts", "beam_jobs"))]
+    first = _stack_parameters(cfn)
+    assert first["Processing"] == "lambda" and first["TransformDeploymentId"].startswith("lambda-")
+    function = client("lambda", aws).get_function_configuration(
+        FunctionName="sluice-dev-stream-transform"
+    )
+    assert (
+        function["Environment"]["Variables"]["SLUICE_DEPLOYMENT_ID"]
+        == (first["TransformDeploymentId"])
+    )
+
+    # Deploying the Lambda path again keeps its owner id (its claim on the tables stands)
+    code, out, err = run(capsys, *deploy_args(tmp_path, "dev", *on_lambda))
+    assert (code, err) == (0, ""), err
+    assert _stack_parameters(cfn)["TransformDeploymentId"] == first["TransformDeploymentId"]
+
+    # Switching to flink and back to lambda makes a new owner id: the new deployment claims the
+    # tables from the job at its first batch
+    code, out, err = run(capsys, *deploy_args(tmp_path, "dev"))
+    assert (code, err) == (0, ""), err
+    assert _stack_parameters(cfn)["Processing"] == "flink"
+    import time
+
+    time.sleep(1.1)  # the id holds the time to the second
+    code, out, err = run(capsys, *deploy_args(tmp_path, "dev", *on_lambda))
+    assert (code, err) == (0, ""), err
+    assert _stack_parameters(cfn)["TransformDeploymentId"] != first["TransformDeploymentId"]
+
+    # A Flink zip with Processing=lambda is refused, before anything is deployed
+    zip_file = tmp_path / "stream_job.zip"
+    zip_file.write_bytes(b"PK")
+    code, _, err = run(
+        capsys, *deploy_args(tmp_path, "dev", *on_lambda, "--flink-zip", str(zip_file))
+    )
+    assert code == 2 and "--flink-zip with Processing=lambda" in err, err

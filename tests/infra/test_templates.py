@@ -94,6 +94,14 @@ CORE_ALARMS = {
         "DeliveryToS3.DataFreshness",
         {"DeliveryStreamName": "RawArchiveDelivery"},
     ),
+    # The Lambda path's (Processing=lambda only).
+    "TransformErrorsAlarm": ("AWS/Lambda", "Errors", {"FunctionName": "StreamTransformFunction"}),
+    "TransformIteratorAgeAlarm": (
+        "AWS/Lambda",
+        "IteratorAge",
+        {"FunctionName": "StreamTransformFunction"},
+    ),
+    "TransformFailedBatchesAlarm": ("Sluice", "failed_batches", {"service": "=stream_transform"}),
 }
 QUERY_ALARMS = {
     "EdgeDeadLettersAlarm": 'SELECT SUM(dead_lettered) FROM SCHEMA("Sluice", reason, service)',
@@ -113,7 +121,8 @@ FLINK_ALARMS = {
 
 def test_core_alarms_watch_the_listed_metrics_and_notify_the_topic(core: dict[str, Any]) -> None:
     alarms = resources(core, "AWS::CloudWatch::Alarm")
-    assert set(alarms) == set(CORE_ALARMS) | set(QUERY_ALARMS)
+    assert set(alarms) == set(CORE_ALARMS) | set(QUERY_ALARMS) | {"TransformGaveUpAlarm"}
+    assert "TransformGaveUpAlarm" in alarms  # its dimension is the queue's name (GetAtt)
     for name, (namespace, metric, dimensions) in CORE_ALARMS.items():
         alarm = alarms[name]
         assert (alarm["Namespace"], alarm["MetricName"]) == (namespace, metric), name
@@ -574,6 +583,7 @@ SETTINGS = {
     "LogIngestFunction": "edge_lambdas.log_ingest.settings:LogIngestSettings",
     "FeedPollerFunction": "edge_lambdas.feed_poller.settings:FeedPollerSettings",
     "ArchiveTransformFunction": None,  # no settings of its own: Powertools' variables only
+    "StreamTransformFunction": "edge_lambdas.stream_transform.settings:StreamTransformSettings",
 }
 
 
@@ -581,6 +591,8 @@ def _placeholder(value: Any) -> str:
     # Intrinsics become plausible values of what they name (a stream name, a bucket, a table).
     if isinstance(value, str):
         return value
+    if isinstance(value, float):
+        return str(int(value))
     text = json.dumps(value)
     if "Stream" in text:
         return "sluice-dev-events"
@@ -615,7 +627,10 @@ def test_handlers_exist_and_every_sluice_variable_is_a_setting(
             continue
         settings_module, _, settings_name = str(SETTINGS[name]).partition(":")
         settings_class = getattr(importlib.import_module(settings_module), settings_name)
-        variables = {k: _placeholder(v) for k, v in function["Environment"]["Variables"].items()}
+        variables = {
+            k: _placeholder(resolve(v, core, core_parameters("dev")))
+            for k, v in function["Environment"]["Variables"].items()
+        }
         fields = set(settings_class.model_fields)
         if name == "FeedPollerFunction":
             fields |= set(EdgeSettings.model_fields)  # its publisher reads the edge settings
@@ -704,3 +719,79 @@ def test_runtime_and_architectures_match_the_packages(core: dict[str, Any]) -> N
         assert function["Runtime"] == f"python{LAMBDA_PYTHON}"
         assert function["Architectures"] == [package.architecture]
         assert function["Code"]["S3Key"] == {"Ref": package.parameter}
+
+
+# --------------------------------------------------------------------- the Lambda path (issue 15)
+
+TRANSFORM_RESOURCES = {
+    "TransformFailureQueue", "TransformLogGroup", "TransformRole", "StreamTransformFunction",
+    "StreamTransformMapping", "TransformErrorsAlarm", "TransformFailedBatchesAlarm",
+    "TransformIteratorAgeAlarm", "TransformGaveUpAlarm",
+}  # fmt: skip
+
+
+def test_the_lambda_path_exists_only_with_processing_lambda(core: dict[str, Any]) -> None:
+    assert core["Conditions"]["ProcessesOnLambda"] == {
+        "Fn::Equals": [{"Ref": "Processing"}, "lambda"]
+    }
+    conditioned = {
+        name for name, r in core["Resources"].items() if r.get("Condition") == "ProcessesOnLambda"
+    }
+    assert conditioned == TRANSFORM_RESOURCES
+    outputs = {n for n, o in core["Outputs"].items() if o.get("Condition") == "ProcessesOnLambda"}
+    assert outputs == {"StreamTransformFunctionName", "TransformFailureQueueUrl"}
+    assert core["Parameters"]["Processing"]["AllowedValues"] == ["flink", "lambda"]
+
+
+def test_the_mapping_commits_per_shard_in_order_and_never_drops_silently(
+    core: dict[str, Any],
+) -> None:
+    (mapping,) = resources(core, "AWS::Lambda::EventSourceMapping").values()
+    params = core_parameters("dev")
+    assert mapping["FunctionName"] == {"Ref": "StreamTransformFunction"}
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["Stream", "Arn"]}
+    assert mapping["ParallelizationFactor"] == 1  # one invocation per shard at a time
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BisectBatchOnFunctionError"] is True
+    assert mapping["StartingPosition"] == "TRIM_HORIZON"  # the tables' positions skip the rest
+    assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == {
+        "Fn::GetAtt": ["TransformFailureQueue", "Arn"]
+    }
+    # Records are given up only after retrying past their age, which stays below the retention:
+    # the failure queue records the range while Kinesis still holds it.
+    assert resolve(mapping["MaximumRetryAttempts"], core, params) == -1
+    age = resolve(mapping["MaximumRecordAgeInSeconds"], core, params)
+    assert 0 < age < float(params["StreamRetentionHours"]) * 3600
+    assert resolve(mapping["MaximumBatchingWindowInSeconds"], core, params) == 60
+    function = resources(core, "AWS::Lambda::Function")["StreamTransformFunction"]
+    assert function["Handler"] == "edge_lambdas.stream_transform.handler.lambda_handler"
+    assert function["Code"]["S3Key"] == {"Ref": "StreamTransformCodeKey"}
+    assert resolve(function["Timeout"], core, params) < age
+    variables = function["Environment"]["Variables"]
+    assert variables["SLUICE_CATALOG"] == "glue"
+    assert variables["SLUICE_DEPLOYMENT_ID"] == {"Ref": "TransformDeploymentId"}
+
+
+def test_the_transform_role_reads_the_stream_and_writes_only_the_warehouse(
+    core: dict[str, Any],
+) -> None:
+    (policy,) = resources(core, "AWS::IAM::Role")["TransformRole"]["Policies"]
+    statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    assert "kinesis:GetRecords" in statements["ReadStream"]["Action"]
+    assert not [a for a in statements["ReadStream"]["Action"] if a.startswith("kinesis:Put")]
+    assert statements["WarehouseObjects"]["Resource"] == {
+        "Fn::Sub": "${WarehouseBucket.Arn}/warehouse/*"
+    }
+    assert statements["FailedBatches"]["Resource"] == {
+        "Fn::GetAtt": ["TransformFailureQueue", "Arn"]
+    }
+    text = json.dumps(policy)
+    assert "RawArchiveBucket" not in text and "CheckpointTable" not in text
+
+
+def test_the_transform_package_has_the_tables_layer() -> None:
+    from infra.aws.deploy import LAMBDAS, TRANSFORM
+
+    assert TRANSFORM not in LAMBDAS  # packaged only when Processing is lambda
+    assert "tables" in TRANSFORM.core_packages and TRANSFORM.prune
+    assert any(r.startswith("pyiceberg[") for r in TRANSFORM.requirements)

@@ -6,10 +6,10 @@ import base64
 import gzip
 
 import orjson
+import pytest
 
 from sluice.stream.archive import archive_line, firehose_records, read_archive_file
 from sluice.stream.stages import InputRecord
-from sluice.tables.archive import encode_batch
 
 
 def _firehose(
@@ -41,6 +41,16 @@ def test_a_firehose_record_becomes_the_line_the_job_archives() -> None:
     sequence = 49590338271490256608559692538361571095921575989136588898
     assert one == InputRecord(sequence, 0, 1_772_441_400.123, b'{"x":1}')
     assert two == InputRecord(sequence, 3, 1_772_441_400.123, b"\xff\x00")
+    assert lines == archive_line(shard, one) + archive_line(shard, two)
+
+
+def test_the_jobs_archive_files_hold_the_same_lines() -> None:
+    pytest.importorskip("pyiceberg")  # sluice.tables needs the tables extra
+    from sluice.tables.archive import encode_batch
+
+    outcome = firehose_records([_firehose("a", b'{"x":1}', ""), _firehose("b", b"\xff\x00", 3)])
+    lines = b"".join(base64.b64decode(r["data"]) for r in outcome.records)
+    (shard, one), (_, two) = read_archive_file(lines)
     # byte for byte what the job writes for the same records (its archive files are these lines)
     ((_, file),) = encode_batch(shard, [one, two])
     assert gzip.decompress(file) == lines == archive_line(shard, one) + archive_line(shard, two)

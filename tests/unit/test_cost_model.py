@@ -338,11 +338,12 @@ def test_athena_bills_at_least_10_mb_per_query() -> None:
     assert day.monthly_usd == pytest.approx(queries * 40_000 * 86_400 / TIB * 5)
 
 
-def test_the_total_counts_one_kinesis_mode() -> None:
+def test_the_total_counts_one_kinesis_mode_and_one_processing_path() -> None:
     result = estimate(iot_only(), PRICES, MEASURED)
     counted = [li.monthly_usd for li in result.lines if li.counted]
     assert result.total_usd == pytest.approx(sum(counted))
-    assert len(counted) == len(result.lines) - 1
+    assert len(counted) == len(result.lines) - 2
+    assert not result.component("Lambda (transform)").counted
 
 
 # --- savings ------------------------------------------------------------------------------------
@@ -393,3 +394,67 @@ def test_derived_batches_match_the_measured_edge_batches() -> None:
             assert abs(derived.records - per_batch) <= 1, (name, batch.events_per_batch)
             kb = batch.on_demand_kb / batch.batches
             assert derived.on_demand_kb == pytest.approx(kb, rel=0.05, abs=1), name
+
+
+# --- the Lambda path (issue 15) -------------------------------------------------------------------
+
+
+def test_transform_lambda_invocations_and_duration_by_hand() -> None:
+    # 1,000 readings/s in requests of 10: 100 Kinesis records/s of 4 KB. On demand: 4 shards (what
+    # an on-demand stream starts with), each invoked once per 60 s window (25 records/s, far below
+    # 10,000 records or 6 MB a window): 4/60 invocations/s of 15,000 events each.
+    transform = line(iot_only(), "Lambda (transform)")
+    q = transform.quantities
+    assert (q["shards"], q["events_per_invocation"]) == (4, pytest.approx(15_000))
+    # 33 ms fixed + 15,000 x 233 us of CPU on a full vCPU (1,769 MB), + 1,500 ms of I/O wait
+    assert q["billed_ms"] == math.ceil(1500 + 33 + 15_000 * 0.233)
+    invocations = 4 / 60 * MONTH
+    gb_seconds = invocations * 1769 / 1024 * q["billed_ms"] / 1000
+    assert q["invocations_per_month"] == pytest.approx(invocations)
+    assert transform.monthly_usd == pytest.approx(
+        invocations / 1e6 * PRICES["lambda_per_million_requests"]
+        + gb_seconds * PRICES["lambda_per_gb_second"]
+    )
+    assert not transform.counted  # processing=flink by default
+
+
+def test_transform_lambda_on_fewer_shards_half_a_vcpu_and_full_batches() -> None:
+    # 1 shard, 884.5 MB (half a vCPU: CPU time doubles), batches capped at 1,000 records:
+    # 100 records/s fill 6 batches a minute, more than the one window.
+    settings = iot_only(
+        transform_shards=1, transform_lambda_memory_mb=884, transform_batch_size=1000
+    )
+    q = line(settings, "Lambda (transform)").quantities
+    assert q["shards"] == 1
+    assert q["invocations_per_month"] == pytest.approx(0.1 * MONTH)
+    assert q["events_per_invocation"] == pytest.approx(10_000)
+    share = 884 / 1769
+    assert q["billed_ms"] == math.ceil(1500 + (33 + 10_000 * 0.233) / share)
+
+
+def test_on_the_lambda_path_every_invocation_is_a_commit() -> None:
+    flink = line(iot_only(), "S3 requests").quantities
+    on_lambda = estimate(iot_only(processing="lambda"), PRICES, MEASURED)
+    requests = on_lambda.component("S3 requests").quantities
+    # 4 shards x one commit a minute, against the job's one commit a minute
+    assert requests["data_files_per_day"] == pytest.approx(4 * flink["data_files_per_day"])
+    assert on_lambda.component("Lambda (transform)").counted
+    assert not on_lambda.component("Managed Flink (MSF)").counted
+
+
+def test_the_paths_cross_where_flink_becomes_cheaper() -> None:
+    from sluice.cost.model import processing_crossover
+
+    crossover = processing_crossover(iot_only(), PRICES, MEASURED)
+    assert crossover is not None and 100 < crossover < 1_000_000
+
+    def options(rate: float) -> dict[str, float]:
+        result = estimate(iot_only(iot_events_per_second=rate), PRICES, MEASURED)
+        (saving,) = [s for s in result.savings if s.name.startswith("Processing path")]
+        return saving.options
+
+    below, above = options(crossover / 2), options(crossover * 2)
+    assert below["lambda"] < below["flink"] and above["flink"] < above["lambda"]
+    # A few events a second: cents on Lambda against MSF's floor of two KPUs
+    tiny = line(iot_only(iot_events_per_second=5), "Lambda (transform)")
+    assert tiny.monthly_usd < 10 < 150 < line(iot_only(), "Managed Flink (MSF)").monthly_usd
