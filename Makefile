@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksu
 PYTEST_WORKERS ?= 2
 
 .PHONY: help install nginx chromium lint typecheck test test-core test-realdata test-reliability-smoke reliability reliability-short demo bench lock clean \
-	flink-venv flink-lock flink-jars flink-jar test-flink bench-flink
+	flink-venv flink-lock flink-jars flink-jar test-flink bench-flink bench-flink-app
 
 help:
 	@echo "make test   - create .venv, install pinned dependencies, lint (ruff, import contracts), type-check, run the tests"
@@ -196,6 +196,10 @@ $(FLINK_JAR): $(shell find flink_jobs/java -name '*.java' -o -name pom.xml) flin
 
 bench-flink: install flink-venv
 	$(BIN)/python -m benchmarks.flink_sql
+
+# The PyFlink (MSF) application's events/s at p=1, p=2 and per record, beside Flink SQL (same readings).
+bench-flink-app: install flink-venv
+	$(BIN)/python -m benchmarks.flink_app
 
 flink-lock:
 	rm -rf .lock-venv-flink && $(FLINK_PYTHON) -m venv .lock-venv-flink

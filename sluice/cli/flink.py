@@ -1,4 +1,6 @@
-"""``sluice flink cluster start|stop|status|start-taskmanager``: a local Flink cluster.
+"""``sluice flink cluster start|stop|status|start-taskmanager``: a local Flink cluster;
+``sluice flink run``: the PyFlink (MSF) application, from its zip, on that cluster;
+``sluice flink package``: the MSF application zip (``flink_jobs.app``).
 
 A real standalone cluster (a JobManager and a TaskManager JVM, two task slots, checkpoints to a
 local folder) on 127.0.0.1, run from the Flink distribution of ``.venv-flink`` (``make
@@ -22,6 +24,12 @@ ACTIONS = {
 }
 
 
+APP_ACTIONS = {
+    "run": "run the PyFlink application zip on the local cluster (--properties FILE [--wait])",
+    "package": "build the MSF application zip (main.py, lib/ jar, dep/) [--out FILE] [--jar FILE]",
+}
+
+
 def register(commands: Any) -> None:
     flink = commands.add_parser(
         "flink",
@@ -39,9 +47,22 @@ def register(commands: Any) -> None:
     for name, text in ACTIONS.items():
         action = actions.add_parser(name, help=text, add_help=False)
         action.set_defaults(handler=run_cluster, forwards=True, parser_of=action, verb=name)
+    for name, text in APP_ACTIONS.items():
+        app = groups.add_parser(name, help=text, add_help=False)
+        app.set_defaults(handler=run_app, forwards=True, parser_of=app, verb=name)
 
 
 def run_cluster(args: argparse.Namespace, rest: list[str]) -> int:
     from flink_jobs.cluster_main import main
 
     return main(args.verb, rest, ACTIONS[args.verb])
+
+
+def run_app(args: argparse.Namespace, rest: list[str]) -> int:
+    if args.verb == "run":
+        from flink_jobs.app.local import main as run_main
+
+        return run_main(rest)
+    from flink_jobs.app.package import main as package_main
+
+    return package_main(rest)
