@@ -75,12 +75,11 @@ LOG = logging.getLogger("sluice.job")
 
 
 def _report(batch: JobBatch, stage: Stage) -> None:
-    """Move the batch's counters of ``stage`` (and its dead letters) into Beam metrics."""
+    """Report the counters ``stage`` made on ``batch`` (its dead letters included) as Beam metrics.
+
+    Reads them only: the batch is an element, which Beam forbids changing."""
     counters = StageCounters(stage)
-    for name in [
-        n for n in batch.counters if n.startswith(f"{stage}.") or n.startswith("dead_lettered.")
-    ]:
-        value = batch.counters.pop(name)
+    for name, value in batch.stage_counters.get(stage, {}).items():
         if name.startswith("dead_lettered."):
             counters.dead_lettered(name.removeprefix("dead_lettered."), value)
         elif name.endswith(".received"):
@@ -188,7 +187,7 @@ class _Enrich(beam.DoFn):
 
     def process(self, batch: JobBatch) -> Iterator[JobBatch]:
         if self.enricher is not None:
-            enrich_batch(batch, self.enricher)
+            batch = enrich_batch(batch, self.enricher)
             _report(batch, Stage.ENRICH)
         yield batch
 
@@ -223,9 +222,9 @@ class _Filter(beam.DoFn):
         self.filters = {source: RecordFilter(self.rules, source.value) for source in Source}
 
     def process(self, batch: JobBatch) -> Iterator[JobBatch]:
-        filter_batch(batch, self.filters)
-        _report(batch, Stage.FILTER)
-        yield batch
+        filtered = filter_batch(batch, self.filters)
+        _report(filtered, Stage.FILTER)
+        yield filtered
 
 
 class ApplyFilters(
@@ -249,9 +248,9 @@ class _Window(beam.DoFn):
         self.size_seconds, self.lateness_seconds = size_seconds, lateness_seconds
 
     def process(self, batch: JobBatch) -> Iterator[JobBatch]:
-        window_batch(batch, self.size_seconds, self.lateness_seconds)
-        _report(batch, Stage.WINDOW)
-        yield batch
+        windowed = window_batch(batch, self.size_seconds, self.lateness_seconds)
+        _report(windowed, Stage.WINDOW)
+        yield windowed
 
 
 class WindowAndAggregate(
