@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlparse
 
 import apache_beam as beam
 
+from beam_jobs.coders import register_coders
 from beam_jobs.metrics import StageCounters
 from beam_jobs.read_kinesis import ReadFromKinesis
 from beam_jobs.settings import JobSettings
@@ -72,6 +73,7 @@ __all__ = [
 ]
 
 LOG = logging.getLogger("sluice.job")
+register_coders()  # elements travel with explicit coders, not pickled (see beam_jobs.coders)
 
 
 def _report(batch: JobBatch, stage: Stage) -> None:
@@ -139,7 +141,9 @@ class ArchiveRawRecords(
         if self.root is None:
             LOG.info("not archiving raw records: Kinesis Data Firehose archives them in production")
             return batches
-        return batches | "WriteRawFiles" >> beam.ParDo(_Archive(self.root))
+        return batches | "WriteRawFiles" >> beam.ParDo(_Archive(self.root)).with_output_types(
+            SourceBatch
+        )
 
 
 class _Parse(beam.DoFn):
@@ -170,7 +174,9 @@ class ParseAndValidate(
     def expand(
         self, batches: beam.pvalue.PCollection[SourceBatch]
     ) -> beam.pvalue.PCollection[JobBatch]:
-        return batches | "DecodeEnvelopes" >> beam.ParDo(_Parse(self.horizon))
+        return batches | "DecodeEnvelopes" >> beam.ParDo(_Parse(self.horizon)).with_output_types(
+            JobBatch
+        )
 
 
 class _Enrich(beam.DoFn):
@@ -210,7 +216,7 @@ class EnrichWithGeoIp(
     ) -> beam.pvalue.PCollection[JobBatch]:
         return batches | "LookUpClients" >> beam.ParDo(
             _Enrich(self.city_db, self.asn_db, self.cache_size)
-        )
+        ).with_output_types(JobBatch)
 
 
 class _Filter(beam.DoFn):
@@ -239,7 +245,9 @@ class ApplyFilters(
     def expand(
         self, batches: beam.pvalue.PCollection[JobBatch]
     ) -> beam.pvalue.PCollection[JobBatch]:
-        return batches | "ApplyRules" >> beam.ParDo(_Filter(self.settings))
+        return batches | "ApplyRules" >> beam.ParDo(_Filter(self.settings)).with_output_types(
+            JobBatch
+        )
 
 
 class _Window(beam.DoFn):
@@ -271,7 +279,7 @@ class WindowAndAggregate(
     ) -> beam.pvalue.PCollection[JobBatch]:
         return batches | "PreAggregate" >> beam.ParDo(
             _Window(self.size_seconds, self.lateness_seconds)
-        )
+        ).with_output_types(JobBatch)
 
 
 class _Commit(beam.DoFn):
