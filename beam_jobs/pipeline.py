@@ -49,6 +49,7 @@ from sluice.stream.stages import (
 from sluice.tables.archive import encode_batch
 from sluice.tables.ownership import Owner, StreamIdentity, claim_tables
 from sluice.tables.warehouse import (
+    DEFAULT_MAX_BUFFERED_RECORDS,
     DEFAULT_POSITIONS_COMMIT_SECONDS,
     ExactlyOnceWriter,
     WarehouseSettings,
@@ -288,6 +289,9 @@ class _Commit(beam.DoFn):
     The source makes each bundle last the commit interval (``bundle_seconds``), so there is one
     commit per interval to each table that got something; nothing is held across bundles, so a
     bundle that dies is simply read again after the restart (its positions were never committed).
+    A bundle that buffers ``max_buffered_records`` (a backlog drains far faster than an interval)
+    commits then and goes on: memory stays bounded, and the commit is like one at a bundle's end
+    (the positions it records cover exactly the rows it wrote).
     At a clean stop (``teardown``) every table records the positions it reached.
     """
 
@@ -297,11 +301,13 @@ class _Commit(beam.DoFn):
         window_seconds: int,
         positions_commit_seconds: float,
         owner: Owner | None,
+        max_buffered_records: int = DEFAULT_MAX_BUFFERED_RECORDS,
     ) -> None:
         super().__init__()
         self.warehouse, self.window_seconds = warehouse, window_seconds
         self.positions_commit_seconds = positions_commit_seconds
         self.owner = owner
+        self.max_buffered_records = max_buffered_records
 
     def setup(self) -> None:
         catalog = open_catalog(self.warehouse)
@@ -316,8 +322,13 @@ class _Commit(beam.DoFn):
 
     def process(self, batch: JobBatch) -> None:
         self.writer.add(batch)
+        if self.writer.pending_records >= self.max_buffered_records:
+            self._commit()  # bounds memory while a backlog drains (see JobSettings)
 
     def finish_bundle(self) -> None:
+        self._commit()
+
+    def _commit(self) -> None:
         report = self.writer.flush()
         if report.held_back:
             # Within a bundle the source emits each shard's batches in order; a gap means a batch
@@ -367,17 +378,25 @@ class WriteToIceberg(
         window_seconds: int,
         positions_commit_seconds: float = DEFAULT_POSITIONS_COMMIT_SECONDS,
         owner: Owner | None = None,
+        max_buffered_records: int = DEFAULT_MAX_BUFFERED_RECORDS,
     ) -> None:
         super().__init__()
         self.warehouse, self.window_seconds = warehouse, window_seconds
         self.positions_commit_seconds = positions_commit_seconds
         self.owner = owner
+        self.max_buffered_records = max_buffered_records
 
     def expand(
         self, batches: beam.pvalue.PCollection[JobBatch]
     ) -> beam.pvalue.PCollection[JobBatch]:
         return batches | "CommitWithPositions" >> beam.ParDo(
-            _Commit(self.warehouse, self.window_seconds, self.positions_commit_seconds, self.owner)
+            _Commit(
+                self.warehouse,
+                self.window_seconds,
+                self.positions_commit_seconds,
+                self.owner,
+                self.max_buffered_records,
+            )
         )
 
 
@@ -474,5 +493,6 @@ def process(
             settings.window_seconds,
             settings.positions_commit_seconds,
             owner,
+            settings.max_buffered_records,
         )
     )
