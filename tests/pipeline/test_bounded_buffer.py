@@ -19,6 +19,7 @@ from job_testkit import WINDOW_SECONDS, committed_positions, read_tables, readin
 from kinesis_testkit import TEST_RUNNER
 
 from beam_jobs.pipeline import ParseAndValidate, WindowAndAggregate, WriteToIceberg
+from sluice.stream.kinesis.records import SourceBatch
 from sluice.tables.warehouse import WarehouseSettings, open_catalog
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -26,10 +27,10 @@ SHARD = "shardId-000000000000"
 PER_BATCH = 120
 
 
-def backlog() -> list:
+def backlog() -> list[SourceBatch]:
     """Four chained batches of one shard, ``PER_BATCH`` readings each."""
-    batches = []
-    previous = None
+    batches: list[SourceBatch] = []
+    previous: int | None = None
     for b in range(4):
         first = 1000 + b * PER_BATCH
         sent = [reading(f"d{i % 3}", T0 + timedelta(seconds=i % 50), first + i, temperature=float(i))
