@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlparse
 
 import apache_beam as beam
 
+from beam_jobs.coders import register_coders
 from beam_jobs.metrics import StageCounters
 from beam_jobs.read_kinesis import ReadFromKinesis
 from beam_jobs.settings import JobSettings
@@ -48,6 +49,7 @@ from sluice.stream.stages import (
 from sluice.tables.archive import encode_batch
 from sluice.tables.ownership import Owner, StreamIdentity, claim_tables
 from sluice.tables.warehouse import (
+    DEFAULT_MAX_BUFFERED_RECORDS,
     DEFAULT_POSITIONS_COMMIT_SECONDS,
     ExactlyOnceWriter,
     WarehouseSettings,
@@ -72,15 +74,15 @@ __all__ = [
 ]
 
 LOG = logging.getLogger("sluice.job")
+register_coders()  # elements travel with explicit coders, not pickled (see beam_jobs.coders)
 
 
 def _report(batch: JobBatch, stage: Stage) -> None:
-    """Move the batch's counters of ``stage`` (and its dead letters) into Beam metrics."""
+    """Report the counters ``stage`` made on ``batch`` (its dead letters included) as Beam metrics.
+
+    Reads them only: the batch is an element, which Beam forbids changing."""
     counters = StageCounters(stage)
-    for name in [
-        n for n in batch.counters if n.startswith(f"{stage}.") or n.startswith("dead_lettered.")
-    ]:
-        value = batch.counters.pop(name)
+    for name, value in batch.stage_counters.get(stage, {}).items():
         if name.startswith("dead_lettered."):
             counters.dead_lettered(name.removeprefix("dead_lettered."), value)
         elif name.endswith(".received"):
@@ -140,7 +142,9 @@ class ArchiveRawRecords(
         if self.root is None:
             LOG.info("not archiving raw records: Kinesis Data Firehose archives them in production")
             return batches
-        return batches | "WriteRawFiles" >> beam.ParDo(_Archive(self.root))
+        return batches | "WriteRawFiles" >> beam.ParDo(_Archive(self.root)).with_output_types(
+            SourceBatch
+        )
 
 
 class _Parse(beam.DoFn):
@@ -171,7 +175,9 @@ class ParseAndValidate(
     def expand(
         self, batches: beam.pvalue.PCollection[SourceBatch]
     ) -> beam.pvalue.PCollection[JobBatch]:
-        return batches | "DecodeEnvelopes" >> beam.ParDo(_Parse(self.horizon))
+        return batches | "DecodeEnvelopes" >> beam.ParDo(_Parse(self.horizon)).with_output_types(
+            JobBatch
+        )
 
 
 class _Enrich(beam.DoFn):
@@ -188,7 +194,7 @@ class _Enrich(beam.DoFn):
 
     def process(self, batch: JobBatch) -> Iterator[JobBatch]:
         if self.enricher is not None:
-            enrich_batch(batch, self.enricher)
+            batch = enrich_batch(batch, self.enricher)
             _report(batch, Stage.ENRICH)
         yield batch
 
@@ -211,7 +217,7 @@ class EnrichWithGeoIp(
     ) -> beam.pvalue.PCollection[JobBatch]:
         return batches | "LookUpClients" >> beam.ParDo(
             _Enrich(self.city_db, self.asn_db, self.cache_size)
-        )
+        ).with_output_types(JobBatch)
 
 
 class _Filter(beam.DoFn):
@@ -223,9 +229,9 @@ class _Filter(beam.DoFn):
         self.filters = {source: RecordFilter(self.rules, source.value) for source in Source}
 
     def process(self, batch: JobBatch) -> Iterator[JobBatch]:
-        filter_batch(batch, self.filters)
-        _report(batch, Stage.FILTER)
-        yield batch
+        filtered = filter_batch(batch, self.filters)
+        _report(filtered, Stage.FILTER)
+        yield filtered
 
 
 class ApplyFilters(
@@ -240,7 +246,9 @@ class ApplyFilters(
     def expand(
         self, batches: beam.pvalue.PCollection[JobBatch]
     ) -> beam.pvalue.PCollection[JobBatch]:
-        return batches | "ApplyRules" >> beam.ParDo(_Filter(self.settings))
+        return batches | "ApplyRules" >> beam.ParDo(_Filter(self.settings)).with_output_types(
+            JobBatch
+        )
 
 
 class _Window(beam.DoFn):
@@ -249,9 +257,9 @@ class _Window(beam.DoFn):
         self.size_seconds, self.lateness_seconds = size_seconds, lateness_seconds
 
     def process(self, batch: JobBatch) -> Iterator[JobBatch]:
-        window_batch(batch, self.size_seconds, self.lateness_seconds)
-        _report(batch, Stage.WINDOW)
-        yield batch
+        windowed = window_batch(batch, self.size_seconds, self.lateness_seconds)
+        _report(windowed, Stage.WINDOW)
+        yield windowed
 
 
 class WindowAndAggregate(
@@ -272,7 +280,7 @@ class WindowAndAggregate(
     ) -> beam.pvalue.PCollection[JobBatch]:
         return batches | "PreAggregate" >> beam.ParDo(
             _Window(self.size_seconds, self.lateness_seconds)
-        )
+        ).with_output_types(JobBatch)
 
 
 class _Commit(beam.DoFn):
@@ -281,6 +289,9 @@ class _Commit(beam.DoFn):
     The source makes each bundle last the commit interval (``bundle_seconds``), so there is one
     commit per interval to each table that got something; nothing is held across bundles, so a
     bundle that dies is simply read again after the restart (its positions were never committed).
+    A bundle that buffers ``max_buffered_records`` (a backlog drains far faster than an interval)
+    commits then and goes on: memory stays bounded, and the commit is like one at a bundle's end
+    (the positions it records cover exactly the rows it wrote).
     At a clean stop (``teardown``) every table records the positions it reached.
     """
 
@@ -290,11 +301,13 @@ class _Commit(beam.DoFn):
         window_seconds: int,
         positions_commit_seconds: float,
         owner: Owner | None,
+        max_buffered_records: int = DEFAULT_MAX_BUFFERED_RECORDS,
     ) -> None:
         super().__init__()
         self.warehouse, self.window_seconds = warehouse, window_seconds
         self.positions_commit_seconds = positions_commit_seconds
         self.owner = owner
+        self.max_buffered_records = max_buffered_records
 
     def setup(self) -> None:
         catalog = open_catalog(self.warehouse)
@@ -309,8 +322,13 @@ class _Commit(beam.DoFn):
 
     def process(self, batch: JobBatch) -> None:
         self.writer.add(batch)
+        if self.writer.pending_records >= self.max_buffered_records:
+            self._commit()  # bounds memory while a backlog drains (see JobSettings)
 
     def finish_bundle(self) -> None:
+        self._commit()
+
+    def _commit(self) -> None:
         report = self.writer.flush()
         if report.held_back:
             # Within a bundle the source emits each shard's batches in order; a gap means a batch
@@ -360,17 +378,25 @@ class WriteToIceberg(
         window_seconds: int,
         positions_commit_seconds: float = DEFAULT_POSITIONS_COMMIT_SECONDS,
         owner: Owner | None = None,
+        max_buffered_records: int = DEFAULT_MAX_BUFFERED_RECORDS,
     ) -> None:
         super().__init__()
         self.warehouse, self.window_seconds = warehouse, window_seconds
         self.positions_commit_seconds = positions_commit_seconds
         self.owner = owner
+        self.max_buffered_records = max_buffered_records
 
     def expand(
         self, batches: beam.pvalue.PCollection[JobBatch]
     ) -> beam.pvalue.PCollection[JobBatch]:
         return batches | "CommitWithPositions" >> beam.ParDo(
-            _Commit(self.warehouse, self.window_seconds, self.positions_commit_seconds, self.owner)
+            _Commit(
+                self.warehouse,
+                self.window_seconds,
+                self.positions_commit_seconds,
+                self.owner,
+                self.max_buffered_records,
+            )
         )
 
 
@@ -467,5 +493,6 @@ def process(
             settings.window_seconds,
             settings.positions_commit_seconds,
             owner,
+            settings.max_buffered_records,
         )
     )

@@ -317,6 +317,7 @@ class ReadFromKinesis(beam.PTransform[beam.pvalue.PBegin, beam.pvalue.PCollectio
         batches: beam.pvalue.PCollection[SourceBatch] = (
             pbegin
             | "Stream" >> beam.Create([self._settings.stream_name])
-            | "ReadShards" >> beam.ParDo(_ReadStreamFn(self._settings))
+            | "ReadShards"
+            >> beam.ParDo(_ReadStreamFn(self._settings)).with_output_types(SourceBatch)
         )
         return batches

@@ -133,7 +133,10 @@ def build_replay(
     batches = (
         pipeline
         | "ArchiveFilesPerShard" >> beam.Create(files)
-        | "ReadArchive" >> beam.ParDo(_ReadShard(from_time, to_time, settings.max_records_per_call))
+        | "ReadArchive"
+        >> beam.ParDo(
+            _ReadShard(from_time, to_time, settings.max_records_per_call)
+        ).with_output_types(SourceBatch)
     )
     return process(batches, settings)
 

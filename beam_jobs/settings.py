@@ -21,7 +21,11 @@ from pydantic_settings import SettingsConfigDict
 
 from sluice.core.config import CoreSettings, build_settings
 from sluice.stream.kinesis.settings import DEFAULT_POLL_INTERVAL_SECONDS, MAX_RECORDS_PER_CALL
-from sluice.tables.warehouse import DEFAULT_POSITIONS_COMMIT_SECONDS, WarehouseSettings
+from sluice.tables.warehouse import (
+    DEFAULT_MAX_BUFFERED_RECORDS,
+    DEFAULT_POSITIONS_COMMIT_SECONDS,
+    WarehouseSettings,
+)
 
 __all__ = ["JobSettings", "load_job_settings"]
 
@@ -61,6 +65,14 @@ class JobSettings(CoreSettings, WarehouseSettings):
         gt=0,
         le=3_600,
         description="How often buffered rows are committed to Iceberg (freshness vs. small files).",
+    )
+    max_buffered_records: int = Field(
+        default=DEFAULT_MAX_BUFFERED_RECORDS,
+        ge=100,
+        le=10_000_000,
+        description="Most records (events and dead letters) the writer buffers before it commits "
+        "early, within a commit interval: bounds the job's memory while it drains a backlog, at "
+        "the cost of more, smaller commits then (about 1 KB of memory per buffered record).",
     )
     positions_commit_seconds: float = Field(
         default=DEFAULT_POSITIONS_COMMIT_SECONDS,

@@ -14,8 +14,10 @@ Event ids are deterministic (see ``make_event_id``): a re-delivered event keeps 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import ValidationError
@@ -33,13 +35,14 @@ from sluice.core.contracts import (
 )
 from sluice.core.deadletters import BatchResult, dead_letter, describe_validation_error
 from sluice.core.errors import RecordRejected
-from sluice.core.inputs import decode_json
+from sluice.core.inputs import MAX_RECORD_BYTES, decode_json
 
 __all__ = [
     "MAX_PARTITION_KEY",
     "claimed_correlation_id",
     "claimed_source",
     "decode_envelopes",
+    "decoded_envelope",
     "encode",
     "feed_event_id",
     "weblog_event_id",
@@ -171,3 +174,65 @@ def with_correlation_id(envelopes: Iterable[Envelope], value: str | None) -> Ite
             yield envelope
         else:
             yield envelope.model_copy(update={"correlation_id": value})
+
+
+class DecodedEnvelope(NamedTuple):
+    """The fields of a record envelope the job uses, read without pydantic (``decoded_envelope``)."""
+
+    source: Source
+    event_id: str
+    ingest_time: datetime
+    payload: dict[str, Any]
+    redrive_of: str | None
+    correlation_id: str | None
+
+
+_ENVELOPE_KEYS = frozenset(Envelope.model_fields)
+_REQUIRED_KEYS = frozenset(n for n, f in Envelope.model_fields.items() if f.is_required())
+_SOURCES = {source.value: source for source in Source}
+_WIRE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?Z")
+"""A UTC time as ``encode`` writes it (pydantic's JSON form): ``2026-03-01T12:00:00.123456Z``."""
+
+
+def decoded_envelope(raw: bytes) -> DecodedEnvelope | None:
+    """The envelope in ``raw`` when it is a plain record envelope as the edges write it, checked
+    by plain comparisons; None for anything else (a dead letter, bad JSON, an unusual but maybe
+    valid form), which the caller gives to ``Envelope.model_validate`` for its exact verdict.
+
+    Accepts only what the contract accepts, with the values it would produce: a JSON object of
+    the envelope's keys, a known ``source``, ``kind`` "record", an integer ``schema_version``,
+    text within the length bounds, an ingest time in the wire form (UTC, ``Z``) and an object
+    payload. The payload is not checked here (see ``sluice.stream.stages.decode_batch``).
+    """
+    if len(raw) > MAX_RECORD_BYTES:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if type(value) is not dict or not _REQUIRED_KEYS <= value.keys() <= _ENVELOPE_KEYS:
+        return None
+    source = _SOURCES.get(value["source"]) if type(value["source"]) is str else None
+    event_id, key, payload = value["event_id"], value["partition_key"], value["payload"]
+    ingest, redrive = value["ingest_time"], value.get("redrive_of")
+    correlation = value.get("correlation_id")
+    if (
+        source is None
+        or value.get("kind", "record") != "record"
+        or type(value.get("schema_version", 1)) is not int
+        or type(event_id) is not str
+        or not 1 <= len(event_id) <= 128
+        or type(key) is not str
+        or not 1 <= len(key) <= MAX_PARTITION_KEY
+        or type(payload) is not dict
+        or type(ingest) is not str
+        or _WIRE_TIME.fullmatch(ingest) is None
+        or not (redrive is None or (type(redrive) is str and 1 <= len(redrive) <= 128))
+        or not (correlation is None or correlation_id(correlation) == correlation)
+    ):
+        return None
+    try:
+        ingest_time = datetime.fromisoformat(ingest).astimezone(UTC)
+    except (ValueError, OverflowError):  # 2026-13-40...: the contract says why
+        return None
+    return DecodedEnvelope(source, event_id, ingest_time, payload, redrive, correlation)

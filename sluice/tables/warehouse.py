@@ -103,6 +103,7 @@ from sluice.tables.specs import (
 from sluice.transform.aggregate import merge_maps
 
 __all__ = [
+    "DEFAULT_MAX_BUFFERED_RECORDS",
     "DEFAULT_POSITIONS_COMMIT_SECONDS",
     "METADATA_VERSIONS_KEPT",
     "POSITIONS_PROPERTY",
@@ -116,6 +117,8 @@ __all__ = [
     "table_positions",
 ]
 
+DEFAULT_MAX_BUFFERED_RECORDS = 100_000
+"""Most records a job's writer buffers before it commits early (``JobSettings.max_buffered_records``)."""
 DEFAULT_POSITIONS_COMMIT_SECONDS = 300.0
 """How long a table that receives nothing may leave its positions unrecorded (see the docstring)."""
 EVENT_TABLES = {
@@ -245,6 +248,15 @@ class ExactlyOnceWriter:
     @property
     def pending_batches(self) -> int:
         return sum(len(b) for b in self._pending.values())
+
+    @property
+    def pending_records(self) -> int:
+        """Events and dead letters in the buffered batches (what a flush turns into rows)."""
+        return sum(
+            sum(len(e) for e in batch.events.values()) + len(batch.dead_letters)
+            for batches in self._pending.values()
+            for batch in batches
+        )
 
     def add(self, batch: JobBatch) -> None:
         self._pending.setdefault(batch.shard_id, []).append(batch)

@@ -16,6 +16,7 @@ import multiprocessing
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -121,10 +122,11 @@ def test_an_event_whose_window_cannot_be_stored_becomes_a_dead_letter_at_the_win
     # would end in year 10000) and one whose metrics the aggregation cannot take
     decoded = decode_batch("s", records([reading(1), reading(2)], 1))
     nonsense = IotReading.model_construct(device_id="bad", event_time=T0, metrics={"t": "hot"})
-    decoded.events[Source.IOT] += [
+    decoded = replace(decoded, events={**decoded.events, Source.IOT: (
+        *decoded.events[Source.IOT],
         unchecked(END_OF_TIME, 3),
         Event(4, 0, ARRIVAL.timestamp(), "bad-4", ARRIVAL, nonsense),
-    ]
+    )})  # fmt: skip
     # WHEN windowed
     out = window_batch(decoded, 60, 600)
     # THEN both become dead letters with reasons, the good ones are aggregated
@@ -161,8 +163,9 @@ def test_a_value_no_column_can_hold_becomes_a_dead_letter_and_the_rest_lands(tab
         **{**good[0].model_dump(), "bytes_sent": 2**64, "path": "/huge"}
     )
     first = decode_batch("s", records(good * 3, 1))
-    first.events[Source.WEBLOG].append(Event(9, 0, ARRIVAL.timestamp(), "huge-9", ARRIVAL, huge))
-    first.last_sequence = 9
+    huge_event = Event(9, 0, ARRIVAL.timestamp(), "huge-9", ARRIVAL, huge)
+    first = replace(first, last_sequence=9,
+                    events={**first.events, Source.WEBLOG: (*first.events[Source.WEBLOG], huge_event)})  # fmt: skip
     first = window_batch(first, 60, 600)  # its partials include the huge one
     writer = ExactlyOnceWriter(tables, 60)
     writer.add(first)
@@ -186,12 +189,24 @@ def test_a_dead_letter_lost_in_a_crash_is_made_again_when_its_table_catches_up(t
     # GIVEN a flush whose event table committed but whose dead_letters commit died; one of its
     # readings has a device id no string column can hold (a lone surrogate)
     first = batch([reading(1)], 1)
-    first.events[Source.IOT].append(
-        Event(2, 0, ARRIVAL.timestamp(), "x-2", ARRIVAL,
-              IotReading.model_construct(device_id="d1\ud800", event_time=T0, metrics={},
-                                         attributes={}, location=None, message_id=None, flags=[]))
-    )  # fmt: skip
-    first.last_sequence = 2
+    lone = Event(
+        2,
+        0,
+        ARRIVAL.timestamp(),
+        "x-2",
+        ARRIVAL,
+        IotReading.model_construct(
+            device_id="d1\ud800",
+            event_time=T0,
+            metrics={},
+            attributes={},
+            location=None,
+            message_id=None,
+            flags=[],
+        ),
+    )
+    first = replace(first, last_sequence=2,
+                    events={**first.events, Source.IOT: (*first.events[Source.IOT], lone)})  # fmt: skip
     writer = ExactlyOnceWriter(tables, 60)
     original = writer._commit_rows
 
