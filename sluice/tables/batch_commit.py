@@ -32,7 +32,6 @@ invocation, from the tables alone:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -41,27 +40,25 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
 from sluice.core.config import CoreSettings
-from sluice.core.errors import ConfigError
+from sluice.core.errors import ConfigError, SluiceError
 from sluice.stream.lambda_events import ShardRecords
 from sluice.stream.run import StageRunner
 from sluice.tables.catalog import (
-    POSITIONS_PROPERTY,
     START_PROPERTY,
     WarehouseSettings,
     ensure_tables,
     first_start,
     open_catalog,
-    table_positions,
 )
 from sluice.tables.ownership import (
     OWNER_PROPERTY,
     Owner,
     StreamIdentity,
     WriterFenced,
+    record_claim,
     recorded_stream,
     stream_decision,
     table_owner,
@@ -136,27 +133,16 @@ def claim_for_deployment(
 
 def _claim_one(name: str, table: Table, owner: Owner, *, reset: bool) -> None:
     """A snapshot of no rows carrying ``owner`` and the table's positions (emptied on ``reset``)."""
-    for attempt in range(_CLAIM_ATTEMPTS):
-        current = table_owner(table)
-        if current is not None and current.newer_than(owner):
-            raise WriterFenced(
-                f"another writer (epoch {current.epoch}, job {current.job}) claimed table {name} "
-                f"while deployment {owner.job} was claiming it"
-            )
-        if current == owner:
-            return
-        positions = {} if reset else table_positions(table)
-        properties = {
-            POSITIONS_PROPERTY: json.dumps({s: str(q) for s, q in sorted(positions.items())}),
-            OWNER_PROPERTY: owner.encode(),
-        }
-        try:
-            table.append(table.schema().as_arrow().empty_table(), snapshot_properties=properties)
-            return
-        except CommitFailedException:
-            if attempt == _CLAIM_ATTEMPTS - 1:
-                raise
-            table.refresh()
+
+    def refuse(current: Owner) -> SluiceError | None:
+        if not current.newer_than(owner):
+            return None
+        return WriterFenced(
+            f"another writer (epoch {current.epoch}, job {current.job}) claimed table {name} "
+            f"while deployment {owner.job} was claiming it"
+        )
+
+    record_claim(table, owner, reset=reset, refuse=refuse)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -42,6 +42,7 @@ __all__ = [
     "check_owner",
     "claim_tables",
     "fenced_message",
+    "record_claim",
     "recorded_stream",
     "stream_decision",
     "table_owner",
@@ -233,13 +234,35 @@ def claim_tables(
 
 
 def _claim_one(name: str, table: Table, owner: Owner, reset: bool) -> None:
+    def refuse(current: Owner) -> SluiceError | None:
+        if not current.newer_than(owner):
+            return None
+        return ConfigError(
+            f"another sluice job (epoch {current.epoch}, started {current.started}) started "
+            f"on these tables at the same time and owns {name}: stop one of them"
+        )
+
+    record_claim(table, owner, reset=reset, refuse=refuse)
+
+
+def record_claim(
+    table: Table,
+    owner: Owner,
+    *,
+    reset: bool,
+    refuse: Callable[[Owner], SluiceError | None],
+) -> None:
+    """Commit a snapshot of no rows carrying ``owner`` and the table's positions (emptied on
+    ``reset``), retrying a lost commit race. ``refuse(current)``: the error to stop with when the
+    table's current owner forbids the claim, else None; a table ``owner`` already holds is left."""
     for attempt in range(_CLAIM_ATTEMPTS):
-        recorded = table_owner(table)
-        if recorded is not None and recorded.newer_than(owner):
-            raise ConfigError(
-                f"another sluice job (epoch {recorded.epoch}, started {recorded.started}) started "
-                f"on these tables at the same time and owns {name}: stop one of them"
-            )
+        current = table_owner(table)
+        if current is not None:
+            error = refuse(current)
+            if error is not None:
+                raise error
+            if current == owner:
+                return
         positions = {} if reset else table_positions(table)
         properties = {
             POSITIONS_PROPERTY: json.dumps({s: str(q) for s, q in sorted(positions.items())}),
