@@ -500,11 +500,26 @@ def _checked(template: dict[str, Any], values: dict[str, str], label: str) -> di
 # --------------------------------------------------------------------------------- the commands
 
 
+BUILD_FLINK_ZIP = Path("build")
+"""``--flink-zip build``: build the MSF application zip here (``sluice flink package``)."""
+
+
+def build_flink_zip(out: Path = REPO / "build" / "sluice-flink-app.zip") -> Path:
+    """The MSF application zip built from this checkout and ``make flink-jar``'s shaded jar (a
+    one-line ``ConfigError`` naming the target when the jar is not built)."""
+    from flink_jobs.app.package import build_package
+    from flink_jobs.jars import shaded_jar
+
+    return build_package(out, shaded_jar())
+
+
 def deploy(args: argparse.Namespace, out: TextIO | None = None) -> int:
     flink_zip: Path | None = args.flink_zip
-    if flink_zip is not None and not flink_zip.is_file():
+    building = flink_zip == BUILD_FLINK_ZIP
+    if flink_zip is not None and not building and not flink_zip.is_file():
         raise DeployError(
-            f"--flink-zip {flink_zip}: no such file (build the application zip first)"
+            f"--flink-zip {flink_zip}: no such file (build the application zip first, "
+            "or pass --flink-zip build)"
         )
     overrides = _overrides(args.parameter)
     values = {key: {**v, **overrides[key]} for key, v in load_parameters(args.env).items()}
@@ -514,6 +529,8 @@ def deploy(args: argparse.Namespace, out: TextIO | None = None) -> int:
             "--flink-zip with Processing=lambda: the stages run in the transform Lambda and stack 2 "
             "is not deployed; drop --flink-zip, or deploy with --parameter Processing=flink"
         )
+    if building:
+        flink_zip = build_flink_zip()
     # Both paths read the window and lateness from the flink section: one value for both.
     for name in ("WindowSeconds", "AllowedLatenessSeconds"):
         if name in values["flink"]:
@@ -761,7 +778,10 @@ def deploy_parser(prog: str = "sluice deploy") -> argparse.ArgumentParser:
         help="bucket for packages and templates (default sluice-<env>-artifacts-<account>, created if missing)",
     )
     parser.add_argument(
-        "--flink-zip", type=Path, help="the MSF application zip; without it stack 2 is not deployed"
+        "--flink-zip",
+        type=Path,
+        help="the MSF application zip, or 'build' to build it (sluice flink package, with make "
+        "flink-jar's jar); without it stack 2 is not deployed",
     )
     parser.add_argument(
         "--no-start", action="store_true", help="deploy stack 2 but do not start the application"

@@ -254,3 +254,18 @@ def test_deploy_the_lambda_path_and_switch(
         capsys, *deploy_args(tmp_path, "dev", *on_lambda, "--flink-zip", str(zip_file))
     )
     assert code == 2 and "--flink-zip with Processing=lambda" in err, err
+
+
+def test_building_the_flink_zip_without_the_shaded_jar_is_one_line(
+    aws_env: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The jar is make flink-jar's (test-flink builds it); where it is not, the deploy stops first.
+    monkeypatch.setattr("flink_jobs.jars.SHADED_JAR", tmp_path / "not-built.jar")
+    code, out, err = run(capsys, *deploy_args(tmp_path, "dev", "--flink-zip", "build"))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "not-built.jar is not built: run 'make flink-jar'" in err and out == ""
+    cfn = boto3.client("cloudformation", endpoint_url=aws_env)
+    assert "sluice-dev-core" not in {s["StackName"] for s in cfn.list_stacks()["StackSummaries"]}
