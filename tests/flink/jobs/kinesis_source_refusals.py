@@ -1,5 +1,5 @@
 """Builds Sluice's Kinesis source from Python without and with the shaded jar (argument: the jar) and
-prints one line per outcome, for ``test_kinesis_source.py``. No job is run."""
+prints one line per outcome, for ``test_flink_kinesis_source.py``. No job is run."""
 
 import sys
 
