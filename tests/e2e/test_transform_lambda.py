@@ -207,7 +207,9 @@ def test_two_shards_in_concurrent_invocations_lose_and_duplicate_nothing(
         assert process.wait(timeout=120) == 0, (tmp_path / f"{shard}.log").read_text()[-3000:]
     reports = [json.loads(out.read_text()) for _, out, _ in processes]
 
-    # THEN every batch committed (conflicts between the two were resolved by the writer) and the
-    # tables hold exactly what the job's do
-    assert all(r["item_failures"] == 0 and r["timeouts"] == 0 for r in reports), reports
+    # THEN the tables hold exactly what the job's do. The two commit to the same tables at once:
+    # the writer retries a lost race, and a batch whose retries all lose (CommitFailedException)
+    # is a batch item failure the mapping delivers again, which is how that case is meant to end.
+    assert all(r["timeouts"] == 0 for r in reports), reports
+    assert sum(r["invocations"] for r in reports) >= sum(len(v) for v in events.values()) / 4
     assert _differences(tmp_path / "lambda", tmp_path / "job") == {}
