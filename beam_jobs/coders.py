@@ -47,15 +47,12 @@ from pydantic import TypeAdapter
 from sluice.core.contracts import (
     MAX_FUTURE_SECONDS_LIMIT,
     DeadLetter,
-    FeedItem,
-    IotReading,
     Source,
     Stage,
     TimeHorizon,
-    WebAccessLog,
 )
 from sluice.stream.kinesis.records import SourceBatch, SourceRecord
-from sluice.stream.stages import Event, JobBatch
+from sluice.stream.stages import RECORD_LISTS, Event, JobBatch
 from sluice.transform.accumulators import MetricStats, WebTrafficStats
 
 __all__ = ["JobBatchCoder", "SourceBatchCoder", "register_coders"]
@@ -65,11 +62,6 @@ _PICKLED: Final = b"\x00"
 _LENGTH = "I"
 """Lengths of variable-length values: unsigned 32-bit (a Kinesis record is at most 1 MiB)."""
 
-_RECORDS: dict[Source, TypeAdapter[Any]] = {
-    Source.IOT: TypeAdapter(list[IotReading]),
-    Source.WEBLOG: TypeAdapter(list[WebAccessLog]),
-    Source.FEED: TypeAdapter(list[FeedItem]),
-}
 _LETTERS: TypeAdapter[list[DeadLetter]] = TypeAdapter(list[DeadLetter])
 _OPEN_HORIZON = TimeHorizon(
     max_future_seconds=MAX_FUTURE_SECONDS_LIMIT, min_event_time=datetime(1, 1, 2, tzinfo=UTC)
@@ -255,7 +247,7 @@ def encode_job_batch(batch: JobBatch) -> bytes:
     }  # fmt: skip
     parts = _pack_json(header)
     for source, events in batch.events.items():
-        parts += _events_parts(events, _RECORDS[source])
+        parts += _events_parts(events, RECORD_LISTS[source])
     parts += _events_parts(batch.dead_letters, _LETTERS)
     parts += _windows_parts(batch.iot_windows)
     parts += _windows_parts(batch.web_windows)
@@ -267,7 +259,7 @@ def decode_job_batch(view: memoryview) -> JobBatch:
     events: dict[Source, tuple[Event, ...]] = {}
     for value in header["sources"]:
         source = Source(value)
-        found, at = _events_from(view, at, _RECORDS[source])
+        found, at = _events_from(view, at, RECORD_LISTS[source])
         events[source] = tuple(found)
     letters, at = _events_from(view, at, _LETTERS)
     iot_windows, at = _windows_from(view, at, MetricStats)

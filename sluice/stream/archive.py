@@ -91,7 +91,9 @@ class FirehoseOutcome:
 def _firehose_record(record: dict[str, Any]) -> tuple[str, InputRecord]:
     meta = record["kinesisRecordMetadata"]
     sub = meta.get("subsequenceNumber")
-    arrival_ms = meta.get("approximateArrivalTimestamp", record["approximateArrivalTimestamp"])
+    arrival_ms = meta.get("approximateArrivalTimestamp")
+    if arrival_ms is None:
+        arrival_ms = record["approximateArrivalTimestamp"]
     return str(meta["shardId"]), InputRecord(
         int(meta["sequenceNumber"]),
         int(sub) if sub not in (None, "") else 0,

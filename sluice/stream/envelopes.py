@@ -39,7 +39,7 @@ from sluice.core.inputs import MAX_RECORD_BYTES, decode_json
 
 __all__ = [
     "MAX_PARTITION_KEY",
-    "claimed_correlation_id",
+    "claimed_origin",
     "claimed_source",
     "decode_envelopes",
     "decoded_envelope",
@@ -150,21 +150,23 @@ def decode_envelopes(
     return result
 
 
-def claimed_correlation_id(raw: bytes) -> str | None:
-    """The correlation id a raw record that is not a valid envelope carries, for its dead letter."""
+def claimed_origin(raw: bytes) -> tuple[Source, str | None]:
+    """The source (``iot`` when it says nothing) and correlation id a raw record that is not a valid
+    envelope says it has, for its dead letter: one decode for both."""
     try:
         decoded = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return None
-    return correlation_id(decoded.get("correlation_id")) if isinstance(decoded, dict) else None
+        return Source.IOT, None
+    if not isinstance(decoded, dict):
+        return Source.IOT, None
+    claimed = decoded.get("source")
+    source = _SOURCES.get(claimed, Source.IOT) if isinstance(claimed, str) else Source.IOT
+    return source, correlation_id(decoded.get("correlation_id"))
 
 
 def claimed_source(raw: bytes) -> Source:
     """The source a raw record says it is from, for dead-lettering it; ``iot`` when it says nothing."""
-    try:
-        return Source(orjson.loads(raw).get("source"))
-    except (orjson.JSONDecodeError, AttributeError, ValueError):
-        return Source.IOT
+    return claimed_origin(raw)[0]
 
 
 def with_correlation_id(envelopes: Iterable[Envelope], value: str | None) -> Iterator[Envelope]:

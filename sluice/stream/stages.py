@@ -58,12 +58,13 @@ from sluice.core.contracts import (
 from sluice.core.deadletters import dead_letter, describe_validation_error
 from sluice.core.errors import RecordRejected
 from sluice.core.inputs import decode_json
-from sluice.stream.envelopes import claimed_correlation_id, claimed_source, decoded_envelope
+from sluice.stream.envelopes import claimed_origin, decoded_envelope
 from sluice.transform.accumulators import MetricStats, WebTrafficStats
 from sluice.transform.aggregate import IotKey, WebKey, aggregate_iot, aggregate_web, window_start
 from sluice.transform.filters import RecordFilter
 
 __all__ = [
+    "RECORD_LISTS",
     "Event",
     "InputRecord",
     "JobBatch",
@@ -200,7 +201,7 @@ def describe_exception(err: BaseException) -> str:
     return line.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-_RECORD_LISTS: dict[Source, TypeAdapter[list[Any]]] = {
+RECORD_LISTS: dict[Source, TypeAdapter[list[Any]]] = {
     source: TypeAdapter(list[contract])  # type: ignore[valid-type]
     for source, contract in CONTRACTS.items()
 }
@@ -243,7 +244,7 @@ def decode_batch(
     latest: dict[float, datetime] = {}
     for source, indexes in waiting.items():
         payloads = [envelopes[i].payload for i in indexes]  # type: ignore[union-attr]
-        for index, payload in _validate_all(_RECORD_LISTS[source], payloads, indexes, open_above):
+        for index, payload in _validate_all(RECORD_LISTS[source], payloads, indexes, open_above):
             record = records[index]
             bound = latest.get(record.arrival)
             if bound is None:
@@ -335,10 +336,11 @@ def _decode_one(
         return Event(record.sequence, record.sub_sequence, record.arrival, envelope.event_id,
                      envelope.ingest_time, payload, envelope.redrive_of,
                      envelope.correlation_id)  # fmt: skip
-    return dead_letter(claimed_source(record.data), stage, error_type, message, record.data,
+    source, correlation = claimed_origin(record.data)
+    return dead_letter(source, stage, error_type, message, record.data,
                        identity=(shard_id, record.sequence, record.sub_sequence),
                        first_seen=_arrival_time(record.arrival),
-                       correlation_id=claimed_correlation_id(record.data))  # fmt: skip
+                       correlation_id=correlation)  # fmt: skip
 
 
 def enrich_batch(batch: JobBatch, enricher: Any) -> JobBatch:
