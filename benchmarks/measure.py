@@ -15,7 +15,10 @@ What runs, all of it the production code on the seeded samples of ``devkit.sampl
   that appear in the warehouse (S3 PUTs); files read are the metadata files pyiceberg opens plus
   the data files its scans plan (a lower bound of S3 GETs: a Parquet read is at least one GET);
 - optionally (``--job-events``) the Beam job end to end (moto Kinesis -> job -> Iceberg), as
-  ``benchmarks.job`` runs it: events per second.
+  ``benchmarks.job`` runs it: events per second;
+- the PyFlink application's steady events/s at parallelism 1 (what one MSF KPU runs), copied from
+  ``--flink-app FILE`` (default ``reports/flink_app_bench.json``, written by ``make
+  bench-flink-app``) when that file exists: ``sluice cost`` sizes MSF KPUs from it.
 CPU times are process times (this machine is shared, so wall time would count other work).
 """
 
@@ -397,7 +400,12 @@ def measure_beam_job(events: int) -> float:
 
 
 def measure(
-    events: int, commits: int, events_per_commit: int, job_events: int, command: str
+    events: int,
+    commits: int,
+    events_per_commit: int,
+    job_events: int,
+    command: str,
+    flink_app: Path | None = None,
 ) -> dict[str, Any]:
     """Every figure of the measurement file (see the module docstring)."""
     now = datetime.now(UTC).replace(microsecond=0)
@@ -415,7 +423,11 @@ def measure(
         )
     for source, figures in sources.items():
         figures["parquet_bytes_per_event"] = parquet[source]
-    job = {"stages_events_per_second": stages_rate, "beam_job_events_per_second": None}
+    job: dict[str, float | None] = {
+        "stages_events_per_second": stages_rate,
+        "beam_job_events_per_second": None,
+        "pyflink_app_events_per_second": pyflink_app_rate(flink_app),
+    }
     if job_events:
         job["beam_job_events_per_second"] = measure_beam_job(job_events)
     document = {
@@ -441,6 +453,17 @@ def measure(
     return document
 
 
+def pyflink_app_rate(path: Path | None) -> float | None:
+    """The PyFlink application's steady events/s at p=1 from ``benchmarks.flink_app``'s JSON, or
+    None when there is no such file (the figure needs the local Flink cluster: ``make
+    bench-flink-app``)."""
+    if path is None or not path.is_file():
+        return None
+    figures = orjson.loads(path.read_bytes())
+    rate = (figures.get("pyflink_p1") or {}).get("steady_events_per_second")
+    return float(rate) if rate else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000, help="events per edge source")
@@ -452,6 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--job-events", type=int, default=0, help="also time the Beam job (0: no)")
     parser.add_argument("--out", type=Path, default=Path("reports/measurements.json"))
+    parser.add_argument(
+        "--flink-app",
+        type=Path,
+        default=Path("reports/flink_app_bench.json"),
+        help="benchmarks.flink_app's JSON (the PyFlink application's events/s), if it exists",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.events < 10 or args.commits < 2 or args.events_per_commit < 10:
         parser.error("--events and --events-per-commit must be >= 10, --commits >= 2")
@@ -459,7 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(
         ["python", "-m", "benchmarks.measure", *(sys.argv[1:] if argv is None else argv)]
     )
-    document = measure(args.events, args.commits, args.events_per_commit, args.job_events, command)
+    document = measure(
+        args.events, args.commits, args.events_per_commit, args.job_events, command, args.flink_app
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
     iot = document["sources"]["iot"]

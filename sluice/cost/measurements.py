@@ -109,6 +109,13 @@ class JobMeasurement(_Strict):
     beam_job_events_per_second: float | None = Field(
         default=None, gt=0, description="the Beam job end to end (moto Kinesis -> Iceberg)"
     )
+    pyflink_app_events_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        description="the PyFlink application (what MSF runs) on the local cluster at parallelism 1, "
+        "steady (one slot, one Python worker: what one KPU at ParallelismPerKPU 1 does); from "
+        "`make bench-flink-app` (reports/flink_app_bench.json)",
+    )
 
 
 class Measurements(_Strict):

@@ -468,6 +468,8 @@ def _firehose(
 def _events_per_kpu(s: CostSettings, m: Measurements) -> tuple[float, str]:
     if s.msf_events_per_kpu is not None:
         return s.msf_events_per_kpu, "given"
+    if m.job.pyflink_app_events_per_second is not None:
+        return m.job.pyflink_app_events_per_second, "measured: the PyFlink application, one slot"
     if m.job.beam_job_events_per_second is not None:
         return m.job.beam_job_events_per_second, "measured: the Beam job end to end, per core"
     return m.job.stages_events_per_second, "measured: the job's stages in one process, per core"
@@ -958,8 +960,8 @@ def estimate(settings: CostSettings, prices: PriceTable, measured: Measurements)
         f"prices: {prices.region}, {prices.as_of}; not confirmed by a fetched page: "
         + ", ".join(prices.unconfirmed()),
         f"measurements: {measured.measured_at} ({measured.command})",
-        f"Flink KPUs sized at {per_kpu:,.0f} events/s per KPU ({where}); the Python vs JVM "
-        "per-record cost is not measured here (no Flink SQL reference figure yet)",
+        f"Flink KPUs sized at {per_kpu:,.0f} events/s per KPU ({where}; ParallelismPerKPU 1: "
+        "a PyFlink slot's Python worker keeps one vCPU busy)",
         "Lambda duration = measured edge CPU time scaled to the function's vCPU share "
         "(memory/1769 MB) + the assumed I/O wait (lambda_io_ms_per_invocation, feed_fetch_ms)",
         "no free tier counted but Glue's; Athena's S3 GETs counted uncompacted",

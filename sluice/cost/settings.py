@@ -141,7 +141,8 @@ class CostSettings(BaseSettings):
         default=None,
         gt=0,
         description="Events per second one KPU (1 vCPU) processes; default: the measured job "
-        "(the Beam job end to end when measured, else its stages in one process).",
+        "(the PyFlink application at parallelism 1 when measured, else the Beam job end to end, "
+        "else its stages in one process).",
     )
     processing: Processing = Field(
         default="flink",

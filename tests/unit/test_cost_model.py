@@ -295,6 +295,23 @@ def test_flink_kpus_plus_one_orchestration_kpu() -> None:
     assert given.quantities["kpus"] == 1
 
 
+def test_flink_kpus_come_from_the_pyflink_application_when_it_was_measured() -> None:
+    # MSF runs the PyFlink application, so its events/s per slot beats the Beam job's figure
+    job = {**MEASURED.job.model_dump(), "beam_job_events_per_second": 8_000}
+    beam_only = MEASURED.model_copy(update={"job": type(MEASURED.job)(**job)})
+    with_app = MEASURED.model_copy(
+        update={"job": type(MEASURED.job)(**{**job, "pyflink_app_events_per_second": 1_250})}
+    )
+    settings = iot_only(iot_events_per_second=5_000)
+    assert (
+        estimate(settings, PRICES, beam_only).component("Managed Flink (MSF)").quantities["kpus"]
+        == 1
+    )
+    flink = estimate(settings, PRICES, with_app).component("Managed Flink (MSF)")
+    assert flink.quantities["kpus"] == 4
+    assert "PyFlink application" in flink.detail
+
+
 def test_s3_storage_and_requests_by_hand() -> None:
     storage = line(iot_only(), "S3 storage")
     archive = 50 * 1000 * 90 * 86_400 / GIB
