@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import chain
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import orjson
@@ -336,9 +337,12 @@ def _location(value: Any) -> tuple[bool, tuple[float, float] | None]:
     """(fast path may take it, the point)."""
     if value is None:
         return True, None
-    if type(value) is not dict or value.keys() != {"lat", "lon"}:
+    if type(value) is _Point:
+        lat, lon = value.lat, value.lon
+    elif type(value) is not dict or value.keys() != {"lat", "lon"}:
         return False, None
-    lat, lon = value["lat"], value["lon"]
+    else:
+        lat, lon = value["lat"], value["lon"]
     if type(lat) not in (float, int) or type(lon) not in (float, int):
         return False, None
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
@@ -347,6 +351,33 @@ def _location(value: Any) -> tuple[bool, tuple[float, float] | None]:
 
 
 _MISSING = object()
+
+
+class _Point(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """``location`` as the typed decoder reads it (ints become floats, as pydantic makes them)."""
+
+    lat: float
+    lon: float
+
+
+class _Reading(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """The canonical reading shape as a strict typed decode (msgspec) reads it. A record it
+    decodes is one orjson decodes to the same values (tests/unit/test_iot_columns.py checks null
+    vs missing, duplicate and escaped keys, numbers beyond 64 bits or a double, surrogates, bad
+    UTF-8): anything else (other shapes, extra fields, bools as metrics, nulls where pydantic would
+    object) fails the decode and goes to the orjson path. ``gc=False``: no reference cycles."""
+
+    device_id: str
+    event_time: str | int | float
+    metrics: dict[str, float] = {}
+    attributes: dict[str, str] = {}
+    location: _Point | None = None
+    message_id: str | None = None
+    flags: list[str] = []
+
+
+_DECODE = msgspec.json.Decoder(_Reading).decode
+_astuple = msgspec.structs.astuple
 
 
 def parse_iot_columns(
@@ -374,8 +405,19 @@ def parse_iot_columns(
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     canonical = _CANONICAL
     use_sentinels = bool(sentinels)
+    typed = not use_sentinels  # sentinels map values: the orjson path does that
+    decode = _DECODE
     for raw in records:
         if len(raw) <= MAX_RECORD_BYTES:
+            if typed:
+                try:
+                    readings.append(decode(raw))  # the canonical shape, types checked
+                except ValueError:  # any other shape, or bad JSON: today's path decides
+                    pass
+                else:
+                    raws.append(raw)
+                    position += 1
+                    continue
             if type(raw) is bytes:
                 if not raw or raw.isspace():
                     skipped += 1
@@ -431,7 +473,10 @@ def parse_iot_columns(
     bad = np.flatnonzero(~ok).tolist()
     for i in bad:  # the reference path decides
         item = items.get(i, readings[i])
-        outcome = _parse_item(raws[i], item, item, context, sentinels, missing)
+        if type(item) is _Reading:  # typed-decoded: the record path from the raw record
+            (outcome,) = parse_iot_record(raws[i], context, sentinels, missing)
+        else:
+            outcome = _parse_item(raws[i], item, item, context, sentinels, missing)
         others.append((int(positions[i]), outcome))
     missing_fast = sum(row_missing.values()) - sum(row_missing.get(i, 0) for i in bad)
     if bad:
@@ -456,7 +501,7 @@ def _check(
     location, message id, flags). Checks over the whole batch; row by row only where a batch check
     found something to look at."""
     n = len(readings)
-    ids = [r["device_id"] for r in readings]
+    ids, raw_times, metrics, attributes, locations, message_ids, flags = _fields(readings)
     ok = (
         np.fromiter((type(d) is str for d in ids), bool, n)
         if set(map(type, ids)) != {str}
@@ -468,12 +513,8 @@ def _check(
     ok &= (lengths >= 1) & (lengths <= 256)
     if _CONTROL.search("".join(ids)) is not None:
         ok &= np.fromiter((_CONTROL.search(d) is None for d in ids), bool, n)
-    micros, good_times = _event_times(
-        [r.get("event_time", _MISSING) for r in readings], earliest, latest
-    )
+    micros, good_times = _event_times(raw_times, earliest, latest)
     ok &= good_times
-    metrics = [r.get("metrics", _EMPTY) for r in readings]
-    attributes = [r.get("attributes", _EMPTY) for r in readings]
     for bags in (metrics, attributes):
         if set(map(type, bags)) != {dict}:
             for i, bag in enumerate(bags):
@@ -491,16 +532,13 @@ def _check(
     strings = _all_of(str, attributes)
     if strings is not None:
         ok &= strings
-    locations: list[Any] = [r.get("location") for r in readings]
     if set(map(type, locations)) != {type(None)} and n:
         for i, value in enumerate(locations):
             good, locations[i] = _location(value)
             if not good:
                 ok[i] = False
-    message_ids = [r.get("message_id") for r in readings]
     if not set(map(type, message_ids)) <= {type(None), str}:
         ok &= np.fromiter((m is None or type(m) is str for m in message_ids), bool, n)
-    flags: list[Any] = [r.get("flags", ()) for r in readings]
     for i, value in enumerate(flags):
         if value == () or value == []:
             flags[i] = ()
@@ -509,6 +547,24 @@ def _check(
         else:
             ok[i] = False
     return ok, [ids, micros, metrics, attributes, locations, message_ids, flags]
+
+
+def _fields(readings: list[Any]) -> list[list[Any]]:
+    """The fields of each reading (typed-decoded ``_Reading`` or normalized dict), column by
+    column: device id, event time, metrics, attributes, location, message id, flags."""
+    if set(map(type, readings)) <= {_Reading}:  # the common batch: all typed, one transposition
+        if not readings:
+            return [[] for _ in range(7)]
+        return [list(column) for column in zip(*map(_astuple, readings), strict=True)]
+    rows = [
+        _astuple(r) if type(r) is _Reading else (
+            r["device_id"], r.get("event_time", _MISSING), r.get("metrics", _EMPTY),
+            r.get("attributes", _EMPTY), r.get("location"), r.get("message_id"),
+            r.get("flags", ()),
+        )
+        for r in readings
+    ]  # fmt: skip
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def _columns(
