@@ -260,8 +260,87 @@ def _epoch_int_micros(values: Sequence[int]) -> tuple[Int64Array, npt.NDArray[np
     return micros.astype(np.int64), ok  # nanoseconds (>= 1e18) go to the reference path
 
 
+# Positions of the strict form ``YYYY-MM-DDTHH:MM:SS``: digits, and the separators between them.
+_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
+_SEPARATORS = ((4, ord("-")), (7, ord("-")), (10, ord("T")), (13, ord(":")), (16, ord(":")))
+_DAYS_BEFORE_MONTH = np.array([0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334])
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+
+
+def _iso_uniform(texts: list[str]) -> tuple[Int64Array, npt.NDArray[np.bool_]] | None:
+    """``_iso_micros`` of a batch whose strings are ASCII, of one length and all ``Z``-suffixed
+    or all bare (what our edges and most devices send): the strict form checked byte by byte and
+    the date computed in numpy (days in each month, leap years), as ``_ISO_SINGLE`` and numpy's
+    parser decide. ``None`` for any other batch (the general path)."""
+    n = len(texts)
+    width = len(texts[0])
+    try:
+        blob = "".join(texts).encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    if len(blob) != n * width:
+        return None
+    chars = np.frombuffer(blob, np.uint8).reshape(n, width)
+    if chars[:, -1].min() == ord("Z") == chars[:, -1].max():
+        chars = chars[:, :-1]
+    width = chars.shape[1]
+    if not (width == 19 or 21 <= width <= 26):  # the seconds, then "." and 1 to 6 digits
+        return None
+    digits = chars.astype(np.int64) - ord("0")
+    columns = _DIGITS if width == 19 else np.r_[_DIGITS, np.arange(20, width)]
+    ok = ((digits[:, columns] >= 0) & (digits[:, columns] <= 9)).all(axis=1)
+    for at, char in _SEPARATORS:
+        ok &= chars[:, at] == char
+    if width > 19:
+        ok &= chars[:, 19] == ord(".")
+    year = digits[:, 0] * 1000 + digits[:, 1] * 100 + digits[:, 2] * 10 + digits[:, 3]
+    month = digits[:, 5] * 10 + digits[:, 6]
+    day = digits[:, 8] * 10 + digits[:, 9]
+    hour = digits[:, 11] * 10 + digits[:, 12]
+    minute = digits[:, 14] * 10 + digits[:, 15]
+    second = digits[:, 17] * 10 + digits[:, 18]
+    ok &= (hour <= 23) & (minute <= 59) & (second <= 59) & (month >= 1) & (month <= 12)
+    month = np.where(ok, month, 1)
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    ok &= (day >= 1) & (day <= _DAYS_IN_MONTH[month] + (leap & (month == 2)))
+    # Days since 1970-01-01 in the proleptic Gregorian calendar (numpy's): whole years, then months.
+    before = year - 1
+    days = (
+        365 * (year - 1970) + before // 4 - before // 100 + before // 400 - 477
+        + _DAYS_BEFORE_MONTH[month] + (leap & (month > 2)) + day - 1
+    )  # fmt: skip
+    fraction = np.zeros(n, np.int64)
+    for at in range(20, width):
+        fraction = fraction * 10 + digits[:, at]
+    fraction *= 10 ** (26 - width)
+    micros = ((days * 24 + hour) * 60 + minute) * 60 + second
+    micros = micros * 1_000_000 + fraction
+    return np.where(ok, micros, 0), ok
+
+
 def _iso_micros(texts: list[str]) -> tuple[Int64Array, npt.NDArray[np.bool_]]:
-    """Event-time strings in the strict form (optionally ``Z`` or ``+00:00``): microseconds."""
+    """Event-time strings in the strict form (optionally ``Z`` or ``+00:00``): microseconds.
+    Strings of one length at a time through ``_iso_uniform`` (pydantic's form leaves out a zero
+    fraction: two lengths), the rest through the regex and numpy's parser."""
+    n = len(texts)
+    if not n:
+        return np.zeros(0, np.int64), np.zeros(0, bool)
+    lengths = np.fromiter(map(len, texts), np.int64, n)
+    if lengths.min() == lengths.max():
+        uniform = _iso_uniform(texts)
+        return _iso_general(texts) if uniform is None else uniform
+    micros = np.zeros(n, np.int64)
+    ok = np.zeros(n, bool)
+    for width in np.unique(lengths).tolist():
+        index = np.flatnonzero(lengths == width)
+        group = [texts[i] for i in index.tolist()]
+        got = _iso_uniform(group) or _iso_general(group)
+        micros[index], ok[index] = got
+    return micros, ok
+
+
+def _iso_general(texts: list[str]) -> tuple[Int64Array, npt.NDArray[np.bool_]]:
+    """``_iso_micros`` of any strings: the strict regex, then numpy's parser."""
     n = len(texts)
     bare = [t[:-1] if t[-1:] == "Z" else t[:-6] if t.endswith("+00:00") else t for t in texts]
     if _ISO_BATCH.fullmatch("\n".join(bare) + "\n") is not None:
@@ -494,27 +573,58 @@ def parse_iot_columns(
 
 
 def _check(
-    readings: list[dict[str, Any]], earliest: int, latest: int
+    readings: list[Any], earliest: int, latest: int
 ) -> tuple[npt.NDArray[np.bool_], list[Any]]:
-    """Which normalized readings the fast path takes (the contract would accept them as they are,
-    or with ints made floats), and their columns (device id, event time, metrics, attributes,
-    location, message id, flags). Checks over the whole batch; row by row only where a batch check
-    found something to look at."""
+    """Which readings (typed-decoded ``_Reading`` or normalized dicts) the fast path takes (the
+    contract would accept them as they are, or with ints made floats), and their columns (device
+    id, event time, metrics, attributes, location, message id, flags). Checks over the whole
+    batch; row by row only where a batch check found something to look at. The type checks are
+    left out when every reading is typed-decoded: the decoder made those types."""
     n = len(readings)
-    ids, raw_times, metrics, attributes, locations, message_ids, flags = _fields(readings)
-    ok = (
-        np.fromiter((type(d) is str for d in ids), bool, n)
-        if set(map(type, ids)) != {str}
-        else np.ones(n, bool)
-    )
-    if not ok.all():
-        ids = [d if good else "-" for d, good in zip(ids, ok, strict=True)]
+    typed = set(map(type, readings)) <= {_Reading}
+    ids, raw_times, metrics, attributes, locations, message_ids, flags = _fields(readings, typed)
+    ok = np.ones(n, bool)
+    if not typed:
+        _check_types(ok, ids, metrics, attributes, message_ids)
     lengths = np.fromiter(map(len, ids), np.int64, n)
     ok &= (lengths >= 1) & (lengths <= 256)
     if _CONTROL.search("".join(ids)) is not None:
         ok &= np.fromiter((_CONTROL.search(d) is None for d in ids), bool, n)
     micros, good_times = _event_times(raw_times, earliest, latest)
     ok &= good_times
+    if set(map(type, locations)) != {type(None)} and n:
+        for i, value in enumerate(locations):
+            good, locations[i] = _location(value)
+            if not good:
+                ok[i] = False
+    if typed:  # lists of strings
+        flags = [tuple(value) if value else () for value in flags]
+    else:
+        for i, value in enumerate(flags):
+            if value == () or value == []:
+                flags[i] = ()
+            elif type(value) is list and all(type(f) is str for f in value):
+                flags[i] = tuple(value)
+            else:
+                ok[i] = False
+    return ok, [ids, micros, metrics, attributes, locations, message_ids, flags]
+
+
+def _check_types(
+    ok: npt.NDArray[np.bool_],
+    ids: list[Any],
+    metrics: list[Any],
+    attributes: list[Any],
+    message_ids: list[Any],
+) -> None:
+    """The type checks of normalized dicts: clears ``ok`` where a field's type is not the
+    contract's; replaces what later checks cannot read (a non-string id, a non-dict bag) and makes
+    int and bool metrics floats, as pydantic does."""
+    n = len(ids)
+    if set(map(type, ids)) != {str}:
+        good = np.fromiter((type(d) is str for d in ids), bool, n)
+        ok &= good
+        ids[:] = [d if fine else "-" for d, fine in zip(ids, good, strict=True)]
     for bags in (metrics, attributes):
         if set(map(type, bags)) != {dict}:
             for i, bag in enumerate(bags):
@@ -532,29 +642,16 @@ def _check(
     strings = _all_of(str, attributes)
     if strings is not None:
         ok &= strings
-    if set(map(type, locations)) != {type(None)} and n:
-        for i, value in enumerate(locations):
-            good, locations[i] = _location(value)
-            if not good:
-                ok[i] = False
     if not set(map(type, message_ids)) <= {type(None), str}:
         ok &= np.fromiter((m is None or type(m) is str for m in message_ids), bool, n)
-    for i, value in enumerate(flags):
-        if value == () or value == []:
-            flags[i] = ()
-        elif type(value) is list and all(type(f) is str for f in value):
-            flags[i] = tuple(value)
-        else:
-            ok[i] = False
-    return ok, [ids, micros, metrics, attributes, locations, message_ids, flags]
 
 
-def _fields(readings: list[Any]) -> list[list[Any]]:
+def _fields(readings: list[Any], typed: bool) -> list[list[Any]]:
     """The fields of each reading (typed-decoded ``_Reading`` or normalized dict), column by
     column: device id, event time, metrics, attributes, location, message id, flags."""
-    if set(map(type, readings)) <= {_Reading}:  # the common batch: all typed, one transposition
-        if not readings:
-            return [[] for _ in range(7)]
+    if not readings:
+        return [[] for _ in range(7)]
+    if typed:  # the common batch: one transposition
         return [list(column) for column in zip(*map(_astuple, readings), strict=True)]
     rows = [
         _astuple(r) if type(r) is _Reading else (
