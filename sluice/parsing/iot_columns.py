@@ -459,6 +459,92 @@ _DECODE = msgspec.json.Decoder(_Reading).decode
 _astuple = msgspec.structs.astuple
 
 
+class _Gather:
+    """One batch's records sorted into what the fast checks look at (``readings``: typed-decoded
+    ``_Reading`` or normalized dicts, with their records) and the reference path's outcomes."""
+
+    __slots__ = ("context", "items", "missing", "others", "position", "raws", "readings",
+                 "row_missing", "sentinels", "skipped")  # fmt: skip
+
+    def __init__(self, context: dict[str, Any], sentinels: Sentinels) -> None:
+        self.context = context
+        self.sentinels = sentinels
+        self.readings: list[Any] = []
+        self.raws: list[bytes | str] = []
+        self.items: dict[int, Any] = {}  # index in ``readings`` -> decoded item, if normalized
+        self.row_missing: dict[int, int] = {}  # index in ``readings`` -> sentinel values left out
+        self.others: list[tuple[int, IotReading | Rejection]] = []  # (position, outcome)
+        self.skipped = 0
+        self.missing = [0]
+        self.position = 0
+
+    def typed(self, batch: list[bytes | str]) -> None:
+        """Every record (none over the size limit) through the typed decoder in one ``extend``,
+        which keeps what it decoded before a record it refuses; that record goes to ``take``
+        and the decoder resumes after it."""
+        readings, rest, index, n = self.readings, iter(batch), 0, len(batch)
+        while index < n:
+            before = len(readings)
+            try:
+                readings.extend(map(_DECODE, rest))
+                refused = False
+            except ValueError:  # not the canonical shape, or bad JSON: today's path decides
+                refused = True
+            added = len(readings) - before
+            self.raws.extend(batch[index : index + added])
+            self.position += added
+            index += added
+            if refused:
+                self.take(batch[index])
+                index += 1
+
+    def take(self, raw: bytes | str) -> None:
+        """One record by orjson and ``normalize_reading`` (a fast-check candidate), or by the
+        reference path."""
+        if len(raw) <= MAX_RECORD_BYTES:
+            if type(raw) is bytes:
+                if not raw or raw.isspace():
+                    self.skipped += 1
+                    return
+            elif not raw.strip(_ASCII_WHITESPACE):  # type: ignore[arg-type]
+                self.skipped += 1
+                return
+            try:
+                item = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                item = _MISSING
+        else:
+            item = _MISSING
+        sentinels, readings = self.sentinels, self.readings
+        if type(item) is dict:
+            if not sentinels and item.keys() <= _CANONICAL and type(item.get("device_id")) is str:
+                readings.append(item)  # the canonical shape: normalize_reading returns it as is
+            else:
+                counter = [0]
+                try:
+                    reading = normalize_reading(item, sentinels, counter)
+                except RecordRejected:
+                    reading = None
+                if type(reading) is dict:
+                    if reading is not item:
+                        self.items[len(readings)] = item
+                    if counter[0]:
+                        self.row_missing[len(readings)] = counter[0]
+                    readings.append(reading)
+                else:
+                    outcome = _parse_item(raw, item, item, self.context, sentinels, self.missing)
+                    self.others.append((self.position, outcome))
+                    self.position += 1
+                    return
+            self.raws.append(raw)
+            self.position += 1
+            return
+        # Not JSON, too large, an array of readings, a scalar: the reference path, whole record.
+        for outcome in parse_iot_record(raw, self.context, sentinels, self.missing):
+            self.others.append((self.position, outcome))
+            self.position += 1
+
+
 def parse_iot_columns(
     records: Iterable[bytes | str],
     *,
@@ -471,75 +557,17 @@ def parse_iot_columns(
     """``parse_iot_batch`` (same arguments, same readings, same dead letters), columnar."""
     context = horizon.context(now)
     bounds = next(iter(context.values()))
-    readings: list[dict[str, Any]] = []  # normalized readings the fast path may take
-    raws: list[bytes | str] = []  # their records
-    items: dict[
-        int, Any
-    ] = {}  # index in ``readings`` -> decoded item, where normalizing made a new dict
-    row_missing: dict[int, int] = {}  # index in ``readings`` -> sentinel values left out
-    others: list[tuple[int, IotReading | Rejection]] = []  # the reference path's outcomes
-    skipped = 0
-    missing = [0]
-    position = 0
-    loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    canonical = _CANONICAL
-    use_sentinels = bool(sentinels)
-    typed = not use_sentinels  # sentinels map values: the orjson path does that
-    decode = _DECODE
-    for raw in records:
-        if len(raw) <= MAX_RECORD_BYTES:
-            if typed:
-                try:
-                    readings.append(decode(raw))  # the canonical shape, types checked
-                except ValueError:  # any other shape, or bad JSON: today's path decides
-                    pass
-                else:
-                    raws.append(raw)
-                    position += 1
-                    continue
-            if type(raw) is bytes:
-                if not raw or raw.isspace():
-                    skipped += 1
-                    continue
-            elif not raw.strip(_ASCII_WHITESPACE):  # type: ignore[arg-type]
-                skipped += 1
-                continue
-            try:
-                item = loads(raw)
-            except decode_error:
-                item = _MISSING
-        else:
-            item = _MISSING
-        if type(item) is dict:
-            if (
-                not use_sentinels
-                and item.keys() <= canonical
-                and type(item.get("device_id")) is str
-            ):
-                readings.append(item)  # the canonical shape: normalize_reading returns it as is
-                raws.append(raw)
-                position += 1
-                continue
-            counter = [0]
-            try:
-                reading = normalize_reading(item, sentinels, counter)
-            except RecordRejected:
-                reading = None
-            if type(reading) is dict:
-                if reading is not item:
-                    items[len(readings)] = item
-                if counter[0]:
-                    row_missing[len(readings)] = counter[0]
-                readings.append(reading)
-                raws.append(raw)
-            else:
-                others.append((position, _parse_item(raw, item, item, context, sentinels, missing)))
-            position += 1
-            continue
-        # Not JSON, too large, an array of readings, a scalar: the reference path, whole record.
-        for outcome in parse_iot_record(raw, context, sentinels, missing):
-            others.append((position, outcome))
-            position += 1
+    gather = _Gather(context, sentinels)
+    batch = records if type(records) is list else list(records)
+    if not sentinels and max(map(len, batch), default=0) <= MAX_RECORD_BYTES:
+        gather.typed(batch)  # sentinels map values: the orjson path does that
+    else:
+        for raw in batch:
+            gather.take(raw)
+    readings, raws, items, others, missing = (
+        gather.readings, gather.raws, gather.items, gather.others, gather.missing
+    )
+    row_missing, skipped, position = gather.row_missing, gather.skipped, gather.position
     letters = CappedDeadLetters(Source.IOT, stage, max_dead_letters)
     n = len(readings)
     ok, columns = _check(readings, _micros(bounds.earliest), _micros(bounds.latest))
