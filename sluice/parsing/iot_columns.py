@@ -274,6 +274,8 @@ def _iso_uniform(texts: list[str]) -> tuple[Int64Array, npt.NDArray[np.bool_]] |
     parser decide. ``None`` for any other batch (the general path)."""
     n = len(texts)
     width = len(texts[0])
+    if width < 19:
+        return None
     try:
         blob = "".join(texts).encode("ascii")
     except UnicodeEncodeError:
