@@ -567,7 +567,11 @@ def parse_iot_columns(
         for raw in batch:
             gather.take(raw)
     readings, raws, items, others, missing = (
-        gather.readings, gather.raws, gather.items, gather.others, gather.missing
+        gather.readings,
+        gather.raws,
+        gather.items,
+        gather.others,
+        gather.missing,
     )
     row_missing, skipped, position = gather.row_missing, gather.skipped, gather.position
     letters = CappedDeadLetters(Source.IOT, stage, max_dead_letters)
