@@ -7,17 +7,24 @@ times as int64 microseconds since the epoch, UTC), the dead letters, and the cou
 Dead letters: exactly those of ``parse_iot_batch`` on the same batch, in the same order, with the
 same reasons and error types (tests/unit/test_iot_columns.py proves it over generated inputs).
 
-How: one pass decodes each record (orjson) and, for readings whose shape is already canonical or
-that ``normalize_reading`` maps onto it, keeps the fields in column lists after cheap type checks
-(exact ``type() is``, no pydantic). The checks that are cheaper over the whole batch run once per
-batch, vectorized: device ids (length, control characters: one regex over the batch), event times
-(ISO-8601 strings parsed by numpy after one strict regex over the batch, epoch numbers by unit in
-numpy, the ``TimeHorizon`` as two integer comparisons), metric and attribute value types (one
-``set(map(type, ...))`` over the batch). A reading that fails any fast check (or any record that is
-an array, too large, not JSON, ...) is parsed by the reference path, ``sluice.parsing.iot``'s own
-per-reading code with pydantic, so its outcome (a reading or a rejection) is today's exactly.
-Why: pydantic per reading was most of ``sluice parse iot``'s time (72k readings/s); the fast path
-accepts only what the contract provably accepts, so the reference decides every doubtful case.
+How: the batch first goes through a strict typed decoder (msgspec, ``_Reading``: the canonical
+shape, unknown fields forbidden, floats where the contract has floats), in one ``list.extend``
+that resumes after each record it refuses. It refuses everything that orjson + pydantic could read
+differently (other shapes, extra fields, bools as metrics, nulls pydantic objects to, bad UTF-8,
+surrogates, numbers beyond a double); those records, and every batch with sentinels or an
+over-long record, take the orjson pass: each record decoded (orjson) and, for readings whose shape
+is already canonical or that ``normalize_reading`` maps onto it, kept as a dict. Then the checks
+run once per batch, vectorized: device ids (length, control characters: one regex over the
+batch), event times (ISO-8601 strings of one length checked byte by byte and converted in numpy,
+others parsed by numpy after one strict regex; epoch numbers by unit in numpy; the
+``TimeHorizon`` as two integer comparisons), and, unless every reading was typed-decoded, the
+value types (exact ``type() is``, one ``set(map(type, ...))`` over the batch). A reading that
+fails any fast check (or any record that is an array, too large, not JSON, ...) is parsed by the
+reference path, ``sluice.parsing.iot``'s own per-reading code with pydantic, so its outcome (a
+reading or a rejection) is today's exactly.
+Why: pydantic per reading was most of ``sluice parse iot``'s time (72k readings/s), then orjson's
+generic decode and the per-value type checks were; the fast path accepts only what the contract
+provably accepts, so the reference decides every doubtful case.
 """
 
 from __future__ import annotations
