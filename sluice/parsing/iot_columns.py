@@ -295,19 +295,22 @@ def _iso_uniform(texts: list[str]) -> tuple[Int64Array, npt.NDArray[np.bool_]] |
     width = chars.shape[1]
     if not (width == 19 or 21 <= width <= 26):  # the seconds, then "." and 1 to 6 digits
         return None
-    digits = chars.astype(np.int64) - ord("0")
+    digits = chars - np.uint8(ord("0"))  # any other byte wraps around to above 9
     columns = _DIGITS if width == 19 else np.r_[_DIGITS, np.arange(20, width)]
-    ok = ((digits[:, columns] >= 0) & (digits[:, columns] <= 9)).all(axis=1)
+    ok = (digits[:, columns] <= 9).all(axis=1)
     for at, char in _SEPARATORS:
         ok &= chars[:, at] == char
     if width > 19:
         ok &= chars[:, 19] == ord(".")
-    year = digits[:, 0] * 1000 + digits[:, 1] * 100 + digits[:, 2] * 10 + digits[:, 3]
-    month = digits[:, 5] * 10 + digits[:, 6]
-    day = digits[:, 8] * 10 + digits[:, 9]
-    hour = digits[:, 11] * 10 + digits[:, 12]
-    minute = digits[:, 14] * 10 + digits[:, 15]
-    second = digits[:, 17] * 10 + digits[:, 18]
+
+    def number(first: int, end: int) -> Int64Array:
+        value = digits[:, first].astype(np.int64)
+        for at in range(first + 1, end):
+            value = value * 10 + digits[:, at]
+        return value
+
+    year, month, day = number(0, 4), number(5, 7), number(8, 10)
+    hour, minute, second = number(11, 13), number(14, 16), number(17, 19)
     ok &= (hour <= 23) & (minute <= 59) & (second <= 59) & (month >= 1) & (month <= 12)
     month = np.where(ok, month, 1)
     leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
@@ -318,10 +321,7 @@ def _iso_uniform(texts: list[str]) -> tuple[Int64Array, npt.NDArray[np.bool_]] |
         365 * (year - 1970) + before // 4 - before // 100 + before // 400 - 477
         + _DAYS_BEFORE_MONTH[month] + (leap & (month > 2)) + day - 1
     )  # fmt: skip
-    fraction = np.zeros(n, np.int64)
-    for at in range(20, width):
-        fraction = fraction * 10 + digits[:, at]
-    fraction *= 10 ** (26 - width)
+    fraction = number(20, width) * 10 ** (26 - width) if width > 19 else 0
     micros = ((days * 24 + hour) * 60 + minute) * 60 + second
     micros = micros * 1_000_000 + fraction
     return np.where(ok, micros, 0), ok
