@@ -7,17 +7,24 @@ times as int64 microseconds since the epoch, UTC), the dead letters, and the cou
 Dead letters: exactly those of ``parse_iot_batch`` on the same batch, in the same order, with the
 same reasons and error types (tests/unit/test_iot_columns.py proves it over generated inputs).
 
-How: one pass decodes each record (orjson) and, for readings whose shape is already canonical or
-that ``normalize_reading`` maps onto it, keeps the fields in column lists after cheap type checks
-(exact ``type() is``, no pydantic). The checks that are cheaper over the whole batch run once per
-batch, vectorized: device ids (length, control characters: one regex over the batch), event times
-(ISO-8601 strings parsed by numpy after one strict regex over the batch, epoch numbers by unit in
-numpy, the ``TimeHorizon`` as two integer comparisons), metric and attribute value types (one
-``set(map(type, ...))`` over the batch). A reading that fails any fast check (or any record that is
-an array, too large, not JSON, ...) is parsed by the reference path, ``sluice.parsing.iot``'s own
-per-reading code with pydantic, so its outcome (a reading or a rejection) is today's exactly.
-Why: pydantic per reading was most of ``sluice parse iot``'s time (72k readings/s); the fast path
-accepts only what the contract provably accepts, so the reference decides every doubtful case.
+How: the batch first goes through a strict typed decoder (msgspec, ``_Reading``: the canonical
+shape, unknown fields forbidden, floats where the contract has floats), in one ``list.extend``
+that resumes after each record it refuses. It refuses everything that orjson + pydantic could read
+differently (other shapes, extra fields, bools as metrics, nulls pydantic objects to, bad UTF-8,
+surrogates, numbers beyond a double); those records, and every batch with sentinels or an
+over-long record, take the orjson pass: each record decoded (orjson) and, for readings whose shape
+is already canonical or that ``normalize_reading`` maps onto it, kept as a dict. Then the checks
+run once per batch, vectorized: device ids (length, control characters: one regex over the
+batch), event times (ISO-8601 strings of one length checked byte by byte and converted in numpy,
+others parsed by numpy after one strict regex; epoch numbers by unit in numpy; the
+``TimeHorizon`` as two integer comparisons), and, unless every reading was typed-decoded, the
+value types (exact ``type() is``, one ``set(map(type, ...))`` over the batch). A reading that
+fails any fast check (or any record that is an array, too large, not JSON, ...) is parsed by the
+reference path, ``sluice.parsing.iot``'s own per-reading code with pydantic, so its outcome (a
+reading or a rejection) is today's exactly.
+Why: pydantic per reading was most of ``sluice parse iot``'s time (72k readings/s), then orjson's
+generic decode and the per-value type checks were; the fast path accepts only what the contract
+provably accepts, so the reference decides every doubtful case.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import chain
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import orjson
@@ -259,8 +267,89 @@ def _epoch_int_micros(values: Sequence[int]) -> tuple[Int64Array, npt.NDArray[np
     return micros.astype(np.int64), ok  # nanoseconds (>= 1e18) go to the reference path
 
 
+# Positions of the strict form ``YYYY-MM-DDTHH:MM:SS``: digits, and the separators between them.
+_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
+_SEPARATORS = ((4, ord("-")), (7, ord("-")), (10, ord("T")), (13, ord(":")), (16, ord(":")))
+_DAYS_BEFORE_MONTH = np.array([0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334])
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+
+
+def _iso_uniform(texts: list[str]) -> tuple[Int64Array, npt.NDArray[np.bool_]] | None:
+    """``_iso_micros`` of a batch whose strings are ASCII, of one length and all ``Z``-suffixed
+    or all bare (what our edges and most devices send): the strict form checked byte by byte and
+    the date computed in numpy (days in each month, leap years), as ``_ISO_SINGLE`` and numpy's
+    parser decide. ``None`` for any other batch (the general path)."""
+    n = len(texts)
+    width = len(texts[0])
+    if width < 19:
+        return None
+    try:
+        blob = "".join(texts).encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    if len(blob) != n * width:
+        return None
+    chars = np.frombuffer(blob, np.uint8).reshape(n, width)
+    if chars[:, -1].min() == ord("Z") == chars[:, -1].max():
+        chars = chars[:, :-1]
+    width = chars.shape[1]
+    if not (width == 19 or 21 <= width <= 26):  # the seconds, then "." and 1 to 6 digits
+        return None
+    digits = chars - np.uint8(ord("0"))  # any other byte wraps around to above 9
+    columns = _DIGITS if width == 19 else np.r_[_DIGITS, np.arange(20, width)]
+    ok = (digits[:, columns] <= 9).all(axis=1)
+    for at, char in _SEPARATORS:
+        ok &= chars[:, at] == char
+    if width > 19:
+        ok &= chars[:, 19] == ord(".")
+
+    def number(first: int, end: int) -> Int64Array:
+        value = digits[:, first].astype(np.int64)
+        for at in range(first + 1, end):
+            value = value * 10 + digits[:, at]
+        return value
+
+    year, month, day = number(0, 4), number(5, 7), number(8, 10)
+    hour, minute, second = number(11, 13), number(14, 16), number(17, 19)
+    ok &= (hour <= 23) & (minute <= 59) & (second <= 59) & (month >= 1) & (month <= 12)
+    month = np.where(ok, month, 1)
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    ok &= (day >= 1) & (day <= _DAYS_IN_MONTH[month] + (leap & (month == 2)))
+    # Days since 1970-01-01 in the proleptic Gregorian calendar (numpy's): whole years, then months.
+    before = year - 1
+    days = (
+        365 * (year - 1970) + before // 4 - before // 100 + before // 400 - 477
+        + _DAYS_BEFORE_MONTH[month] + (leap & (month > 2)) + day - 1
+    )  # fmt: skip
+    fraction = number(20, width) * 10 ** (26 - width) if width > 19 else 0
+    micros = ((days * 24 + hour) * 60 + minute) * 60 + second
+    micros = micros * 1_000_000 + fraction
+    return np.where(ok, micros, 0), ok
+
+
 def _iso_micros(texts: list[str]) -> tuple[Int64Array, npt.NDArray[np.bool_]]:
-    """Event-time strings in the strict form (optionally ``Z`` or ``+00:00``): microseconds."""
+    """Event-time strings in the strict form (optionally ``Z`` or ``+00:00``): microseconds.
+    Strings of one length at a time through ``_iso_uniform`` (pydantic's form leaves out a zero
+    fraction: two lengths), the rest through the regex and numpy's parser."""
+    n = len(texts)
+    if not n:
+        return np.zeros(0, np.int64), np.zeros(0, bool)
+    lengths = np.fromiter(map(len, texts), np.int64, n)
+    if lengths.min() == lengths.max():
+        uniform = _iso_uniform(texts)
+        return _iso_general(texts) if uniform is None else uniform
+    micros = np.zeros(n, np.int64)
+    ok = np.zeros(n, bool)
+    for width in np.unique(lengths).tolist():
+        index = np.flatnonzero(lengths == width)
+        group = [texts[i] for i in index.tolist()]
+        got = _iso_uniform(group) or _iso_general(group)
+        micros[index], ok[index] = got
+    return micros, ok
+
+
+def _iso_general(texts: list[str]) -> tuple[Int64Array, npt.NDArray[np.bool_]]:
+    """``_iso_micros`` of any strings: the strict regex, then numpy's parser."""
     n = len(texts)
     bare = [t[:-1] if t[-1:] == "Z" else t[:-6] if t.endswith("+00:00") else t for t in texts]
     if _ISO_BATCH.fullmatch("\n".join(bare) + "\n") is not None:
@@ -336,9 +425,12 @@ def _location(value: Any) -> tuple[bool, tuple[float, float] | None]:
     """(fast path may take it, the point)."""
     if value is None:
         return True, None
-    if type(value) is not dict or value.keys() != {"lat", "lon"}:
+    if type(value) is _Point:
+        lat, lon = value.lat, value.lon
+    elif type(value) is not dict or value.keys() != {"lat", "lon"}:
         return False, None
-    lat, lon = value["lat"], value["lon"]
+    else:
+        lat, lon = value["lat"], value["lon"]
     if type(lat) not in (float, int) or type(lon) not in (float, int):
         return False, None
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
@@ -347,6 +439,119 @@ def _location(value: Any) -> tuple[bool, tuple[float, float] | None]:
 
 
 _MISSING = object()
+
+
+class _Point(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """``location`` as the typed decoder reads it (ints become floats, as pydantic makes them)."""
+
+    lat: float
+    lon: float
+
+
+class _Reading(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """The canonical reading shape as a strict typed decode (msgspec) reads it. A record it
+    decodes is one orjson decodes to the same values (tests/unit/test_iot_columns.py checks null
+    vs missing, duplicate and escaped keys, numbers beyond 64 bits or a double, surrogates, bad
+    UTF-8): anything else (other shapes, extra fields, bools as metrics, nulls where pydantic would
+    object) fails the decode and goes to the orjson path. ``gc=False``: no reference cycles."""
+
+    device_id: str
+    event_time: str | int | float
+    metrics: dict[str, float] = {}
+    attributes: dict[str, str] = {}
+    location: _Point | None = None
+    message_id: str | None = None
+    flags: list[str] = []
+
+
+_DECODE = msgspec.json.Decoder(_Reading).decode
+_astuple = msgspec.structs.astuple
+
+
+class _Gather:
+    """One batch's records sorted into what the fast checks look at (``readings``: typed-decoded
+    ``_Reading`` or normalized dicts, with their records) and the reference path's outcomes."""
+
+    __slots__ = ("context", "items", "missing", "others", "position", "raws", "readings",
+                 "row_missing", "sentinels", "skipped")  # fmt: skip
+
+    def __init__(self, context: dict[str, Any], sentinels: Sentinels) -> None:
+        self.context = context
+        self.sentinels = sentinels
+        self.readings: list[Any] = []
+        self.raws: list[bytes | str] = []
+        self.items: dict[int, Any] = {}  # index in ``readings`` -> decoded item, if normalized
+        self.row_missing: dict[int, int] = {}  # index in ``readings`` -> sentinel values left out
+        self.others: list[tuple[int, IotReading | Rejection]] = []  # (position, outcome)
+        self.skipped = 0
+        self.missing = [0]
+        self.position = 0
+
+    def typed(self, batch: list[bytes | str]) -> None:
+        """Every record (none over the size limit) through the typed decoder in one ``extend``,
+        which keeps what it decoded before a record it refuses; that record goes to ``take``
+        and the decoder resumes after it."""
+        readings, rest, index, n = self.readings, iter(batch), 0, len(batch)
+        while index < n:
+            before = len(readings)
+            try:
+                readings.extend(map(_DECODE, rest))
+                refused = False
+            except ValueError:  # not the canonical shape, or bad JSON: today's path decides
+                refused = True
+            added = len(readings) - before
+            self.raws.extend(batch[index : index + added])
+            self.position += added
+            index += added
+            if refused:
+                self.take(batch[index])
+                index += 1
+
+    def take(self, raw: bytes | str) -> None:
+        """One record by orjson and ``normalize_reading`` (a fast-check candidate), or by the
+        reference path."""
+        if len(raw) <= MAX_RECORD_BYTES:
+            if type(raw) is bytes:
+                if not raw or raw.isspace():
+                    self.skipped += 1
+                    return
+            elif not raw.strip(_ASCII_WHITESPACE):  # type: ignore[arg-type]
+                self.skipped += 1
+                return
+            try:
+                item = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                item = _MISSING
+        else:
+            item = _MISSING
+        sentinels, readings = self.sentinels, self.readings
+        if type(item) is dict:
+            if not sentinels and item.keys() <= _CANONICAL and type(item.get("device_id")) is str:
+                readings.append(item)  # the canonical shape: normalize_reading returns it as is
+            else:
+                counter = [0]
+                try:
+                    reading = normalize_reading(item, sentinels, counter)
+                except RecordRejected:
+                    reading = None
+                if type(reading) is dict:
+                    if reading is not item:
+                        self.items[len(readings)] = item
+                    if counter[0]:
+                        self.row_missing[len(readings)] = counter[0]
+                    readings.append(reading)
+                else:
+                    outcome = _parse_item(raw, item, item, self.context, sentinels, self.missing)
+                    self.others.append((self.position, outcome))
+                    self.position += 1
+                    return
+            self.raws.append(raw)
+            self.position += 1
+            return
+        # Not JSON, too large, an array of readings, a scalar: the reference path, whole record.
+        for outcome in parse_iot_record(raw, self.context, sentinels, self.missing):
+            self.others.append((self.position, outcome))
+            self.position += 1
 
 
 def parse_iot_columns(
@@ -361,64 +566,21 @@ def parse_iot_columns(
     """``parse_iot_batch`` (same arguments, same readings, same dead letters), columnar."""
     context = horizon.context(now)
     bounds = next(iter(context.values()))
-    readings: list[dict[str, Any]] = []  # normalized readings the fast path may take
-    raws: list[bytes | str] = []  # their records
-    items: dict[
-        int, Any
-    ] = {}  # index in ``readings`` -> decoded item, where normalizing made a new dict
-    row_missing: dict[int, int] = {}  # index in ``readings`` -> sentinel values left out
-    others: list[tuple[int, IotReading | Rejection]] = []  # the reference path's outcomes
-    skipped = 0
-    missing = [0]
-    position = 0
-    loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    canonical = _CANONICAL
-    use_sentinels = bool(sentinels)
-    for raw in records:
-        if len(raw) <= MAX_RECORD_BYTES:
-            if type(raw) is bytes:
-                if not raw or raw.isspace():
-                    skipped += 1
-                    continue
-            elif not raw.strip(_ASCII_WHITESPACE):  # type: ignore[arg-type]
-                skipped += 1
-                continue
-            try:
-                item = loads(raw)
-            except decode_error:
-                item = _MISSING
-        else:
-            item = _MISSING
-        if type(item) is dict:
-            if (
-                not use_sentinels
-                and item.keys() <= canonical
-                and type(item.get("device_id")) is str
-            ):
-                readings.append(item)  # the canonical shape: normalize_reading returns it as is
-                raws.append(raw)
-                position += 1
-                continue
-            counter = [0]
-            try:
-                reading = normalize_reading(item, sentinels, counter)
-            except RecordRejected:
-                reading = None
-            if type(reading) is dict:
-                if reading is not item:
-                    items[len(readings)] = item
-                if counter[0]:
-                    row_missing[len(readings)] = counter[0]
-                readings.append(reading)
-                raws.append(raw)
-            else:
-                others.append((position, _parse_item(raw, item, item, context, sentinels, missing)))
-            position += 1
-            continue
-        # Not JSON, too large, an array of readings, a scalar: the reference path, whole record.
-        for outcome in parse_iot_record(raw, context, sentinels, missing):
-            others.append((position, outcome))
-            position += 1
+    gather = _Gather(context, sentinels)
+    batch = records if type(records) is list else list(records)
+    if not sentinels and max(map(len, batch), default=0) <= MAX_RECORD_BYTES:
+        gather.typed(batch)  # sentinels map values: the orjson path does that
+    else:
+        for raw in batch:
+            gather.take(raw)
+    readings, raws, items, others, missing = (
+        gather.readings,
+        gather.raws,
+        gather.items,
+        gather.others,
+        gather.missing,
+    )
+    row_missing, skipped, position = gather.row_missing, gather.skipped, gather.position
     letters = CappedDeadLetters(Source.IOT, stage, max_dead_letters)
     n = len(readings)
     ok, columns = _check(readings, _micros(bounds.earliest), _micros(bounds.latest))
@@ -431,7 +593,10 @@ def parse_iot_columns(
     bad = np.flatnonzero(~ok).tolist()
     for i in bad:  # the reference path decides
         item = items.get(i, readings[i])
-        outcome = _parse_item(raws[i], item, item, context, sentinels, missing)
+        if type(item) is _Reading:  # typed-decoded: the record path from the raw record
+            (outcome,) = parse_iot_record(raws[i], context, sentinels, missing)
+        else:
+            outcome = _parse_item(raws[i], item, item, context, sentinels, missing)
         others.append((int(positions[i]), outcome))
     missing_fast = sum(row_missing.values()) - sum(row_missing.get(i, 0) for i in bad)
     if bad:
@@ -449,31 +614,62 @@ def parse_iot_columns(
 
 
 def _check(
-    readings: list[dict[str, Any]], earliest: int, latest: int
+    readings: list[Any], earliest: int, latest: int
 ) -> tuple[npt.NDArray[np.bool_], list[Any]]:
-    """Which normalized readings the fast path takes (the contract would accept them as they are,
-    or with ints made floats), and their columns (device id, event time, metrics, attributes,
-    location, message id, flags). Checks over the whole batch; row by row only where a batch check
-    found something to look at."""
+    """Which readings (typed-decoded ``_Reading`` or normalized dicts) the fast path takes (the
+    contract would accept them as they are, or with ints made floats), and their columns (device
+    id, event time, metrics, attributes, location, message id, flags). Checks over the whole
+    batch; row by row only where a batch check found something to look at. The type checks are
+    left out when every reading is typed-decoded: the decoder made those types."""
     n = len(readings)
-    ids = [r["device_id"] for r in readings]
-    ok = (
-        np.fromiter((type(d) is str for d in ids), bool, n)
-        if set(map(type, ids)) != {str}
-        else np.ones(n, bool)
-    )
-    if not ok.all():
-        ids = [d if good else "-" for d, good in zip(ids, ok, strict=True)]
-    lengths = np.fromiter(map(len, ids), np.int64, n)
-    ok &= (lengths >= 1) & (lengths <= 256)
-    if _CONTROL.search("".join(ids)) is not None:
-        ok &= np.fromiter((_CONTROL.search(d) is None for d in ids), bool, n)
-    micros, good_times = _event_times(
-        [r.get("event_time", _MISSING) for r in readings], earliest, latest
-    )
+    typed = set(map(type, readings)) <= {_Reading}
+    ids, raw_times, metrics, attributes, locations, message_ids, flags = _fields(readings, typed)
+    ok = np.ones(n, bool)
+    if not typed:
+        _check_types(ok, ids, metrics, attributes, message_ids)
+    distinct = set(ids)  # devices send many readings: check each id once
+    if distinct and (
+        min(map(len, distinct)) < 1
+        or max(map(len, distinct)) > 256
+        or _CONTROL.search("".join(distinct)) is not None
+    ):
+        refused = {d for d in distinct if not 1 <= len(d) <= 256 or _CONTROL.search(d)}
+        ok &= np.fromiter((d not in refused for d in ids), bool, n)
+    micros, good_times = _event_times(raw_times, earliest, latest)
     ok &= good_times
-    metrics = [r.get("metrics", _EMPTY) for r in readings]
-    attributes = [r.get("attributes", _EMPTY) for r in readings]
+    if set(map(type, locations)) != {type(None)} and n:
+        for i, value in enumerate(locations):
+            good, locations[i] = _location(value)
+            if not good:
+                ok[i] = False
+    if typed:  # lists of strings
+        flags = [tuple(value) if value else () for value in flags]
+    else:
+        for i, value in enumerate(flags):
+            if value == () or value == []:
+                flags[i] = ()
+            elif type(value) is list and all(type(f) is str for f in value):
+                flags[i] = tuple(value)
+            else:
+                ok[i] = False
+    return ok, [ids, micros, metrics, attributes, locations, message_ids, flags]
+
+
+def _check_types(
+    ok: npt.NDArray[np.bool_],
+    ids: list[Any],
+    metrics: list[Any],
+    attributes: list[Any],
+    message_ids: list[Any],
+) -> None:
+    """The type checks of normalized dicts: clears ``ok`` where a field's type is not the
+    contract's; replaces what later checks cannot read (a non-string id, a non-dict bag) and makes
+    int and bool metrics floats, as pydantic does."""
+    n = len(ids)
+    if set(map(type, ids)) != {str}:
+        good = np.fromiter((type(d) is str for d in ids), bool, n)
+        ok &= good
+        ids[:] = [d if fine else "-" for d, fine in zip(ids, good, strict=True)]
     for bags in (metrics, attributes):
         if set(map(type, bags)) != {dict}:
             for i, bag in enumerate(bags):
@@ -491,24 +687,26 @@ def _check(
     strings = _all_of(str, attributes)
     if strings is not None:
         ok &= strings
-    locations: list[Any] = [r.get("location") for r in readings]
-    if set(map(type, locations)) != {type(None)} and n:
-        for i, value in enumerate(locations):
-            good, locations[i] = _location(value)
-            if not good:
-                ok[i] = False
-    message_ids = [r.get("message_id") for r in readings]
     if not set(map(type, message_ids)) <= {type(None), str}:
         ok &= np.fromiter((m is None or type(m) is str for m in message_ids), bool, n)
-    flags: list[Any] = [r.get("flags", ()) for r in readings]
-    for i, value in enumerate(flags):
-        if value == () or value == []:
-            flags[i] = ()
-        elif type(value) is list and all(type(f) is str for f in value):
-            flags[i] = tuple(value)
-        else:
-            ok[i] = False
-    return ok, [ids, micros, metrics, attributes, locations, message_ids, flags]
+
+
+def _fields(readings: list[Any], typed: bool) -> list[list[Any]]:
+    """The fields of each reading (typed-decoded ``_Reading`` or normalized dict), column by
+    column: device id, event time, metrics, attributes, location, message id, flags."""
+    if not readings:
+        return [[] for _ in range(7)]
+    if typed:  # the common batch: one transposition
+        return [list(column) for column in zip(*map(_astuple, readings), strict=True)]
+    rows = [
+        _astuple(r) if type(r) is _Reading else (
+            r["device_id"], r.get("event_time", _MISSING), r.get("metrics", _EMPTY),
+            r.get("attributes", _EMPTY), r.get("location"), r.get("message_id"),
+            r.get("flags", ()),
+        )
+        for r in readings
+    ]  # fmt: skip
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def _columns(

@@ -24,6 +24,7 @@ import math
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from itertools import islice, repeat
 from typing import Any, Self
 
 import numpy as np
@@ -259,22 +260,27 @@ class MetricStats(_Accumulator):
         if not len(starts):
             return []
         values = np.ascontiguousarray(values, dtype=np.float64)
-        bounds = np.append(starts, len(values)).tolist()
+        edges = np.append(starts, len(values))
+        counts = np.diff(edges).tolist()
+        bounds = edges.tolist()
         lows = np.minimum.reduceat(values, starts).tolist()
         highs = np.maximum.reduceat(values, starts).tolist()
-        as_list = values.tolist()
-        fsum, new, sketch = math.fsum, cls.__new__, kll_doubles_sketch
+        # Each group's exact sum from one shared iterator over the values (no list per group).
+        sums = map(math.fsum, map(islice, repeat(iter(values.tolist())), counts))
+        new, sketch = cls.__new__, kll_doubles_sketch
         out: list[MetricStats] = []
-        for i, lo in enumerate(lows):
-            start, end = bounds[i], bounds[i + 1]
+        append = out.append
+        for start, end, total, lo, hi in zip(
+            bounds[:-1], bounds[1:], sums, lows, highs, strict=True
+        ):
             stats = new(cls)
-            stats._sketch = sketch(k)
-            stats._sketch.update(values[start:end])
+            stats._sketch = group_sketch = sketch(k)
+            group_sketch.update(values[start:end])
             stats.count = end - start
-            stats.sum = 0.0 + fsum(as_list[start:end])
+            stats.sum = 0.0 + total  # -0.0 becomes 0.0, as add_many's running sum makes it
             stats._min = lo
-            stats._max = highs[i]
-            out.append(stats)
+            stats._max = hi
+            append(stats)
         return out
 
     def merge(self, other: MetricStats) -> Self:

@@ -183,14 +183,18 @@ def _aggregate_metrics(
     starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
     stats = MetricStats.from_groups(values[order], starts, k)
     first = order[starts]  # a value of each group, for its key
-    window_starts = _DatetimeCache()
-    out: dict[IotKey, MetricStats] = {}
     # Keys in order of first appearance, as the one-by-one path inserted them.
-    for g in np.argsort(first, kind="stable").tolist():
-        i = int(first[g])
-        window = int(window_list[window_codes[i]]) * size_seconds
-        out[device_list[device_codes[rows[i]]], names[i], window_starts[window]] = stats[g]
-    return out
+    by_appearance = np.argsort(first, kind="stable")
+    firsts = first[by_appearance]
+    group_devices = map(device_list.__getitem__, device_codes[rows[firsts]].tolist())
+    group_names = map(names.__getitem__, firsts.tolist())
+    window_times = [
+        datetime.fromtimestamp(int(w) * size_seconds, UTC) for w in window_list.tolist()
+    ]
+    group_windows = map(window_times.__getitem__, window_codes[firsts].tolist())
+    group_stats = map(stats.__getitem__, by_appearance.tolist())
+    keys = zip(group_devices, group_names, group_windows, strict=True)
+    return dict(zip(keys, group_stats, strict=True))
 
 
 def _factorize(values: Sequence[str]) -> tuple[npt.NDArray[np.int64], list[str]]:

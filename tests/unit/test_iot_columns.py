@@ -266,3 +266,113 @@ def test_columns_are_immutable_and_convert_to_arrow() -> None:
     table = columns.to_arrow()
     assert table.num_rows == len(columns) == 50
     assert table.column("device_id").to_pylist() == list(columns.device_id)
+
+
+# --- what the typed decoder must refuse or read exactly as orjson does ------------------------
+# A canonical record written as JSON text field by field, then changed the ways a strict typed
+# decode could differ from orjson + pydantic: null vs missing, duplicate and escaped keys, numbers
+# beyond 64 bits or a double, ints and bools where floats go, surrogates, bad UTF-8, raw control
+# characters, a byte-order mark, extra fields, trailing bytes.
+
+tricky_numbers = st.sampled_from(
+    ["0", "-0", "1", "-1.5e3", "9007199254740993", "9223372036854775807", "9223372036854775808",
+     "18446744073709551615", "18446744073709551616", "-9223372036854775809", "1e308", "1e400",
+     "-1e400", "1e-400", "1.7976931348623157e308", "true", "false", "null", '"1.5"', "[]", "{}"]
+)  # fmt: skip
+tricky_strings = st.sampled_from(
+    ['"ok"', '""', '"\\u0064evice"', '"\\ud800"', '"\\udc00\\ud800"', '"\\ud83d\\ude00"',
+     '"a\x01b"', '"\\u0000"', '"caf\\u00e9"', '"tab\\t"', "null", "1", "[]"]
+)  # fmt: skip
+valid_field_values: dict[str, st.SearchStrategy[str]] = {
+    "device_id": st.sampled_from(['"device-0001"', '"d"', '"\\u00e9t\\u00e9"']),
+    "event_time": st.one_of(
+        st.builds(lambda s: orjson.dumps(s).decode(), iso_times),
+        st.builds(lambda v: orjson.dumps(v).decode(), valid_times),
+    ),
+    "metrics": st.builds(lambda m: orjson.dumps(m).decode(), valid_metrics),
+    "attributes": st.sampled_from(["{}", '{"site": "a"}', '{"k": "v", "site": "\\u00e9"}']),
+    "location": st.sampled_from(["null", '{"lat": 1.5, "lon": -2}', '{"lat": 90, "lon": 180}']),
+    "message_id": st.sampled_from(["null", '"m-1"']),
+    "flags": st.sampled_from(["[]", '["x"]', '["a", "b"]']),
+}
+
+
+@st.composite
+def tricky_record(draw: st.DrawFn) -> bytes:
+    fields = [(name, draw(values)) for name, values in valid_field_values.items() if
+              name in ("device_id", "event_time") or draw(st.booleans())]  # fmt: skip
+    for _ in range(draw(st.integers(0, 3))):
+        change = draw(st.integers(0, 9))
+        name = draw(st.sampled_from(list(valid_field_values)))
+        if change == 0:  # a duplicate key, valid or not
+            value = draw(st.one_of(valid_field_values[name], tricky_strings, tricky_numbers))
+            fields.append((name, value))
+        elif change == 1:  # an escaped key
+            fields = [
+                (f"{n[:1]}\\u{ord(n[1]):04x}{n[2:]}" if n == name else n, v) for n, v in fields
+            ]
+        elif change == 2:  # a field null or dropped
+            fields = [(n, "null") for n, v in fields if n != name or draw(st.booleans())]
+        elif change == 3:  # a metric of a tricky number
+            fields.append(("metrics", f'{{"t": {draw(tricky_numbers)}, "h": 1.5}}'))
+        elif change == 4:  # a tricky event time
+            fields.append(("event_time", draw(st.one_of(tricky_numbers, tricky_strings))))
+        elif change == 5:  # a tricky device id or attribute
+            fields.append(
+                (draw(st.sampled_from(["device_id", "message_id"])), draw(tricky_strings))
+            )
+            fields.append(("attributes", f'{{"k": {draw(tricky_strings)}}}'))
+        elif change == 6:  # a tricky location
+            lat, lon = draw(tricky_numbers), draw(tricky_numbers)
+            fields.append(("location", f'{{"lat": {lat}, "lon": {lon}}}'))
+        elif change == 7:  # an extra field
+            fields.append((draw(st.sampled_from(["extra", "deviceId", "ts", "lat"])), "1"))
+        elif change == 8:  # flags of other types
+            fields.append(("flags", draw(st.sampled_from(["null", "[1]", '"f"', "[null]"]))))
+        else:
+            fields.append((name, draw(valid_field_values[name])))
+    body = "{" + ", ".join(f'"{n}": {v}' for n, v in fields) + "}"
+    data = body.encode("utf-8", "surrogatepass")
+    wrap = draw(st.integers(0, 12))
+    if wrap == 0:
+        data = b"\xef\xbb\xbf" + data
+    elif wrap == 1:
+        data = data.replace(b'"d', b'"\xff', 1)
+    elif wrap == 2:
+        data = b" \t" + data + b"\r\n "
+    elif wrap == 3:
+        data += draw(st.sampled_from([b"x", b"\x00", b"\x0c", b",", b"}"]))
+    return data
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(tricky_record(), records), max_size=20), as_text)
+def test_typed_decode_answers_as_the_record_path(batch: list[bytes], text: bool) -> None:
+    if text:
+        assert_same([r.decode("utf-8", "surrogateescape") for r in batch])
+    else:
+        assert_same(batch)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.integers(-(10**9), 10**9), min_size=1, max_size=40),
+    st.sampled_from(["", ".5", ".123", ".123456"]),
+    st.sampled_from(["", "Z"]),
+    st.sampled_from(
+        ["", "2026-02-29T00:00:00", "2024-02-29T23:59:59", "2026-04-31T10:00:00",
+         "2026-11-26T24:00:00", "2026-1a-26T12:00:00", "2026-11-26t12:00:00"]
+    ),
+)  # fmt: skip
+def test_event_times_of_one_length_match(
+    offsets: list[int], fraction: str, zone: str, odd: str
+) -> None:
+    """Batches whose event times all have one length take the byte-wise ISO check."""
+    times = [(NOW - timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%S") + fraction + zone
+             for s in offsets]  # fmt: skip
+    if odd:
+        times[len(times) // 2] = odd + fraction + zone
+    batch = [
+        orjson.dumps({"device_id": "d", "event_time": t, "metrics": {"t": 1.0}}) for t in times
+    ]
+    assert_same(batch, horizon=TimeHorizon(min_event_time=datetime(1, 1, 2, tzinfo=UTC)))
