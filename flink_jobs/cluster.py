@@ -597,9 +597,9 @@ def client_for(
     settings: ClusterSettings, host: str, rest_port: int, classpath: str = ""
 ) -> Cluster:
     """A client of a cluster that runs elsewhere (REST ``host:rest_port``), for ``submit_python``:
-    ``<folder>/client/conf/config.yaml`` holds only what the ``flink run`` client needs (the
-    REST address, the PyFlink interpreter of the Python workers); its log goes to
-    ``<folder>/client/log/``."""
+    ``<folder>/client/conf/config.yaml`` is the configuration template (JVM options, checkpoint
+    mode, restart strategy) plus the REST address and the PyFlink interpreter of the Python
+    workers, none of the local cluster's ports or folders; its log goes to ``<folder>/client/log/``."""
     client = Cluster(
         folder=settings.folder / "client",
         rest_port=rest_port,
@@ -616,14 +616,18 @@ def client_for(
         source = client.flink_home / "conf" / name
         if source.exists():
             shutil.copyfile(source, client.conf_dir / name)
-    config = {
-        "rest.address": host,
-        "rest.port": rest_port,
-        "python.executable": str(client.python),
-        "python.client.executable": str(client.python),
-    }
+    config = _template(settings.config_template)  # the JVM options a Flink 2.x client needs too
+    config.update(
+        {
+            "rest.address": host,
+            "rest.port": rest_port,
+            "python.executable": str(client.python),
+            "python.client.executable": str(client.python),
+        }
+    )
     (client.conf_dir / "config.yaml").write_text(
-        "# Written by 'sluice flink run-local --flink_master' (the client's settings only).\n"
+        f"# Written by 'sluice flink run-local --flink_master' from {settings.config_template}: "
+        "the client's settings (the cluster has its own).\n"
         + yaml.safe_dump(config, default_flow_style=False, sort_keys=True)
     )
     return client
