@@ -15,10 +15,10 @@ sqlite-jdbc), on their own classpath: ``HADOOP_CLASSPATH`` when this command sta
 which Flink's scripts append to the JVM's ``-classpath``. Not in ``pipeline.jars``: Iceberg's JDBC
 catalog opens SQLite through ``java.sql.DriverManager``, which registers the drivers it finds once
 per JVM and then hands a driver only to callers whose class loader loads that very driver class. A
-driver inside a job's (child-first) class loader is refused to every other loader: to the client's
-after the planner touched ``DriverManager``, to a restarted job's new class loader on the same
-TaskManager ("No suitable driver found for jdbc:sqlite:..."). On the system class path there is one
-copy, seen by every loader. On MSF the same jar is the ``jarfile`` (the job's class loader), which
+driver inside a job's (child-first) class loader serves that loader alone, and only when that job
+touched ``DriverManager`` first in the JVM ("No suitable driver found for jdbc:sqlite:..." otherwise:
+seen in-process, and the rule for a restarted job's new class loader). On the system class path
+there is one copy, seen by every loader. On MSF the same jar is the ``jarfile`` (the job's class loader), which
 is fine there: the Glue catalog uses no JDBC. Nothing in the jar clashes with Flink's own classes
 on one class path: its Hadoop configuration classes and ``HadoopUtils`` shim are relocated
 (``io.sluice.flink.shaded``), as are the Kinesis source's AWS SDK and HTTP client.

@@ -76,7 +76,7 @@ def test_the_zip_has_msf_layout(app_zip: Path) -> None:
 
 
 def test_the_archive_through_beam_and_pyflink_gives_the_same_tables(
-    tmp_path: Path, app_zip: Path, app_flink_dir: Path
+    tmp_path: Path, app_zip: Path, session_flink_dir: Path
 ) -> None:
     # GIVEN an archive, replayed by the Beam job into one warehouse
     archive = tmp_path / "archive"
@@ -98,7 +98,7 @@ def test_the_archive_through_beam_and_pyflink_gives_the_same_tables(
     props.write_text(json.dumps(app_properties(source, state, **{"batch.max.records": "50"})))
     flink = sluice(
         "flink", "run-local", "--properties", str(props), "--zip", str(app_zip),
-        "--flink_dir", str(app_flink_dir), "--wait", "--timeout_seconds", "600",
+        "--flink_dir", str(session_flink_dir), "--wait", "--timeout_seconds", "600",
     )  # fmt: skip
     assert flink.returncode == 0, (flink.stdout, flink.stderr[-2000:])
     assert flink.stdout.strip().splitlines()[-1] == "FINISHED"

@@ -102,7 +102,14 @@ def _boto_credentials() -> dict[str, str]:
 
 
 def start_app(
-    prefilled: Prefilled, zip_file: Path, cluster: Cluster, state: Path, *, wait: bool, **input: str
+    prefilled: Prefilled,
+    zip_file: Path,
+    cluster: Cluster,
+    state: Path,
+    *,
+    wait: bool,
+    job: dict[str, str] | None = None,
+    **input: str,
 ) -> Any:
     """``sluice flink run-local --flink_master`` of the application over the stream into ``state``."""
     settings = WarehouseSettings(state_dir=state)
@@ -114,7 +121,11 @@ def start_app(
     }  # fmt: skip
     props = state / "application_properties.json"
     props.write_text(
-        json.dumps(app_properties(source, state, prefilled.geoip, **{"batch.max.records": "50"}))
+        json.dumps(
+            app_properties(
+                source, state, prefilled.geoip, **{"batch.max.records": "50", **(job or {})}
+            )
+        )
     )
     return sluice(
         "flink", "run-local", "--properties", str(props), "--zip", str(zip_file),
@@ -127,13 +138,13 @@ def start_app(
 def uninterrupted(
     prefilled: Prefilled,
     app_zip: Path,
-    app_flink_dir: Path,
+    session_flink_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     """The application's tables of the stream, run once without interruption."""
     state = tmp_path_factory.mktemp("app") / "state"
     state.mkdir()
-    cluster = running_cluster(ClusterSettings(flink_dir=app_flink_dir))
+    cluster = running_cluster(ClusterSettings(flink_dir=session_flink_dir))
     done = start_app(prefilled, app_zip, cluster, state, wait=True)
     assert done.returncode == 0, (done.stdout, done.stderr[-2000:])
     assert done.stdout.strip().splitlines()[-1] == "FINISHED"
@@ -143,6 +154,8 @@ def uninterrupted(
 def test_a_prefilled_stream_through_beam_and_the_app_gives_the_same_tables(
     prefilled: Prefilled, uninterrupted: Path
 ) -> None:
+    # GIVEN the stream read by the Beam job (prefilled) WHEN the application reads it (uninterrupted)
+    # THEN the tables agree, dead letters of every kind included
     mine = read_tables(uninterrupted)
     assert_same_tables(mine, read_tables(prefilled.beam_state))
     kinds = {r["error_type"] for r in mine["dead_letters"]}
@@ -152,19 +165,25 @@ def test_a_prefilled_stream_through_beam_and_the_app_gives_the_same_tables(
 
 
 def test_a_killed_taskmanager_recovers_from_the_checkpoint_with_the_same_tables(
-    prefilled: Prefilled, uninterrupted: Path, app_zip: Path, app_flink_dir: Path, tmp_path: Path
+    prefilled: Prefilled,
+    uninterrupted: Path,
+    app_zip: Path,
+    session_flink_dir: Path,
+    tmp_path: Path,
 ) -> None:
-    # GIVEN the application reading the stream slowly (one record per GetRecords call), so that
-    # it is mid-run after its first checkpoints
-    cluster = running_cluster(ClusterSettings(flink_dir=app_flink_dir))
+    # GIVEN the application reading the stream slowly (one record per GetRecords call, about 20 s
+    # for the stream) and checkpointing every second, so that it is mid-run after its first commit
+    cluster = running_cluster(ClusterSettings(flink_dir=session_flink_dir))
     state = tmp_path / "state"
     state.mkdir()
     settings = WarehouseSettings(state_dir=state)
     ensure_tables(open_catalog(settings), settings)
     before = metadata_locations(state)
+    slow = {"records.per.call": "1"}
     submitted = start_app(
-        prefilled, app_zip, cluster, state, wait=False, **{"records.per.call": "1"}
-    )
+        prefilled, app_zip, cluster, state, wait=False,
+        job={"checkpoint.interval.seconds": "1"}, **slow,
+    )  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr[-2000:]
     job_id = submitted.stdout.strip().splitlines()[-1]
 
@@ -181,7 +200,7 @@ def test_a_killed_taskmanager_recovers_from_the_checkpoint_with_the_same_tables(
     os.kill(tm, signal.SIGKILL)
     wait_for("the killed TaskManager to be gone", lambda: tm not in cluster.pids("taskexecutor"))
     fresh = sluice(
-        "flink", "cluster", "start-taskmanager", "--flink_dir", str(app_flink_dir),
+        "flink", "cluster", "start-taskmanager", "--flink_dir", str(session_flink_dir),
         env=MOTO_CREDENTIALS, timeout=300,
     )  # fmt: skip
     assert fresh.returncode == 0, fresh.stderr

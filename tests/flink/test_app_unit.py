@@ -147,7 +147,12 @@ def test_a_missing_properties_file_names_what_to_do(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["application_properties.local.json", "application_properties.msf.json"]
+    "name",
+    [
+        "application_properties.local.json",
+        "application_properties.kinesis-local.json",
+        "application_properties.msf.json",
+    ],
 )
 def test_the_committed_property_files_are_valid(name: str) -> None:
     groups = json.loads((REPO / "flink_conf" / name).read_text())
