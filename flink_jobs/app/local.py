@@ -18,10 +18,10 @@ per JVM and then hands a driver only to callers whose class loader loads that ve
 driver inside a job's (child-first) class loader serves that loader alone, and only when that job
 touched ``DriverManager`` first in the JVM ("No suitable driver found for jdbc:sqlite:..." otherwise:
 seen in-process, and the rule for a restarted job's new class loader). On the system class path
-there is one copy, seen by every loader. On MSF the same jar is the ``jarfile`` (the job's class loader), which
-is fine there: the Glue catalog uses no JDBC. Nothing in the jar clashes with Flink's own classes
-on one class path: its Hadoop configuration classes and ``HadoopUtils`` shim are relocated
-(``io.sluice.flink.shaded``), as are the Kinesis source's AWS SDK and HTTP client.
+there is one copy, seen by every loader. On MSF the same jar is the ``jarfile`` (the job's class
+loader), which is fine there: the Glue catalog uses no JDBC. Nothing in the jar clashes with
+Flink's own classes on one class path: its Hadoop configuration classes and ``HadoopUtils`` shim are
+relocated (``io.sluice.flink.shaded``), as are the Kinesis source's AWS SDK and HTTP client.
 
 Start-up checks, each one line (exit 2) naming the fix: the properties, .venv-flink's Python (3.12),
 the shaded jar (``make flink-jar``), the catalog (for jdbc: the SQLite file and its six tables), and
@@ -156,8 +156,9 @@ def cluster_for(settings: ClusterSettings, jars: str) -> Cluster:
 
 def remote_cluster(settings: ClusterSettings, master: str, jars: str) -> Cluster:
     """A client for the running cluster at ``master`` (``HOST:PORT``, its REST address), whose
-    JobManager must have the shaded jar on its class path (the enumerator of the Kinesis source
-    and the Iceberg committers' catalog run there)."""
+    JobManager must have the shaded jar on its class path (the Kinesis source's enumerator runs
+    there). Its REST API shows only the JobManager's class path: the TaskManagers are taken to be
+    started the same way (a task that misses a class fails the job with Flink's own error)."""
     host, _, port = master.rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(f"--flink_master {master!r}: expected HOST:PORT (the REST address)")
