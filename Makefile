@@ -168,7 +168,9 @@ $(FLINK_STAMP): requirements-flink.lock pyproject.toml
 flink-venv: $(FLINK_STAMP)
 
 # The local Flink cluster for real (tests/flink, marker `flink`, deselected from `make test`): start,
-# a checkpointed PyFlink job, the TaskManager SIGKILLed and replaced, recovery, stop (about 1-2 min).
+# a checkpointed PyFlink job, the TaskManager SIGKILLed and replaced, recovery, stop; the Kinesis
+# source; the PyFlink application from its zip against the Beam job, from the archive and from a
+# moto stream, and with a TaskManager killed mid-run (8.5-9.5 min at load average 5-8 on 2 cores).
 test-flink: install flink-venv $(FLINK_JAR)
 	$(BIN)/pytest -q -p no:cacheprovider -m flink tests/flink
 

@@ -41,6 +41,7 @@ __all__ = [
     "HOST",
     "Cluster",
     "ClusterError",
+    "client_for",
     "flatten_config",
     "flink_environment",
     "flink_home",
@@ -81,10 +82,14 @@ class Cluster:
     blob_port: int
     flink_home: Path
     python: Path
+    classpath: str = ""
+    """``HADOOP_CLASSPATH`` the cluster's JVMs started with (Flink's scripts append it to their
+    class path); a TaskManager started later, and the ``flink run`` client, get the same."""
+    host: str = HOST
 
     @property
     def rest(self) -> str:
-        return f"{HOST}:{self.rest_port}"
+        return f"{self.host}:{self.rest_port}"
 
     @property
     def conf_dir(self) -> Path:
@@ -271,8 +276,11 @@ def write_config(settings: ClusterSettings, cluster: Cluster) -> Path:
 
 def flink_environment(cluster: Cluster) -> dict[str, str]:
     """The environment the distribution's scripts (``flink``, ``jobmanager.sh``) need for this
-    cluster: its configuration, logs and pid files, and the PyFlink interpreter."""
+    cluster: its configuration, logs and pid files, the PyFlink interpreter, and the class path
+    it started with (``HADOOP_CLASSPATH``)."""
     env = dict(os.environ)
+    if cluster.classpath:
+        env["HADOOP_CLASSPATH"] = cluster.classpath
     env.update(
         FLINK_HOME=str(cluster.flink_home),
         FLINK_CONF_DIR=str(cluster.conf_dir),
@@ -383,6 +391,7 @@ def _recorded(folder: Path) -> Cluster | None:
             blob_port=int(data["blob_port"]),
             flink_home=Path(data["flink_home"]),
             python=Path(data["python"]),
+            classpath=str(data.get("classpath", "")),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -422,6 +431,7 @@ def start(settings: ClusterSettings) -> Cluster:
         blob_port=blob_port,
         flink_home=home,
         python=(settings.flink_venv / "bin" / "python").absolute(),
+        classpath=os.environ.get("HADOOP_CLASSPATH", ""),
     )
     for sub in ("log", "run", "checkpoints", "savepoints", "tmp"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -436,6 +446,7 @@ def start(settings: ClusterSettings) -> Cluster:
                 "blob_port": blob_port,
                 "flink_home": str(home),
                 "python": str(cluster.python),
+                "classpath": cluster.classpath,
             },
             indent=2,
         )
@@ -580,6 +591,46 @@ def submit_python(cluster: Cluster, script: Path, *args: str, timeout: float = 3
             + (f" ({reason.strip()[:200]})" if reason else "")
         )
     return found.group(1)
+
+
+def client_for(
+    settings: ClusterSettings, host: str, rest_port: int, classpath: str = ""
+) -> Cluster:
+    """A client of a cluster that runs elsewhere (REST ``host:rest_port``), for ``submit_python``:
+    ``<folder>/client/conf/config.yaml`` is the configuration template (JVM options, checkpoint
+    mode, restart strategy) plus the REST address and the PyFlink interpreter of the Python
+    workers, none of the local cluster's ports or folders; its log goes to ``<folder>/client/log/``."""
+    client = Cluster(
+        folder=settings.folder / "client",
+        rest_port=rest_port,
+        rpc_port=0,
+        blob_port=0,
+        flink_home=flink_home(settings.flink_venv),
+        python=(settings.flink_venv / "bin" / "python").absolute(),
+        classpath=classpath,
+        host=host,
+    )
+    for sub in ("conf", "log"):
+        (client.folder / sub).mkdir(parents=True, exist_ok=True)
+    for name in _LOG_FILES_COPIED:
+        source = client.flink_home / "conf" / name
+        if source.exists():
+            shutil.copyfile(source, client.conf_dir / name)
+    config = _template(settings.config_template)  # the JVM options a Flink 2.x client needs too
+    config.update(
+        {
+            "rest.address": host,
+            "rest.port": rest_port,
+            "python.executable": str(client.python),
+            "python.client.executable": str(client.python),
+        }
+    )
+    (client.conf_dir / "config.yaml").write_text(
+        f"# Written by 'sluice flink run-local --flink_master' from {settings.config_template}: "
+        "the client's settings (the cluster has its own).\n"
+        + yaml.safe_dump(config, default_flow_style=False, sort_keys=True)
+    )
+    return client
 
 
 def running_cluster(settings: ClusterSettings) -> Cluster:

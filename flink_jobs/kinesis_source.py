@@ -11,6 +11,9 @@ whole (``sluice.stream.kpl`` de-aggregates them), with the fields of ``KINESIS_R
 Flink timestamp) and ``data`` (bytes). Per shard the rows come in sequence order; a child shard is
 read only after its parents; the position (last sequence number emitted) is Flink checkpoint state,
 so with checkpoints each record is emitted exactly once into the job's state and sinks.
+``bounded=True``: the shards listed at start are read until each is caught up (a GetRecords call
+returns nothing and is 0 ms behind the shard's tip), then the source ends (a backfill, or a test
+over a pre-filled stream: the watermark then goes to the end of time, so every window closes).
 Errors: settings this source cannot honour (saved positions, ``stop_when_idle_seconds``) or a jar
 without the source are a ``ConfigError`` with one line naming the fix.
 """
@@ -56,6 +59,7 @@ def kinesis_source(
     endpoint: str | None = None,
     access_key_id: str | None = None,
     secret_access_key: str | None = None,
+    bounded: bool = False,
 ) -> Source:
     """The Java source for ``settings`` (its Python wrapper, for ``env.from_source``)."""
     if settings.start.after_sequence:
@@ -66,7 +70,7 @@ def kinesis_source(
     if settings.stop_when_idle_seconds is not None:
         raise ConfigError(
             "Kinesis source: stop_when_idle_seconds does not apply to the Flink job (the source is "
-            "unbounded): leave it unset"
+            "unbounded, or bounded=True to stop once caught up): leave it unset"
         )
     if (access_key_id is None) != (secret_access_key is None):
         raise ConfigError(
@@ -109,6 +113,8 @@ def kinesis_source(
         config = config.withEndpoint(endpoint).withCbor(False)
     if access_key_id is not None:
         config = config.withStaticCredentials(access_key_id, secret_access_key)
+    if bounded:
+        config = config.withBounded(True)
     try:
         return Source(package.KinesisSource.of(config))
     except Exception as error:  # py4j wraps the source's IllegalArgumentException
@@ -124,6 +130,7 @@ def read_kinesis(
     endpoint: str | None = None,
     access_key_id: str | None = None,
     secret_access_key: str | None = None,
+    bounded: bool = False,
     name: str = "ReadFromKinesis",
 ) -> DataStream:
     """The stream of ``KINESIS_ROW`` rows, one per Kinesis record (no watermarks: the job assigns
@@ -133,5 +140,6 @@ def read_kinesis(
         endpoint=endpoint,
         access_key_id=access_key_id,
         secret_access_key=secret_access_key,
+        bounded=bounded,
     )
     return env.from_source(source, WatermarkStrategy.no_watermarks(), name, KINESIS_ROW).uid(name)

@@ -49,19 +49,17 @@ def check_python(version: Sequence[int] | None = None) -> None:
 
 
 def local_jars(given: str | None) -> list[str]:
-    """The jars of a local run: ``pipeline.jars`` as given, else the verified jars of the
-    manifest's ``pyflink`` set (``make flink-jars``); a missing one is a ``JarError``."""
+    """The jars a local run checks: ``pipeline.jars`` as given, else MSF's one shaded jar
+    (``make flink-jar``); a missing one is a ``ConfigError`` naming the command."""
     from pathlib import Path
 
-    from flink_jobs.jars import cached_jar, manifest
+    from flink_jobs.jars import SHADED_JAR
 
-    if given:
-        jars = [Path(p) for p in given.split(";") if p]
-        for jar in jars:
-            if not jar.is_file():
-                raise ConfigError(f"pipeline.jars: {jar} does not exist: run 'make flink-jars'")
-        return [str(j.resolve()) for j in jars]
-    return [str(cached_jar(j)) for j in manifest() if j.set == "pyflink"]
+    jars = [Path(p) for p in given.split(";") if p] if given else [SHADED_JAR]
+    for jar in jars:
+        if not jar.is_file():
+            raise ConfigError(f"the jar {jar} does not exist: run 'make flink-jar'")
+    return [str(j.resolve()) for j in jars]
 
 
 def _with_busy_timeout(uri: str, millis: int) -> str:
@@ -145,10 +143,10 @@ def build(settings: AppSettings, env: Any = None) -> Any:
     if env is None:
         env = StreamExecutionEnvironment.get_execution_environment()
     if settings.local:  # MSF 2.2 refuses configuration changes in code: only locally
-        # The jars are on the local cluster's classpath (HADOOP_CLASSPATH when it started, see
-        # flink_jobs.app.local), not in pipeline.jars: Iceberg's JDBC catalog finds the SQLite
-        # driver through DriverManager, which does not see a job's class loader.
-        # From an unpacked zip there is no jar manifest: `sluice flink run` checked the jars.
+        # The shaded jar is on the local cluster's classpath (HADOOP_CLASSPATH when it started,
+        # see flink_jobs.app.local), not in pipeline.jars: Iceberg's JDBC catalog finds the SQLite
+        # driver through DriverManager, which refuses a driver of one class loader to another.
+        # From an unpacked zip there is no jar manifest: `sluice flink run-local` checked the jar.
         from flink_jobs.jars import MANIFEST
 
         if MANIFEST.exists():

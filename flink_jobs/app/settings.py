@@ -100,6 +100,24 @@ class InputGroup(_Group):
         alias="initial.position",
         description="Where a shard with no checkpointed position starts.",
     )
+    bounded: bool = Field(
+        default=False,
+        description="source=kinesis: 'true' reads each shard listed at start until it is caught "
+        "up (a GetRecords call returns nothing, 0 ms behind the shard's tip), then the job "
+        "finishes: the arrival-time watermark goes to the end of time, so every open window is "
+        "written (as the Beam job's --stop_when_idle_seconds flushes them). For backfills and "
+        "tests over a pre-filled stream; records put while it reads are included only up to "
+        "the moment each shard caught up. 'false' (production): read forever. The archive is "
+        "always bounded.",
+    )
+    records_per_call: int = Field(
+        default=1_000,
+        ge=1,
+        le=10_000,
+        alias="records.per.call",
+        description="source=kinesis: GetRecords' Limit, the most records one call returns "
+        "(Kinesis allows 10,000; a shard is polled at most 5 times a second).",
+    )
 
     @field_validator("archive_from", "archive_to")
     @classmethod
@@ -229,9 +247,10 @@ class JobGroup(_Group):
     pipeline_jars: str | None = Field(
         default=None,
         alias="pipeline.jars",
-        description="Locally only: ';'-separated jar paths checked at start (default: the "
-        "verified jars of flink_conf/jars.lock, set pyflink). They are not added to pipeline.jars: "
-        "locally they are on the cluster's classpath; on MSF the zip's one jar is used.",
+        description="Locally only, run from the repository: ';'-separated jar paths checked at "
+        "start (default: build/flink/pyflink-dependencies.jar, 'make flink-jar'). They are not "
+        "added to Flink's pipeline.jars: locally the shaded jar is on the cluster's classpath "
+        "(flink_jobs/app/local.py says why); on MSF the zip's one jar is used.",
     )
 
 

@@ -6,7 +6,10 @@ source is unbounded.
 
 - ``kinesis``: the Kinesis source (``flink_jobs.kinesis_source``, a Java FLIP-27 source: Rows of
   shard_id, sequence_number, arrival_millis, data, one per Kinesis record) -> watermarks on arrival
-  time, ``watermark.out-of-orderness.seconds`` behind -> KPL de-aggregation.
+  time, ``watermark.out-of-orderness.seconds`` behind -> KPL de-aggregation. Unbounded, or with
+  ``bounded=true`` each shard up to where it is caught up, then the end of input (every window is
+  written: a pre-filled stream's arrival times are seconds apart, so its watermark alone would
+  never pass ``window_end + allowed_lateness``).
 - ``archive``: the raw archive (``sluice.tables.archive`` layout: gzipped JSON lines of user records,
   already de-aggregated) read with Flink's ``FileSource`` -> one user record per line. Bounded: at
   its end the watermark jumps to the end of time, so every window is written.
@@ -53,15 +56,10 @@ class _Arrival(TimestampAssigner):  # type: ignore[misc]
 
 def _kinesis(env: StreamExecutionEnvironment, settings: InputGroup, out_of_order: int) -> Any:
     """The Kinesis source (``flink_jobs.kinesis_source.read_kinesis``, the Java FLIP-27 source in the
-    shaded jar), arrival-time watermarks, KPL de-aggregation. Not run by this branch's tests: the
-    source lands from its own branch (flink-kinesis-source)."""
-    try:
-        from flink_jobs.kinesis_source import read_kinesis  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        raise ConfigError(
-            "source=kinesis needs flink_jobs/kinesis_source.py and its jar (the Java FLIP-27 "
-            "Kinesis source, 'make flink-jar'), which this build does not have: use source=archive"
-        ) from None
+    shaded jar; bounded when ``settings.bounded``), arrival-time watermarks, KPL de-aggregation.
+    Credentials: the AWS SDK's default chain in the TaskManagers (MSF: the application's role;
+    locally: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` of the shell that started the cluster)."""
+    from flink_jobs.kinesis_source import read_kinesis
     from sluice.stream.kinesis.positions import StartPosition
     from sluice.stream.kinesis.settings import KinesisReadSettings
 
@@ -70,8 +68,9 @@ def _kinesis(env: StreamExecutionEnvironment, settings: InputGroup, out_of_order
         stream_name=settings.stream_arn.rsplit("stream/", 1)[-1],
         start=StartPosition(kind=settings.initial_position),
         region_name=settings.aws_region,
+        max_records_per_call=settings.records_per_call,
     )
-    records = read_kinesis(env, read, endpoint=settings.aws_endpoint)
+    records = read_kinesis(env, read, endpoint=settings.aws_endpoint, bounded=settings.bounded)
     watermarks = (
         WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_seconds(out_of_order))
         .with_timestamp_assigner(_Arrival())

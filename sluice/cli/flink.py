@@ -1,5 +1,7 @@
 """``sluice flink cluster start|stop|status|start-taskmanager``: a local Flink cluster;
-``sluice flink run``: the PyFlink (MSF) application, from its zip, on that cluster;
+``sluice flink run-local`` (alias ``run``): the PyFlink (MSF) application, from its zip, on that
+cluster (started with MSF's one shaded jar on its classpath when none runs) or, with
+``--flink_master HOST:PORT``, on an already-running cluster;
 ``sluice flink package``: the MSF application zip (``flink_jobs.app``).
 
 A real standalone cluster (a JobManager and a TaskManager JVM, two task slots, checkpoints to a
@@ -25,9 +27,14 @@ ACTIONS = {
 
 
 APP_ACTIONS = {
-    "run": "run the PyFlink application zip on the local cluster (--properties FILE [--wait])",
+    "run-local": "run the PyFlink application zip on the local cluster (--properties FILE "
+    "[--flink_master HOST:PORT] [--wait])",
     "package": "build the MSF application zip (main.py, lib/ jar, dep/) [--out FILE] [--jar FILE]",
 }
+
+
+APP_ALIASES = {"run-local": ["run"]}
+"""``sluice flink run`` is the command's first name, kept working."""
 
 
 def register(commands: Any) -> None:
@@ -48,7 +55,8 @@ def register(commands: Any) -> None:
         action = actions.add_parser(name, help=text, add_help=False)
         action.set_defaults(handler=run_cluster, forwards=True, parser_of=action, verb=name)
     for name, text in APP_ACTIONS.items():
-        app = groups.add_parser(name, help=text, add_help=False)
+        aliases = APP_ALIASES.get(name, [])
+        app = groups.add_parser(name, help=text, add_help=False, aliases=aliases)
         app.set_defaults(handler=run_app, forwards=True, parser_of=app, verb=name)
 
 
@@ -59,7 +67,7 @@ def run_cluster(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def run_app(args: argparse.Namespace, rest: list[str]) -> int:
-    if args.verb == "run":
+    if args.verb == "run-local":
         from flink_jobs.app.local import main as run_main
 
         return run_main(rest)

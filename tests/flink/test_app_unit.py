@@ -84,6 +84,7 @@ def test_minimal_properties_give_documented_defaults() -> None:
     assert settings.core.window_seconds == 60 and settings.core.allowed_lateness_seconds == 600
     assert settings.job.checkpoint_interval_seconds == 60 and settings.job.batch_max_records == 500
     assert settings.run_options.jarfile == "lib/pyflink-dependencies.jar"
+    assert settings.input.bounded is False and settings.input.records_per_call == 1_000
     core = settings.core_settings()
     assert core.window_seconds == 60 and core.geoip_city_db is None
 
@@ -110,6 +111,24 @@ def test_minimal_properties_give_documented_defaults() -> None:
             "jdbc.uri is required when catalog.type=jdbc",
         ),
         ([*MINIMAL, MINIMAL[0]], "property group 'sluice.input' given twice"),
+        (
+            [
+                group("sluice.input", source="kinesis", **{"stream.arn": "a", "bounded": "maybe"}),
+                MINIMAL[1],
+            ],
+            "sluice.input: bounded: Input should be a valid boolean",
+        ),
+        (
+            [
+                group(
+                    "sluice.input",
+                    source="kinesis",
+                    **{"stream.arn": "a", "records.per.call": "20000"},
+                ),
+                MINIMAL[1],
+            ],
+            "sluice.input: records.per.call: Input should be less than or equal to 10000",
+        ),
         ({"not": "a list"}, "expected a JSON list"),
     ],
 )
@@ -128,7 +147,12 @@ def test_a_missing_properties_file_names_what_to_do(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["application_properties.local.json", "application_properties.msf.json"]
+    "name",
+    [
+        "application_properties.local.json",
+        "application_properties.kinesis-local.json",
+        "application_properties.msf.json",
+    ],
 )
 def test_the_committed_property_files_are_valid(name: str) -> None:
     groups = json.loads((REPO / "flink_conf" / name).read_text())
@@ -155,3 +179,23 @@ def test_catalog_ddl_for_jdbc_and_glue() -> None:
         local=False,
     )
     assert "GlueCatalog" in catalog_ddl(glue.iceberg) and "S3FileIO" in catalog_ddl(glue.iceberg)
+
+
+def test_a_bounded_kinesis_input_reads_its_settings() -> None:
+    given = group(
+        "sluice.input", source="kinesis", bounded="true",
+        **{"stream.arn": "arn:aws:kinesis:us-east-1:1:stream/s", "records.per.call": "5"},
+    )  # fmt: skip
+    settings = parse_groups([given, MINIMAL[1]], local=True)
+    assert settings.input.bounded is True and settings.input.records_per_call == 5
+
+
+def test_a_missing_shaded_jar_is_one_line_naming_make_flink_jar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flink_jobs.jars
+    from flink_jobs.app.local import classpath
+
+    monkeypatch.setattr(flink_jobs.jars, "SHADED_JAR", tmp_path / "pyflink-dependencies.jar")
+    with pytest.raises(ConfigError, match=r"is not built: run 'make flink-jar'"):
+        classpath()

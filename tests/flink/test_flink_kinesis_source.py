@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,25 +74,9 @@ def shaded_jar() -> Path:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One local cluster for the module, checkpointing every 2 s; stopped at the end."""
-    if not (REPO_ROOT / ".venv-flink" / "bin" / "python").exists():
-        subprocess.run(["make", "flink-venv"], cwd=REPO_ROOT, check=True, timeout=1200)
-    folder = tmp_path_factory.mktemp("kinesis-flink") / "flink"
-    started = sluice(
-        "flink",
-        "cluster",
-        "start",
-        "--flink_dir",
-        str(folder),
-        "--checkpoint_interval_seconds",
-        "2",
-    )
-    assert started.returncode == 0, started.stderr
-    try:
-        yield running_cluster(ClusterSettings(flink_dir=folder))
-    finally:
-        sluice("flink", "cluster", "stop", "--flink_dir", str(folder))
+def cluster(session_flink_dir: Path) -> Cluster:
+    """The session's local cluster (``tests/flink/conftest.py``), checkpointing every 2 s."""
+    return running_cluster(ClusterSettings(flink_dir=session_flink_dir))
 
 
 @pytest.fixture

@@ -22,6 +22,12 @@ import software.amazon.awssdk.services.kinesis.KinesisClient;
  * split, to the least loaded reader once its parents are finished. Readers report shards they read
  * to the end; the enumerator remembers them (checkpointed) and acknowledges, so a reader can drop
  * its own record of the fact once a checkpoint holds it.
+ *
+ * <p>Bounded ({@link KinesisSourceConfig#bounded}): only the shards of the first listing are read
+ * (a parent's children of that listing after it, as always); once each of them is assigned or
+ * finished, every reader is told there are no more splits, and a reader that has finished its
+ * shards then ends. A reader told so gets no split again; a failed reader's shards wait for it to
+ * register anew (it restarts from the checkpoint) and are handed to it before it is told.
  */
 final class KinesisShardEnumerator implements SplitEnumerator<KinesisShardSplit, KinesisEnumeratorState> {
     private static final Logger LOG = LoggerFactory.getLogger(KinesisShardEnumerator.class);
@@ -37,6 +43,8 @@ final class KinesisShardEnumerator implements SplitEnumerator<KinesisShardSplit,
     /** Finishes not yet in a completed checkpoint: shard -> (subtask, last snapshot before it). */
     private final Map<String, long[]> recentFinishes = new HashMap<>();
     private long lastSnapshotId = Long.MIN_VALUE;
+    /** Bounded: readers told there are no more splits (a reader registering anew is not). */
+    private final Set<Integer> toldNoMoreSplits = new HashSet<>();
     private KinesisClient client;
 
     KinesisShardEnumerator(
@@ -87,11 +95,15 @@ final class KinesisShardEnumerator implements SplitEnumerator<KinesisShardSplit,
     }
 
     private void assignReady() {
-        Set<Integer> readers = context.registeredReaders().keySet();
+        Set<Integer> readers = new HashSet<>(context.registeredReaders().keySet());
+        readers.removeAll(toldNoMoreSplits);
         if (readers.isEmpty()) {
             return;
         }
         for (ShardInfo shard : ShardGraph.ready(listed, finished, assigned.keySet())) {
+            if (config.bounded && !initialShards.contains(shard.shardId)) {
+                continue; // bounded: only what the first listing held
+            }
             int subtask = leastLoaded(readers);
             boolean initial = initialShards.contains(shard.shardId);
             KinesisShardSplit split =
@@ -106,6 +118,25 @@ final class KinesisShardEnumerator implements SplitEnumerator<KinesisShardSplit,
             context.assignSplit(split, subtask);
             assigned.put(shard.shardId, subtask);
         }
+        if (config.bounded && initialDiscoveryDone && everyInitialShardHandedOut()) {
+            for (int subtask : readers) {
+                LOG.info("Kinesis source (bounded): no more shards for reader {}", subtask);
+                context.signalNoMoreSplits(subtask);
+                toldNoMoreSplits.add(subtask);
+            }
+        }
+    }
+
+    /** Every shard of the first listing that is still listed is assigned or finished (one that
+     * left the stream's retention since has nothing left to read). */
+    private boolean everyInitialShardHandedOut() {
+        for (ShardInfo shard : listed) {
+            String id = shard.shardId;
+            if (initialShards.contains(id) && !finished.contains(id) && !assigned.containsKey(id)) {
+                return false;
+            }
+        }
+        return true;
     }
 
     private int leastLoaded(Set<Integer> readers) {
@@ -155,6 +186,7 @@ final class KinesisShardEnumerator implements SplitEnumerator<KinesisShardSplit,
 
     @Override
     public void addReader(int subtaskId) {
+        toldNoMoreSplits.remove(subtaskId); // a new reader instance (a restart) was not told
         assignReady();
     }
 

@@ -31,7 +31,7 @@ import software.amazon.awssdk.services.kinesis.model.ShardIteratorType;
  * a call that found nothing new). Throttled calls wait a doubling, bounded delay; an expired
  * iterator is fetched again after the last sequence number read. A shard ends when Kinesis gives no
  * next iterator, or, for emulators that always give one (moto), when ListShards shows it closed and
- * a call finds it drained.
+ * a call finds it drained. A bounded source also ends an open shard once a call finds it drained.
  */
 final class KinesisShardSplitReader implements SplitReader<KinesisRecord, KinesisShardSplit> {
     private static final Logger LOG = LoggerFactory.getLogger(KinesisShardSplitReader.class);
@@ -121,8 +121,10 @@ final class KinesisShardSplitReader implements SplitReader<KinesisRecord, Kinesi
             cursor.iterator = response.nextShardIterator();
             Long behind = response.millisBehindLatest();
             boolean drained = response.records().isEmpty() && (behind == null || behind == 0L);
-            if (cursor.iterator == null || (drained && isClosed(shardId, now))) {
-                LOG.info("Kinesis source: shard {} read to its end (last {})", shardId,
+            // Bounded: caught up (nothing new, 0 ms behind the tip) ends the shard, open or not.
+            if (cursor.iterator == null || (drained && (config.bounded || isClosed(shardId, now)))) {
+                LOG.info("Kinesis source: shard {} read to its {} (last {})", shardId,
+                        cursor.iterator == null || !config.bounded ? "end" : "tip",
                         cursor.lastFetched);
                 batch.addFinishedSplit(shardId);
                 return false;

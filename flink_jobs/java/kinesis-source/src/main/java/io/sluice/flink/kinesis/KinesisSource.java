@@ -19,6 +19,8 @@ import org.apache.flink.types.Row;
  * parents, the last emitted sequence number checkpointed per shard (exactly once with Flink's
  * checkpoints). Emits one {@link Row} per Kinesis record, KPL aggregates kept whole:
  * {@code (shard_id STRING, sequence_number STRING, arrival_millis BIGINT, data BYTES)}.
+ * Unbounded by default; {@link KinesisSourceConfig#bounded} reads the shards listed at start until
+ * each is caught up, then ends (a backfill, or a test over a pre-filled stream).
  */
 public final class KinesisSource
         implements Source<Row, KinesisShardSplit, KinesisEnumeratorState>, ResultTypeQueryable<Row> {
@@ -56,7 +58,7 @@ public final class KinesisSource
 
     @Override
     public Boundedness getBoundedness() {
-        return Boundedness.CONTINUOUS_UNBOUNDED;
+        return config.bounded ? Boundedness.BOUNDED : Boundedness.CONTINUOUS_UNBOUNDED;
     }
 
     @Override

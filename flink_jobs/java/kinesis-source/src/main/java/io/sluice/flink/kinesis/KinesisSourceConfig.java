@@ -44,6 +44,13 @@ public final class KinesisSourceConfig implements Serializable {
      * system property aws.cborEnabled, which the source sets to false only when this is off.
      */
     public final boolean cborEnabled;
+    /**
+     * Bounded: each shard listed at start is read until it is caught up (a GetRecords call returns
+     * nothing and is 0 ms behind the shard's tip), then finished; once every one is, the source
+     * ends, so downstream the watermark goes to the end of time. Unbounded (the default): the
+     * source reads forever and discovers new shards.
+     */
+    public final boolean bounded;
 
     private KinesisSourceConfig(
             String streamName,
@@ -61,7 +68,8 @@ public final class KinesisSourceConfig implements Serializable {
             int throttleMaxRetries,
             long discoveryIntervalMillis,
             long httpTimeoutMillis,
-            boolean cborEnabled) {
+            boolean cborEnabled,
+            boolean bounded) {
         this.streamName = streamName;
         this.region = region;
         this.endpoint = endpoint;
@@ -78,34 +86,35 @@ public final class KinesisSourceConfig implements Serializable {
         this.discoveryIntervalMillis = discoveryIntervalMillis;
         this.httpTimeoutMillis = httpTimeoutMillis;
         this.cborEnabled = cborEnabled;
+        this.bounded = bounded;
     }
 
     /** Defaults: TRIM_HORIZON, 1,000 records per call, 1 s idle backoff, 10 s discovery. */
     public static KinesisSourceConfig forStream(String streamName) {
         return new KinesisSourceConfig(
                 streamName, null, null, null, null, StartPosition.TRIM_HORIZON, 0L, 1_000, 1_000L,
-                200L, 100L, 5_000L, 8, 10_000L, 10_000L, true);
+                200L, 100L, 5_000L, 8, 10_000L, 10_000L, true, false);
     }
 
     public KinesisSourceConfig withRegion(String value) {
         return new KinesisSourceConfig(streamName, value, endpoint, accessKeyId, secretAccessKey,
                 startPosition, startTimestampMillis, maxRecordsPerCall, idleBackoffMillis,
                 minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, throttleMaxRetries,
-                discoveryIntervalMillis, httpTimeoutMillis, cborEnabled);
+                discoveryIntervalMillis, httpTimeoutMillis, cborEnabled, bounded);
     }
 
     public KinesisSourceConfig withEndpoint(String value) {
         return new KinesisSourceConfig(streamName, region, value, accessKeyId, secretAccessKey,
                 startPosition, startTimestampMillis, maxRecordsPerCall, idleBackoffMillis,
                 minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, throttleMaxRetries,
-                discoveryIntervalMillis, httpTimeoutMillis, cborEnabled);
+                discoveryIntervalMillis, httpTimeoutMillis, cborEnabled, bounded);
     }
 
     public KinesisSourceConfig withStaticCredentials(String keyId, String secret) {
         return new KinesisSourceConfig(streamName, region, endpoint, keyId, secret,
                 startPosition, startTimestampMillis, maxRecordsPerCall, idleBackoffMillis,
                 minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, throttleMaxRetries,
-                discoveryIntervalMillis, httpTimeoutMillis, cborEnabled);
+                discoveryIntervalMillis, httpTimeoutMillis, cborEnabled, bounded);
     }
 
     /** {@code position}: TRIM_HORIZON, LATEST or AT_TIMESTAMP (then {@code timestampMillis}). */
@@ -113,42 +122,50 @@ public final class KinesisSourceConfig implements Serializable {
         return new KinesisSourceConfig(streamName, region, endpoint, accessKeyId, secretAccessKey,
                 StartPosition.valueOf(position), timestampMillis, maxRecordsPerCall,
                 idleBackoffMillis, minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, throttleMaxRetries,
-                discoveryIntervalMillis, httpTimeoutMillis, cborEnabled);
+                discoveryIntervalMillis, httpTimeoutMillis, cborEnabled, bounded);
     }
 
     public KinesisSourceConfig withPolling(
             int recordsPerCall, long idleMillis, long minIntervalMillis) {
         return new KinesisSourceConfig(streamName, region, endpoint, accessKeyId, secretAccessKey,
                 startPosition, startTimestampMillis, recordsPerCall, idleMillis, minIntervalMillis,
-                throttleBaseMillis, throttleMaxMillis, throttleMaxRetries, discoveryIntervalMillis, httpTimeoutMillis, cborEnabled);
+                throttleBaseMillis, throttleMaxMillis, throttleMaxRetries, discoveryIntervalMillis, httpTimeoutMillis, cborEnabled, bounded);
     }
 
     public KinesisSourceConfig withThrottleBackoff(long baseMillis, long maxMillis, int retries) {
         return new KinesisSourceConfig(streamName, region, endpoint, accessKeyId, secretAccessKey,
                 startPosition, startTimestampMillis, maxRecordsPerCall, idleBackoffMillis,
                 minCallIntervalMillis, baseMillis, maxMillis, retries, discoveryIntervalMillis,
-                httpTimeoutMillis, cborEnabled);
+                httpTimeoutMillis, cborEnabled, bounded);
     }
 
     public KinesisSourceConfig withHttpTimeout(long millis) {
         return new KinesisSourceConfig(streamName, region, endpoint, accessKeyId, secretAccessKey,
                 startPosition, startTimestampMillis, maxRecordsPerCall, idleBackoffMillis,
                 minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, throttleMaxRetries,
-                discoveryIntervalMillis, millis, cborEnabled);
+                discoveryIntervalMillis, millis, cborEnabled, bounded);
     }
 
     public KinesisSourceConfig withCbor(boolean enabled) {
         return new KinesisSourceConfig(streamName, region, endpoint, accessKeyId, secretAccessKey,
                 startPosition, startTimestampMillis, maxRecordsPerCall, idleBackoffMillis,
                 minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, throttleMaxRetries,
-                discoveryIntervalMillis, httpTimeoutMillis, enabled);
+                discoveryIntervalMillis, httpTimeoutMillis, enabled, bounded);
+    }
+
+    /** See {@link #bounded}. */
+    public KinesisSourceConfig withBounded(boolean value) {
+        return new KinesisSourceConfig(streamName, region, endpoint, accessKeyId, secretAccessKey,
+                startPosition, startTimestampMillis, maxRecordsPerCall, idleBackoffMillis,
+                minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, throttleMaxRetries,
+                discoveryIntervalMillis, httpTimeoutMillis, cborEnabled, value);
     }
 
     public KinesisSourceConfig withDiscoveryInterval(long millis) {
         return new KinesisSourceConfig(streamName, region, endpoint, accessKeyId, secretAccessKey,
                 startPosition, startTimestampMillis, maxRecordsPerCall, idleBackoffMillis,
                 minCallIntervalMillis, throttleBaseMillis, throttleMaxMillis, throttleMaxRetries, millis,
-                httpTimeoutMillis, cborEnabled);
+                httpTimeoutMillis, cborEnabled, bounded);
     }
 
     /** A one-line reason when a field is out of range; the source refuses to build then. */
@@ -180,6 +197,7 @@ public final class KinesisSourceConfig implements Serializable {
     public String toString() {
         return "KinesisSourceConfig{stream=" + streamName + ", region=" + region + ", endpoint="
                 + endpoint + ", credentials=" + (accessKeyId == null ? "default chain" : "static")
-                + ", start=" + startPosition + (cborEnabled ? "" : ", json") + "}";
+                + ", start=" + startPosition + (cborEnabled ? "" : ", json")
+                + (bounded ? ", bounded" : "") + "}";
     }
 }

@@ -7,6 +7,7 @@ import java.io.IOException;
 import java.util.List;
 import java.util.Set;
 import java.util.stream.Collectors;
+import org.apache.flink.api.connector.source.Boundedness;
 import org.junit.jupiter.api.Test;
 
 class KinesisSourceUnitTest {
@@ -65,6 +66,16 @@ class KinesisSourceUnitTest {
         assertEquals(state.finishedShards, back.finishedShards);
         assertEquals(state.initialShards, back.initialShards);
         assertEquals(true, back.initialDiscoveryDone);
+    }
+
+    @Test
+    void boundedOnlyWhenAsked() {
+        KinesisSourceConfig config = KinesisSourceConfig.forStream("s");
+        assertEquals(Boundedness.CONTINUOUS_UNBOUNDED, KinesisSource.of(config).getBoundedness());
+        KinesisSourceConfig bounded = config.withBounded(true).withRegion("us-east-1");
+        assertEquals(Boundedness.BOUNDED, KinesisSource.of(bounded).getBoundedness());
+        assertEquals("KinesisSourceConfig{stream=s, region=us-east-1, endpoint=null, "
+                + "credentials=default chain, start=TRIM_HORIZON, bounded}", bounded.toString());
     }
 
     @Test
