@@ -583,12 +583,13 @@ def submit_python(cluster: Cluster, script: Path, *args: str, timeout: float = 3
         out.write(f"$ {' '.join(command)}\n{done.stdout}{done.stderr}\n")
     found = re.search(r"JobID ([0-9a-f]{32})", done.stdout + done.stderr)
     if done.returncode != 0 or not found:
-        reason = next(
-            (line for line in (done.stderr + done.stdout).splitlines() if "Error" in line), ""
-        )
+        lines = (done.stderr + done.stdout).splitlines()
+        # The program's own one-line refusal (flink_jobs.app.main) whole, else a Java error line.
+        own = next((line for line in lines if line.startswith("sluice flink app: ")), "")
+        reason = own.strip() or next((ln for ln in lines if "Error" in ln), "").strip()[:200]
         raise ClusterError(
             f"flink run --python {script} failed (exit {done.returncode}): see {log}"
-            + (f" ({reason.strip()[:200]})" if reason else "")
+            + (f" ({reason})" if reason else "")
         )
     return found.group(1)
 

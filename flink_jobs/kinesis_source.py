@@ -60,8 +60,12 @@ def kinesis_source(
     access_key_id: str | None = None,
     secret_access_key: str | None = None,
     bounded: bool = False,
+    check: bool = True,
 ) -> Source:
-    """The Java source for ``settings`` (its Python wrapper, for ``env.from_source``)."""
+    """The Java source for ``settings`` (its Python wrapper, for ``env.from_source``). With
+    ``check`` (the default) the stream is listed once first, where the job is built, so an
+    unreachable endpoint, a missing stream or refused credentials is a one-line ``ConfigError`` at
+    start rather than tasks that fail and restart."""
     if settings.start.after_sequence:
         raise ConfigError(
             "Kinesis source: saved positions (start.after_sequence) do not apply to the Flink job; "
@@ -116,11 +120,25 @@ def kinesis_source(
     if bounded:
         config = config.withBounded(True)
     try:
-        return Source(package.KinesisSource.of(config))
+        source = package.KinesisSource.of(config)
     except Exception as error:  # py4j wraps the source's IllegalArgumentException
-        message = str(error).splitlines()
-        reason = next((line for line in message if "Kinesis source:" in line), message[0])
-        raise ConfigError(reason.split("IllegalArgumentException: ")[-1].strip()) from error
+        raise ConfigError(_java_reason(error, "IllegalArgumentException: ")) from error
+    if check:
+        try:
+            source.checkStream()
+        except Exception as error:  # py4j wraps the check's IllegalStateException
+            raise ConfigError(
+                _java_reason(error, "IllegalStateException: ")
+                + ": check sluice.input (stream.arn, aws.region, aws.endpoint) and the credentials"
+            ) from error
+    return Source(source)
+
+
+def _java_reason(error: Exception, exception_prefix: str) -> str:
+    """The one ``Kinesis source: ...`` line of a py4j error (else its first line)."""
+    message = str(error).splitlines() or [repr(error)]
+    reason = next((line for line in message if "Kinesis source:" in line), message[0])
+    return reason.split(exception_prefix)[-1].strip()
 
 
 def read_kinesis(

@@ -16,8 +16,9 @@ Window tables are append-only: each window's row is written once, when the arriv
 passes ``window_end + allowed_lateness`` (no equality deletes, which pyiceberg 0.12 cannot read).
 Cost: a window's row appears ``allowed_lateness`` + up to one checkpoint interval after it ends.
 
-Start-up errors (wrong Python, missing jars, an unreachable catalog or missing tables) are one
-``ConfigError`` line naming the fix.
+Start-up errors (wrong Python, missing jars, an unreachable catalog or missing tables, for
+``source=kinesis`` an unreachable endpoint or a missing stream) are one ``ConfigError`` line naming
+the fix.
 """
 
 from __future__ import annotations

@@ -31,11 +31,18 @@ from typing import Any
 
 import boto3
 import pytest
-from app_testkit import MOTO_CREDENTIALS, app_properties, assert_same_tables, read_tables, sluice
+from app_testkit import (
+    MOTO_CREDENTIALS,
+    app_properties,
+    assert_same_tables,
+    one_line,
+    read_tables,
+    sluice,
+)
 from job_testkit import metadata_locations, mixed_input, window_of
 from kinesis_testkit import REGION, create_stream, put_aggregated, put_records
 
-from flink_jobs.cluster import Cluster, rest_get, running_cluster
+from flink_jobs.cluster import Cluster, free_port, rest_get, running_cluster
 from flink_jobs.settings import ClusterSettings
 from sluice.tables.warehouse import WarehouseSettings, ensure_tables, open_catalog
 
@@ -212,3 +219,25 @@ def test_a_killed_taskmanager_recovers_from_the_checkpoint_with_the_same_tables(
     restored = latest.get("restored") or {}
     assert restored.get("is_savepoint") is False, latest
     assert_same_tables(read_tables(state), read_tables(uninterrupted))
+
+
+def test_an_unreachable_kinesis_endpoint_is_one_line_at_start(
+    prefilled: Prefilled, app_zip: Path, session_flink_dir: Path, tmp_path: Path
+) -> None:
+    # GIVEN the application pointed at a local port nothing listens on
+    cluster = running_cluster(ClusterSettings(flink_dir=session_flink_dir))
+    state = tmp_path / "state"
+    state.mkdir()
+    nobody = f"http://127.0.0.1:{free_port()}"
+    # WHEN it is submitted THEN the submission stops at start with one line naming the stream, the
+    # endpoint and what to check, and no job was left running
+    before = {j["id"] for j in (rest_get(cluster.rest, "/jobs") or {}).get("jobs", [])}
+    line = one_line(
+        start_app(prefilled, app_zip, cluster, state, wait=False, **{"aws.endpoint": nobody})
+    )
+    assert (
+        f"Kinesis source: cannot list the shards of stream {prefilled.stream} at {nobody}" in line
+    )
+    assert "check sluice.input (stream.arn, aws.region, aws.endpoint)" in line
+    after = {j["id"] for j in (rest_get(cluster.rest, "/jobs") or {}).get("jobs", [])}
+    assert after == before

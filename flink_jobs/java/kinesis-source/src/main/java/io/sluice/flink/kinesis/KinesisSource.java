@@ -13,6 +13,8 @@ import org.apache.flink.api.java.typeutils.ResultTypeQueryable;
 import org.apache.flink.api.java.typeutils.RowTypeInfo;
 import org.apache.flink.core.io.SimpleVersionedSerializer;
 import org.apache.flink.types.Row;
+import software.amazon.awssdk.core.exception.SdkException;
+import software.amazon.awssdk.services.kinesis.KinesisClient;
 
 /**
  * Sluice's Kinesis source for Flink 2.x (FLIP-27): one split per shard, children after their
@@ -40,6 +42,32 @@ public final class KinesisSource
     /** The source for a validated configuration (an IllegalArgumentException says what is wrong). */
     public static KinesisSource of(KinesisSourceConfig config) {
         return new KinesisSource(config);
+    }
+
+    /**
+     * The start-up check of a job that reads this source: one ListShards of the stream (every
+     * page), from where the job is built. Returns the number of shards; an unreachable endpoint, a
+     * missing stream or refused credentials is an {@link IllegalStateException} whose message is one
+     * line starting "Kinesis source:", so the job stops at start instead of restarting its tasks.
+     */
+    public int checkStream() {
+        String where = config.endpoint == null ? "" : " at " + config.endpoint;
+        try (KinesisClient client = KinesisClients.create(config)) {
+            int shards = ShardLister.list(client, config.streamName).size();
+            if (shards == 0) {
+                throw new IllegalStateException(
+                        "Kinesis source: stream " + config.streamName + where + " has no shards");
+            }
+            return shards;
+        } catch (SdkException e) {
+            String reason = String.valueOf(e.getMessage()).split("\\R", 2)[0];
+            throw new IllegalStateException(
+                    "Kinesis source: cannot list the shards of stream "
+                            + config.streamName
+                            + where
+                            + ": "
+                            + reason);
+        }
     }
 
     /** The type of the rows this source emits. */
