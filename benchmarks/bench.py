@@ -10,8 +10,8 @@ What runs, for each size N (every measured thing in a process of its own, so its
   and private ranges, 2,000 paths, query strings, bots; combined format), and feed items
   (USGS-style documents of 1,000 items; ``--feed-events`` of them, default min(N, 200,000));
 - core IoT: the file read in line batches, ``parse_iot_columns`` and ``aggregate_iot_columns``
-  (1-minute windows) per batch; core weblog: ``LogParser.parse_batch`` and
-  ``GeoIpEnricher.lookup_many`` (demo databases, cache on) per batch, then ``aggregate_web``;
+  (1-minute windows) per batch; core weblog: ``LogParser.parse_batch`` (its bulk path) and
+  ``GeoIpEnricher.enrich`` (demo databases, cache on) per batch, then ``aggregate_web``;
   core feed: ``parse_feed_document``. Rates are events per CPU second of that process (per core);
 - DuckDB 1 thread on the same IoT file: ``read_json`` + GROUP BY device, minute (count, avg, min,
   max, p95); no extension is installed or loaded from the network;
@@ -177,7 +177,7 @@ def worker_weblog(path: Path) -> dict[str, Any]:
     from sluice.core.inputs import iter_line_batches
     from sluice.parsing.weblog import MAX_LINE_BYTES, LogParser
     from sluice.transform.aggregate import aggregate_web
-    from sluice.transform.geoip import GeoIpEnricher, choose_client_ip
+    from sluice.transform.geoip import GeoIpEnricher
 
     parser = LogParser("combined")
     events = 0
@@ -190,12 +190,7 @@ def worker_weblog(path: Path) -> dict[str, Any]:
                 t0 = _cpu()
                 records = parser.parse_batch(batch.lines).valid
                 t1 = _cpu()
-                geos = enricher.lookup_many(
-                    [choose_client_ip(r.client_ip, r.forwarded_for) or "" for r in records]
-                )
-                enriched = [
-                    r.model_copy(update={"geo": g}) for r, g in zip(records, geos, strict=True)
-                ]
+                enriched = enricher.enrich(records)
                 t2 = _cpu()
                 aggregate_web(enriched)
                 aggregate_cpu += _cpu() - t2

@@ -30,7 +30,6 @@ shaped (about 20 us a line here); a batch lets every check and conversion run on
 
 from __future__ import annotations
 
-import gc
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -59,8 +58,7 @@ Outcome = WebAccessLog | Rejection | None
 
 # Bytes that rule the fast path out: anything but printable ASCII (and the batch's own line breaks),
 # and the backslash, which starts an escape the per-line path decodes.
-_NOT_PLAIN_BYTES = re.compile(rb"[^\x20-\x5b\x5d-\x7e\n]")
-_NOT_PLAIN_TEXT = re.compile(r"[^\x20-\x5b\x5d-\x7e\n]")
+_PLAIN_BYTES = bytes(b for b in range(0x20, 0x7F) if b != 0x5C) + b"\n"
 _PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
 _REQUEST_TIME = re.compile(r"\d+\.\d+", re.ASCII)  # auto's trailing $request_time (auto.py's)
 _MAX_DIGITS = 18  # below 2**63 - 1 whatever the digits: pydantic reads them as int() does
@@ -233,15 +231,7 @@ class BulkPlan:
                 rows.append(found.groups())
                 where.append(index)
         out: list[WebAccessLog | None] = [None] * len(lines)
-        was_enabled = gc.isenabled()
-        # The records of a batch hold no reference cycles; collecting while building them (some
-        # ten containers a record) cost as much as building them. Collection resumes after.
-        gc.disable()
-        try:
-            records = self._convert(rows, _Times(context))
-        finally:
-            if was_enabled:
-                gc.enable()
+        records = self._convert(rows, _Times(context))
         for index, record in zip(where, records, strict=True):
             out[index] = record
         return out
@@ -383,37 +373,38 @@ def bulk_plan(compiled: CompiledFormat | None) -> BulkPlan | None:
     return _compiled_plan(compiled)
 
 
+def _plain(data: bytes) -> bool:
+    """Printable ASCII without a backslash (line breaks aside): deleting those bytes leaves none."""
+    return not data.translate(None, _PLAIN_BYTES)
+
+
 def plain_lines(raws: Sequence[bytes | str], max_bytes: int) -> tuple[list[str], list[int]] | None:
     """The lines of a batch that may take the fast path, as text, and their indexes; None when
-    none may."""
+    none may. One check over the joined batch when all of it is plain, else line by line."""
     if not raws:
         return None
     kind = type(raws[0])
-    same = (kind is bytes or kind is str) and all(type(raw) is kind for raw in raws)
-    if same and max(map(len, raws)) <= max_bytes:
+    one_kind = (kind is bytes or kind is str) and all(type(raw) is kind for raw in raws)
+    if one_kind and max(map(len, raws)) <= max_bytes:
         if kind is bytes:
-            blob: Any = b"\n".join(raws)  # type: ignore[arg-type]
-            dirty: Any = _NOT_PLAIN_BYTES.search(blob)
-            breaks = blob.count(b"\n")
+            blob = b"\n".join(raws)  # type: ignore[arg-type]
         else:
-            blob = "\n".join(raws)  # type: ignore[arg-type]
-            dirty = _NOT_PLAIN_TEXT.search(blob)
-            breaks = blob.count("\n")
-        if dirty is None and breaks == len(raws) - 1:
-            text = blob.decode("ascii") if kind is bytes else blob
-            return text.split("\n"), list(range(len(raws)))
+            text = "\n".join(raws)  # type: ignore[arg-type]
+            blob = text.encode("ascii") if text.isascii() else b"\x00"  # \x00: not plain
+        if _plain(blob) and blob.count(b"\n") == len(raws) - 1:
+            return blob.decode("ascii").split("\n"), list(range(len(raws)))
     lines: list[str] = []
     where: list[int] = []
     for index, raw in enumerate(raws):
-        if type(raw) is bytes:
-            if len(raw) > max_bytes or _NOT_PLAIN_BYTES.search(raw) or b"\n" in raw:
+        if type(raw) is str:
+            if not raw.isascii():
                 continue
-            lines.append(raw.decode("ascii"))
-        elif type(raw) is str:
-            if len(raw) > max_bytes or _NOT_PLAIN_TEXT.search(raw) or "\n" in raw:
-                continue
-            lines.append(raw)
+            data = raw.encode("ascii")
+        elif type(raw) is bytes:
+            data = raw
         else:
             continue
-        where.append(index)
+        if len(data) <= max_bytes and b"\n" not in data and _plain(data):
+            lines.append(data.decode("ascii"))
+            where.append(index)
     return (lines, where) if lines else None
