@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from sluice.core.contracts import TimeHorizon, WebAccessLog
 from sluice.core.deadletters import Rejection
 from sluice.parsing.weblog import LogParser
+from sluice.parsing.weblog.bulk import CHUNK_LINES
 
 NOW = datetime(2026, 11, 26, 12, 30, tzinfo=UTC)
 HORIZON = TimeHorizon(max_future_seconds=3600, min_event_time=datetime(2020, 1, 1, tzinfo=UTC))
@@ -264,3 +265,26 @@ def test_edge_lines_equal_line_by_line(spec: str, line: str) -> None:
     for raw in (line, line.encode()):
         [bulk] = parser.parse_many([raw], CONTEXT)
         _same(bulk, parser.parse_raw(raw, CONTEXT))
+
+
+def test_a_batch_longer_than_a_slice_matches_line_by_line() -> None:
+    """GIVEN a batch of several slices (``bulk.CHUNK_LINES``) with bad lines, times repeated across
+    slices and lines that go line by line, THEN every outcome is the per-line one, in order."""
+    good = '203.0.113.{i} - - [26/Nov/2026:12:{m:02d}:00 +0000] "GET /{i} HTTP/1.1" 200 {i} "-" "x"'
+    lines: list[bytes | str] = []
+    for i in range(3 * CHUNK_LINES + 5):
+        line = good.format(i=i % 250, m=(i // 100) % 60)
+        if i % 7 == 3:
+            line = line.replace("12:", "25:")  # not a time
+        elif i % 11 == 5:
+            line = line.replace('"x"', r'"\x41"')  # an escape: line by line
+        elif i % 13 == 0:
+            line = ""
+        lines.append(line.encode())
+    parser = PARSERS["combined"]
+    bulk = parser.parse_many(lines, CONTEXT)
+    for got, expected in zip(
+        bulk, [parser.parse_raw(line, CONTEXT) for line in lines], strict=True
+    ):
+        _same(got, expected)
+    assert sum(isinstance(outcome, WebAccessLog) for outcome in bulk) > 2 * CHUNK_LINES
