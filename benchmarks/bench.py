@@ -10,8 +10,8 @@ What runs, for each size N (every measured thing in a process of its own, so its
   and private ranges, 2,000 paths, query strings, bots; combined format), and feed items
   (USGS-style documents of 1,000 items; ``--feed-events`` of them, default min(N, 200,000));
 - core IoT: the file read in line batches, ``parse_iot_columns`` and ``aggregate_iot_columns``
-  (1-minute windows) per batch; core weblog: ``LogParser.parse_batch`` and
-  ``GeoIpEnricher.lookup_many`` (demo databases, cache on) per batch, then ``aggregate_web``;
+  (1-minute windows) per batch; core weblog: ``LogParser.parse_batch`` (its bulk path) and
+  ``GeoIpEnricher.enrich`` (demo databases, cache on) per batch, then ``aggregate_web``;
   core feed: ``parse_feed_document``. Rates are events per CPU second of that process (per core);
 - DuckDB 1 thread on the same IoT file: ``read_json`` + GROUP BY device, minute (count, avg, min,
   max, p95); no extension is installed or loaded from the network;
@@ -172,8 +172,12 @@ def worker_iot_reference(path: Path, limit: int) -> dict[str, Any]:
     return {"events": len(lines), "cpu_seconds": _cpu() - started, "peak_rss_mb": _peak_mb()}
 
 
-def worker_weblog(path: Path) -> dict[str, Any]:
+def worker_weblog(path: Path, *, bulk: bool = True) -> dict[str, Any]:
+    """nginx parse + GeoIP + aggregate per batch. ``bulk=False`` is the path before the bulk one
+    (``parse_raw`` per line, ``lookup_many`` and ``model_copy`` per record): the "before" figure."""
     from devkit.geoip_build import build_demo_databases
+    from sluice.core.contracts import DEFAULT_HORIZON
+    from sluice.core.deadletters import Rejection
     from sluice.core.inputs import iter_line_batches
     from sluice.parsing.weblog import MAX_LINE_BYTES, LogParser
     from sluice.transform.aggregate import aggregate_web
@@ -188,14 +192,22 @@ def worker_weblog(path: Path) -> dict[str, Any]:
             started = _cpu()
             for batch in iter_line_batches(stream, MAX_LINE_BYTES):
                 t0 = _cpu()
-                records = parser.parse_batch(batch.lines).valid
+                if bulk:
+                    records = parser.parse_batch(batch.lines).valid
+                else:
+                    context = DEFAULT_HORIZON.context()
+                    outcomes = [parser.parse_raw(line, context) for line in batch.lines]
+                    records = [r for r in outcomes if r is not None and type(r) is not Rejection]
                 t1 = _cpu()
-                geos = enricher.lookup_many(
-                    [choose_client_ip(r.client_ip, r.forwarded_for) or "" for r in records]
-                )
-                enriched = [
-                    r.model_copy(update={"geo": g}) for r, g in zip(records, geos, strict=True)
-                ]
+                if bulk:
+                    enriched = enricher.enrich(records)
+                else:
+                    geos = enricher.lookup_many(
+                        [choose_client_ip(r.client_ip, r.forwarded_for) or "" for r in records]
+                    )
+                    enriched = [
+                        r.model_copy(update={"geo": g}) for r, g in zip(records, geos, strict=True)
+                    ]
                 t2 = _cpu()
                 aggregate_web(enriched)
                 aggregate_cpu += _cpu() - t2
@@ -244,7 +256,8 @@ def worker_duckdb(path: Path) -> dict[str, Any]:
             "cpu_seconds": _cpu() - started, "peak_rss_mb": _peak_mb()}  # fmt: skip
 
 
-WORKERS = {"iot": worker_iot, "weblog": worker_weblog, "duckdb": worker_duckdb}
+WORKERS = {"iot": worker_iot, "weblog": worker_weblog, "duckdb": worker_duckdb,
+           "weblog_reference": lambda path: worker_weblog(path, bulk=False)}  # fmt: skip
 
 
 def run_worker(kind: str, *args: str, timeout: float = 3600) -> dict[str, Any]:
@@ -309,6 +322,7 @@ def bench_size(n: int, feed_events: int, scratch: Path) -> dict[str, Any]:
     out["iot"] = run_worker("iot", str(iot_file))
     out["iot_before"] = run_worker("iot_reference", str(iot_file), str(min(n, 200_000)))
     out["weblog"] = run_worker("weblog", str(nginx_file))
+    out["weblog_before"] = run_worker("weblog_reference", str(nginx_file))
     out["feed"] = run_worker("feed", str(feed_events))
     out["duckdb"] = run_worker("duckdb", str(iot_file))
     out["flink_sql"] = run_flink(iot_file, n)
@@ -332,8 +346,9 @@ def report(sizes: dict[int, dict[str, Any]], job: dict[str, Any]) -> dict[str, A
         iot, web = r["iot"], r["weblog"]
         duck, flink = r["duckdb"], r["flink_sql"]
         iot_rate = _rate(iot) if "error" not in iot else None
-        web_geo = (web["events"] / (web["parse_cpu_seconds"] + web["geoip_cpu_seconds"])
-                   if "error" not in web else None)  # fmt: skip
+        web_geo, web_before = (
+            w["events"] / (w["parse_cpu_seconds"] + w["geoip_cpu_seconds"])
+            if "error" not in w else None for w in (web, r.get("weblog_before", {"error": ""})))  # fmt: skip
         duck_rate = _rate(duck) if "error" not in duck else None  # 1 thread: per core
         flink_rate = flink.get("steady_events_per_second")
         figures = {
@@ -341,6 +356,9 @@ def report(sizes: dict[int, dict[str, Any]], job: dict[str, Any]) -> dict[str, A
             "iot_parse_events_per_cpu_second": _rate(iot, "parse_cpu_seconds"),
             "iot_before_events_per_cpu_second": _rate(r["iot_before"]),
             "weblog_parse_geoip_lines_per_cpu_second": web_geo,
+            "weblog_parse_lines_per_cpu_second": _rate(web, "parse_cpu_seconds"),
+            "weblog_geoip_lines_per_cpu_second": _rate(web, "geoip_cpu_seconds"),
+            "weblog_before_parse_geoip_lines_per_cpu_second": web_before,
             "weblog_with_aggregate_lines_per_cpu_second": _rate(web)
             if "error" not in web
             else None,
@@ -362,6 +380,11 @@ def report(sizes: dict[int, dict[str, Any]], job: dict[str, Any]) -> dict[str, A
              ratio(figures["iot_before_events_per_cpu_second"], duck_rate),
              ratio(figures["iot_before_events_per_cpu_second"], flink_rate)),
             (f"{n:,}", "nginx parse + GeoIP (cached, realistic mix, per core)", _fmt(web_geo), "", ""),
+            (f"{n:,}", "  parse alone / GeoIP alone",
+             f"{_fmt(figures['weblog_parse_lines_per_cpu_second'])} / "
+             f"{_fmt(figures['weblog_geoip_lines_per_cpu_second'])}", "", ""),
+            (f"{n:,}", "  before the bulk path (parse_raw per line, model_copy)", _fmt(web_before),
+             "", ""),
             (f"{n:,}", "  + aggregate_web", _fmt(figures["weblog_with_aggregate_lines_per_cpu_second"]), "", ""),
             (f"{n:,}", f"feed items ({r['feed'].get('events', 0):,}, per core)",
              _fmt(figures["feed_items_per_cpu_second"]), "", ""),

@@ -260,7 +260,7 @@ def _parse(args: argparse.Namespace, out: IO[bytes], dead: IO[bytes]) -> dict[st
     with ExitStack() as stack:
         enricher = None
         if settings.geoip_city_db is not None:
-            from sluice.transform.geoip import GeoIpEnricher, choose_client_ip
+            from sluice.transform.geoip import GeoIpEnricher
 
             enricher = stack.enter_context(
                 GeoIpEnricher(
@@ -300,13 +300,7 @@ def _parse(args: argparse.Namespace, out: IO[bytes], dead: IO[bytes]) -> dict[st
                         missing += result.missing_metrics
                         continue
                     if enricher is not None:
-                        geos = enricher.lookup_many(
-                            choose_client_ip(r.client_ip, r.forwarded_for) or "" for r in valid
-                        )
-                        valid = [
-                            r.model_copy(update={"geo": g})
-                            for r, g in zip(valid, geos, strict=True)
-                        ]
+                        valid = enricher.enrich(valid)
                     filtered = record_filter.apply(valid)
                     for rule, count in filtered.dropped.items():
                         dropped[rule] = dropped.get(rule, 0) + count

@@ -54,6 +54,7 @@ __all__ = [
     "control_character_problem",
     "correlation_id",
     "epoch_to_datetime",
+    "event_time_bounds",
     "make_event_id",
 ]
 
@@ -133,10 +134,7 @@ def _utc_within_horizon(value: datetime, info: ValidationInfo) -> datetime:
     """``_as_utc``, then the horizon of the validation context (default: ``DEFAULT_HORIZON`` around
     now). One validator rather than two: each costs a call per record on the hot path."""
     value = _as_utc(value)
-    context = info.context
-    bounds: _Bounds = (
-        context.get(_HORIZON_CONTEXT) if type(context) is dict else None
-    ) or DEFAULT_HORIZON.context()[_HORIZON_CONTEXT]
+    bounds = _bounds_of(info.context)
     if value > bounds.latest:
         raise ValueError(
             f"{value.isoformat()} is more than {bounds.max_future_seconds} s after the time of "
@@ -148,6 +146,19 @@ def _utc_within_horizon(value: datetime, info: ValidationInfo) -> datetime:
             f"{bounds.earliest.isoformat()}"
         )
     return value
+
+
+def _bounds_of(context: Any) -> _Bounds:
+    found: _Bounds | None = context.get(_HORIZON_CONTEXT) if type(context) is dict else None
+    return found or DEFAULT_HORIZON.context()[_HORIZON_CONTEXT]
+
+
+def event_time_bounds(context: Any) -> tuple[datetime, datetime]:
+    """(earliest, latest) event time the contracts accept under a validation ``context``
+    (``TimeHorizon.context``; anything else: ``DEFAULT_HORIZON`` around now), both inclusive: for
+    bulk paths that check a batch's times once instead of validating each record."""
+    bounds = _bounds_of(context)
+    return bounds.earliest, bounds.latest
 
 
 # Unit by magnitude: each unit but seconds starts at 2001-09-09 (1e9 s); see ``epoch_to_datetime``.

@@ -56,6 +56,7 @@ from sluice.core.contracts import (
     Source,
     Stage,
     TimeHorizon,
+    WebAccessLog,
 )
 from sluice.core.deadletters import (
     MAX_DEAD_LETTERS,
@@ -588,11 +589,22 @@ def log_lines_to_envelopes(
     if letters is None:
         letters = log_dead_letters(stage, max_dead_letters, now)
     context = horizon.context(now)
+    lines = lines if isinstance(lines, list) else list(lines)
+    # The batch's lines go through the parser's bulk path at once (the same outcomes as one by
+    # one); once the cap is saturated, line by line, so that known junk is not parsed again.
+    parsed: list[WebAccessLog | Rejection | None] | None = None
+    if not letters.saturated:
+        fitting = [i for i, line in enumerate(lines) if line.size <= max_line_bytes]
+        parsed = [None] * len(lines)
+        for i, outcome in zip(
+            fitting, parser.parse_many([lines[i].data for i in fitting], context), strict=True
+        ):
+            parsed[i] = outcome
     parse = parser.parse_raw
     # Past the cap a rejected line only adds to the counts: a short line rejected before is
     # counted again without parsing it again (a file of one junk line repeated costs a lookup).
     known: dict[bytes | str, Rejection] = {}
-    for line in lines:
+    for index, line in enumerate(lines):
         data = line.data
         if letters.saturated and data in known:
             rejection = known[data]
@@ -607,7 +619,7 @@ def log_lines_to_envelopes(
                 size=line.size,
             )
             continue
-        outcome = parse(data, context)
+        outcome = parse(data, context) if parsed is None else parsed[index]
         if outcome is None:
             result.skipped += 1
         elif isinstance(outcome, Rejection):

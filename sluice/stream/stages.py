@@ -344,19 +344,13 @@ def _decode_one(
 
 
 def enrich_batch(batch: JobBatch, enricher: Any) -> JobBatch:
-    """Add GeoIP data to web requests (``enricher``: a ``sluice.transform.geoip.GeoIpEnricher``)."""
-    from sluice.transform.geoip import choose_client_ip
-
+    """Add GeoIP data to web requests (``enricher``: a ``sluice.transform.geoip.GeoIpEnricher``,
+    whose ``enrich`` looks each distinct address of the batch up once)."""
     web = batch.events.get(Source.WEBLOG, ())
     tally = _Tally()
     tally.count("enrich.received", len(web))
-    geos = enricher.lookup_many(
-        choose_client_ip(e.record.client_ip, e.record.forwarded_for) or "" for e in web
-    )
-    enriched = tuple(
-        event.with_record(event.record.model_copy(update={"geo": geo}))
-        for event, geo in zip(web, geos, strict=True)
-    )
+    records = enricher.enrich([event.record for event in web])
+    enriched = tuple(event.with_record(record) for event, record in zip(web, records, strict=True))
     tally.count("enrich.emitted", len(enriched))
     return replace(
         batch,

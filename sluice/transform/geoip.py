@@ -34,7 +34,7 @@ from typing import Any, Literal, NamedTuple, Self
 
 from pydantic import ValidationError
 
-from sluice.core.contracts import GeoInfo
+from sluice.core.contracts import GeoInfo, WebAccessLog
 from sluice.core.errors import GeoIpDatabaseError
 from sluice.transform.geoip_databases import (
     DATABASE_ERRORS,
@@ -184,6 +184,34 @@ def _without_port(token: str) -> str:
     return token
 
 
+def _with_geo(records: Sequence[WebAccessLog], geos: Sequence[GeoInfo]) -> list[WebAccessLog]:
+    """``record.model_copy(update={"geo": geo})`` for each pair, as pydantic builds such a copy (a
+    shallow copy of the values, the fields set plus ``geo``), with one fields set shared by the
+    copies of records that shared one (pydantic copies a fields set before it changes one)."""
+    out: list[WebAccessLog] = []
+    append = out.append
+    new, set_ = object.__new__, object.__setattr__
+    sets: dict[int, tuple[set[str], set[str]]] = {}  # id -> (the set, kept alive; the set + geo)
+    for record, geo in zip(records, geos, strict=True):
+        cls = type(record)
+        if record.__pydantic_extra__ is not None or record.__pydantic_private__ is not None:
+            append(record.model_copy(update={"geo": geo}))  # not a plain contract: pydantic's copy
+            continue
+        fields_set = record.__pydantic_fields_set__
+        known = sets.get(id(fields_set))
+        if known is None:
+            known = sets[id(fields_set)] = (fields_set, fields_set | {"geo"})
+        values = record.__dict__.copy()
+        values["geo"] = geo
+        copy = new(cls)
+        set_(copy, "__dict__", values)
+        set_(copy, "__pydantic_fields_set__", known[1])
+        set_(copy, "__pydantic_extra__", None)
+        set_(copy, "__pydantic_private__", None)
+        append(copy)
+    return out
+
+
 def choose_client_ip(client_ip: str | None, forwarded_for: Sequence[str]) -> str | None:
     """The address to geolocate for one web request.
 
@@ -293,16 +321,63 @@ class GeoIpEnricher:
         return result
 
     def lookup_many(self, ips: Iterable[str]) -> list[GeoInfo]:
-        """One ``GeoInfo`` per input, in order; each distinct address of the batch is looked up once."""
+        """One ``GeoInfo`` per input, in order; each distinct address of the batch is looked up once
+        (a cache hit or a miss, counted as ``lookup`` counts them), under one lock for the batch's
+        cache hits and one for storing its misses."""
         batch = ips if isinstance(ips, list) else list(ips)
         try:
             distinct: dict[Any, GeoInfo] = dict.fromkeys(batch, _INVALID)
         except TypeError:  # an unhashable non-address: one by one
             return [self.lookup(ip) if isinstance(ip, str) else _INVALID for ip in batch]
-        lookup = self.lookup
-        for ip in distinct:
-            distinct[ip] = lookup(ip) if isinstance(ip, str) else _INVALID
+        if not self._cache_size or not distinct:
+            lookup = self.lookup
+            for ip in distinct:
+                distinct[ip] = lookup(ip) if isinstance(ip, str) else _INVALID
+            return list(map(distinct.__getitem__, batch))
+        if self._closed:
+            raise ValueError("lookup on a closed GeoIpEnricher")
+        missing: list[str] = []
+        cache = self._cache
+        hits = 0
+        with self._lock:
+            for ip in distinct:
+                if not isinstance(ip, str) or len(ip) > _MAX_ADDRESS_TEXT:
+                    continue  # _INVALID, never cached (as ``lookup``)
+                cached = cache.get(ip)
+                if cached is None:
+                    missing.append(ip)
+                    continue
+                cache.move_to_end(ip)
+                distinct[ip] = cached
+                hits += 1
+            self._hits += hits
+            self._misses += len(missing)
+        if missing:
+            resolved = [(ip, self._resolve(ip)) for ip in missing]
+            with self._lock:
+                for ip, result in resolved:
+                    distinct[ip] = cache[ip] = result
+                    cache.move_to_end(ip)
+                while len(cache) > self._cache_size:
+                    cache.popitem(last=False)
         return list(map(distinct.__getitem__, batch))
+
+    def enrich(self, records: Sequence[WebAccessLog]) -> list[WebAccessLog]:
+        """Each web request with its ``geo`` set (``choose_client_ip``'s address, ``lookup_many``):
+        equal to ``record.model_copy(update={"geo": ...})``, built without pydantic's per-copy
+        overhead. New records; the inputs are left as they are."""
+        geos = self.lookup_many(
+            [
+                (
+                    r.client_ip
+                    if not r.forwarded_for
+                    else choose_client_ip(r.client_ip, r.forwarded_for)
+                )
+                or ""
+                for r in records
+            ]
+        )
+        return _with_geo(records, geos)
 
     def _resolve(self, ip: str) -> GeoInfo:
         address = parse_ip(ip)

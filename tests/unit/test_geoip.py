@@ -415,6 +415,54 @@ def test_lookup_many_counts_one_miss_per_distinct_address(fresh: GeoIpEnricher) 
     assert fresh.lookup_many([]) == []
 
 
+def test_lookup_many_serves_repeats_across_batches_from_the_cache(fresh: GeoIpEnricher) -> None:
+    # GIVEN a batch already looked up WHEN a second batch repeats its addresses and adds one
+    first = fresh.lookup_many(["81.2.69.142", "10.0.0.1", "bogus"] * 3)
+    second = fresh.lookup_many(["81.2.69.142", "10.0.0.1", "bogus", "8.8.8.8"])
+    # THEN the repeats are cache hits, the new address one miss, and the answers are the same
+    assert fresh.cache_info() == CacheInfo(hits=3, misses=4, size=4, maxsize=65536)
+    assert second[:3] == first[:3]
+    assert second == [fresh.lookup(ip) for ip in ["81.2.69.142", "10.0.0.1", "bogus", "8.8.8.8"]]
+
+
+def test_lookup_many_keeps_the_cache_within_its_size(demo_dbs: tuple[Path, Path]) -> None:
+    # GIVEN a cache of 2 WHEN a batch has 4 distinct addresses (and text too long to be one)
+    with GeoIpEnricher(demo_dbs[0], demo_dbs[1], cache_size=2) as small:
+        results = small.lookup_many(["81.2.69.142", "8.8.8.8", "10.0.0.1", "1.1.1.1", "1" * 300])
+        # THEN the answers are those of single lookups and the cache holds the last 2 misses
+        assert results[-1].status == "invalid"
+        assert small.cache_info() == CacheInfo(hits=0, misses=4, size=2, maxsize=2)
+        assert results == [small.lookup(ip) for ip in
+                           ["81.2.69.142", "8.8.8.8", "10.0.0.1", "1.1.1.1", "1" * 300]]  # fmt: skip
+
+
+def test_enrich_equals_model_copy_with_geo(enricher: GeoIpEnricher) -> None:
+    """GIVEN parsed web requests (bulk path, per-line path, X-Forwarded-For, no client) WHEN they
+    are enriched THEN each is ``model_copy(update={"geo": ...})`` of its input, fields set and
+    all, and the inputs are unchanged."""
+    from sluice.parsing.weblog import LogParser
+
+    tail = '- - [26/Nov/2026:12:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "x"'
+    lines = [f"81.2.69.142 {tail}", f"81.2.69.142 {tail}", f"10.0.0.1 {tail}", f"- {tail}",
+             f'10.0.0.1 {tail} "89.160.20.112, 10.0.0.2"', f"\\x38.8.8.8 {tail}"]  # fmt: skip
+    records = LogParser("auto").parse_batch(lines).valid
+    assert len(records) == len(lines)
+    before = [r.model_dump() for r in records]
+    enriched = enricher.enrich(records)
+    choose = [choose_client_ip(r.client_ip, r.forwarded_for) or "" for r in records]
+    expected = [
+        r.model_copy(update={"geo": enricher.lookup(ip)})
+        for r, ip in zip(records, choose, strict=True)
+    ]
+    for got, want in zip(enriched, expected, strict=True):
+        assert repr(got) == repr(want) and got == want
+        assert got.__pydantic_fields_set__ == want.__pydantic_fields_set__
+    assert [r.geo.status for r in enriched if r.geo] == ["found", "found", "private", "invalid",
+                                                         "found", "not_found"]  # fmt: skip
+    assert [r.model_dump() for r in records] == before
+    assert enricher.enrich([]) == []
+
+
 # --------------------------------------------------------------------------------------------
 # life cycle, pickling, metadata
 

@@ -39,6 +39,10 @@ raw in ``escape=json``/``none`` lines) become U+FFFD and set the record's ``inva
 Percent-encoding is not decoded; ``-`` (and an empty referer or user agent) becomes None. The request
 line is split into method, path, query and protocol only when it has nginx's shape
 (``METHOD target HTTP/x``, or ``METHOD /path``).
+
+Batches (``LogParser.parse_many``, which ``parse_batch`` and the log edge use) take the bulk path of
+``sluice.parsing.weblog.bulk`` where the format and the lines allow it, with exactly the outcomes of
+``parse_raw`` line by line; its docstring says which formats and lines go line by line.
 """
 
 from __future__ import annotations

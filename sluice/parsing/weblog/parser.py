@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +33,7 @@ from sluice.core.deadletters import (
 )
 from sluice.core.errors import RecordRejected
 from sluice.parsing.weblog.auto import auto_fields
+from sluice.parsing.weblog.bulk import bulk_plan, plain_lines
 from sluice.parsing.weblog.formats import (
     AS_IS,
     AUTO,
@@ -92,11 +93,13 @@ class LogParser:
             self.escape = "default"
             self._regex: re.Pattern[str] | None = AUTO
             self._fields: Callable[[re.Match[str]], dict[str, Any]] = auto_fields
+            self._bulk = bulk_plan(None)
             return
         self._format = compile_format(spec)
         self.escape = self._format.escape
         self._regex = self._format.regex
         self._fields = self._regex_fields
+        self._bulk = bulk_plan(self._format)
 
     # --- values of one line -------------------------------------------------------------------
 
@@ -253,6 +256,30 @@ class LogParser:
             error_type, message = describe_validation_error(err)
             return Rejection(error_type, message, _letter_raw(raw))
 
+    def parse_many(
+        self, raws: Sequence[bytes | str], context: dict[str, Any] | None = None
+    ) -> list[WebAccessLog | Rejection | None]:
+        """``[parse_raw(raw, context) for raw in raws]``, the same outcomes in the same order, through
+        the bulk path (``sluice.parsing.weblog.bulk``) where the format and the lines allow it."""
+        if context is None:  # one "now" for the batch, the fallback lines included
+            context = DEFAULT_HORIZON.context()
+        parse = self.parse_raw
+        plan = self._bulk
+        plain = plain_lines(raws, MAX_LINE_BYTES) if plan is not None else None
+        if plan is None or plain is None:
+            return [parse(raw, context) for raw in raws]
+        lines, where = plain
+        outcomes: list[WebAccessLog | Rejection | None] = [None] * len(raws)
+        done = bytearray(len(raws))
+        for index, record in zip(where, plan.records(lines, context), strict=True):
+            if record is not None:
+                outcomes[index] = record
+                done[index] = 1
+        for index, raw in enumerate(raws):
+            if not done[index]:
+                outcomes[index] = parse(raw, context)
+        return outcomes
+
     def parse_batch(
         self,
         lines: Iterable[bytes | str],
@@ -271,10 +298,9 @@ class LogParser:
         result: BatchResult[WebAccessLog] = BatchResult()
         letters = CappedDeadLetters(Source.WEBLOG, stage, max_dead_letters)
         context = horizon.context(now)
-        valid, parse = result.valid, self.parse_raw
+        valid = result.valid
         skipped = 0
-        for raw in lines:
-            outcome = parse(raw, context)
+        for outcome in self.parse_many(lines if isinstance(lines, list) else list(lines), context):
             if outcome is None:
                 skipped += 1
             elif type(outcome) is Rejection:
