@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -36,7 +37,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,6 +55,10 @@ FILL_CHUNK = 100_000
 """Readings made and put per round while filling, so the fill itself stays small in memory."""
 DEFAULT_EVENT_RATE = 10_000.0
 """Events per second of event time in the filled backlog."""
+MAKERS = 2
+"""Processes making chunks of envelopes while filling (making them costs more than putting)."""
+PUT_THREADS = 3
+"""Concurrent PutRecords calls while filling."""
 IDLE_SECONDS = 2.0
 """The job stops once the stream was idle this long (subtracted from its wall time)."""
 
@@ -66,36 +73,60 @@ class Put:
     events: int
 
 
+def _chunk(offset: int, count: int, event_rate: float) -> list[tuple[str, bytes, int]]:
+    """``count`` IoT envelopes as the edges deliver them: (partition key, KPL aggregate, events)."""
+    now = datetime.now(UTC)
+    readings = parse_iot_batch(
+        samples.iot_messages(
+            count, bad_ratio=0.0, seed=7 + offset,
+            start=now - timedelta(seconds=count / event_rate), interval=1 / event_rate,
+        )
+    ).valid  # fmt: skip
+    users = [UserRecord(r.device_id, encode(wrap_reading(r, now))) for r in readings]
+    return [(a.partition_key, a.data, a.user_record_count) for a in aggregate(users)]
+
+
+def _put(kinesis: Any, stream: str, records: Sequence[tuple[str, bytes, int]]) -> list[Put]:
+    answer = kinesis.put_records(
+        StreamName=stream, Records=[{"PartitionKey": key, "Data": data} for key, data, _ in records]
+    )
+    at = time.time()
+    out: list[Put] = []
+    for (_, _, events), entry in zip(records, answer["Records"], strict=True):
+        if "SequenceNumber" not in entry:  # moto does not throttle; say so if it ever did
+            raise RuntimeError(f"fill: a put failed: {entry}")
+        out.append(Put(entry["ShardId"], int(entry["SequenceNumber"]), at, events))
+    return out
+
+
 def fill(
     env: dict[str, str], stream: str, events: int, event_rate: float = DEFAULT_EVENT_RATE
 ) -> list[Put]:
-    """Put ``events`` IoT envelopes, KPL-aggregated, into ``stream``; every record put."""
+    """Put ``events`` IoT envelopes, KPL-aggregated, into ``stream``; every record put.
+
+    ``MAKERS`` processes make the next chunks while this one puts the current one from
+    ``PUT_THREADS`` threads (the client's encoding overlaps moto's decoding), so making and
+    putting overlap: about 9k events/s here (load ~5), 5M events in about 10 minutes."""
     kinesis = client("kinesis", env)
+    offsets = list(range(0, events, FILL_CHUNK))
     puts: list[Put] = []
-    for offset in range(0, events, FILL_CHUNK):
-        count = min(FILL_CHUNK, events - offset)
-        now = datetime.now(UTC)
-        readings = parse_iot_batch(
-            samples.iot_messages(
-                count, bad_ratio=0.0, seed=7 + offset,
-                start=now - timedelta(seconds=count / event_rate), interval=1 / event_rate,
-            )
-        ).valid  # fmt: skip
-        users = [UserRecord(r.device_id, encode(wrap_reading(r, now))) for r in readings]
-        aggregates = list(aggregate(users))
-        for i in range(0, len(aggregates), 4):  # aggregates are ~1 MiB; PutRecords takes 5 MiB
-            chunk = aggregates[i : i + 4]
-            answer = kinesis.put_records(
-                StreamName=stream,
-                Records=[{"PartitionKey": a.partition_key, "Data": a.data} for a in chunk],
-            )
-            at = time.time()
-            for sent, entry in zip(chunk, answer["Records"], strict=True):
-                if "SequenceNumber" not in entry:  # moto does not throttle; say so if it did
-                    raise RuntimeError(f"fill: a put failed: {entry}")
-                puts.append(
-                    Put(entry["ShardId"], int(entry["SequenceNumber"]), at, sent.user_record_count)
-                )
+    spawn = multiprocessing.get_context("spawn")
+    with (
+        ProcessPoolExecutor(MAKERS, mp_context=spawn) as maker,
+        ThreadPoolExecutor(PUT_THREADS) as pool,
+    ):
+        waiting = deque(offsets)
+        made: deque[Future[list[tuple[str, bytes, int]]]] = deque()
+        while waiting or made:
+            while waiting and len(made) <= MAKERS:  # the next chunks are made while one is put
+                o = waiting.popleft()
+                made.append(maker.submit(_chunk, o, min(FILL_CHUNK, events - o), event_rate))
+            records = made.popleft().result()
+            # Aggregates are ~1 MiB each and PutRecords takes 5 MiB: 4 per call.
+            calls = [pool.submit(_put, kinesis, stream, records[i : i + 4])
+                     for i in range(0, len(records), 4)]  # fmt: skip
+            for call in calls:
+                puts.extend(call.result())
     return puts
 
 
