@@ -21,9 +21,10 @@ Exactly-once, without any runner state:
   restart re-reads at most that much of the stream, which every other table skips.
 - Window tables keep their mergeable state (``state`` column): a flush merges the new partial
   aggregates into the stored rows of the affected windows and rewrites those windows in *one*
-  snapshot (the data files holding them are replaced by files holding the merged rows and the
-  files' other rows). Late data within the allowed lateness therefore updates its window; a window's
-  rows are replaced, never duplicated.
+  snapshot (the data files holding them are replaced by files holding the merged rows, and files
+  of their own holding those files' other rows, so the next flush rewrites only the files of the
+  windows it changes, not every window stored in the partition so far). Late data within the
+  allowed lateness therefore updates its window; a window's rows are replaced, never duplicated.
 - Batches of one shard are committed only as a contiguous chain (``previous_sequence`` links), so a
   position never passes a batch that has not been written.
 - Duplicates by event id land once (edges retry, re-drives are delivered at least once): an event
@@ -42,6 +43,7 @@ Exactly-once, without any runner state:
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import time
@@ -175,10 +177,16 @@ class _EventPlan:
 
 @dataclass(slots=True)
 class _WindowPlan:
-    """A window table's rewrite: the files it replaces and every row of the files replacing them."""
+    """A window table's rewrite: the files it replaces and every row of the files replacing them.
+
+    ``rows`` are the merged rows of the windows the flush changed, ``kept`` the replaced files'
+    other rows: written to files of their own, so a later flush rewrites only the files of the
+    windows it changes, not every window of the partition stored so far.
+    """
 
     rows: pa.Table | None = None
     replaced: list[DataFile] = field(default_factory=list)
+    kept: pa.Table | None = None
 
 
 def _instant(micros: int) -> datetime:
@@ -609,7 +617,9 @@ class ExactlyOnceWriter:
             rows = self._window_rows_isolated(
                 window, batches, dropped, items, previous, letters, report
             )
-        return _WindowPlan(concat_rows(table, [as_table_schema(rows, table), *kept]), replaced)
+        return _WindowPlan(
+            as_table_schema(rows, table), replaced, concat_rows(table, kept) if kept else None
+        )
 
     def _window_rows_isolated(
         self,
@@ -691,21 +701,27 @@ class ExactlyOnceWriter:
         table = self.tables[name]
         positions = self._new_positions(name, batches)
         properties = self._properties(positions)
+        parts = (
+            [plan.rows] if plan.kept is None or plan.kept.num_rows == 0 else [plan.rows, plan.kept]
+        )
         with table.transaction() as tx:
             update = tx.update_snapshot(snapshot_properties=properties)
             with update.overwrite() if plan.replaced else update.fast_append() as producer:
-                for data_file in _dataframe_to_data_files(
-                    table_metadata=tx.table_metadata,
-                    df=plan.rows,
-                    io=table.io,
-                    write_uuid=producer.commit_uuid,
-                ):
-                    producer.append_data_file(data_file)
+                counter = itertools.count(0)  # one sequence of file names over both parts
+                for part in parts:
+                    for data_file in _dataframe_to_data_files(
+                        table_metadata=tx.table_metadata,
+                        df=part,
+                        io=table.io,
+                        write_uuid=producer.commit_uuid,
+                        counter=counter,
+                    ):
+                        producer.append_data_file(data_file)
                 for data_file in plan.replaced:
                     producer.delete_data_file(data_file)
         self.positions[name] = positions
         self._committed_at[name] = now
-        report.rows[name] = plan.rows.num_rows
+        report.rows[name] = sum(part.num_rows for part in parts)
 
     # --- shared ------------------------------------------------------------------------------------
 
