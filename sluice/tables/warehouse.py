@@ -543,23 +543,37 @@ class ExactlyOnceWriter:
             fresh = [r for r in fresh if built[r][1].redrive_of is not None]
         if not fresh:
             return set()
-        ids = rows.column("event_id").to_pylist()
-        times = pc.cast(rows.column("event_time"), pa.int64()).to_pylist()
-        ordered = sorted(fresh, key=lambda r: built[r][1].sequence > counted.get(built[r][0], -1))
-        landed = self._landed(name, {ids[r] for r in ordered}, [times[r] for r in ordered])
+        keys = rows.select(["event_id", "event_time"]).take(pa.array(fresh, pa.int64()))
+        ids, times = keys.column("event_id"), pc.cast(keys.column("event_time"), pa.int64())
+        stored = self._landed(name, ids, times)
+        distinct = keys.group_by(["event_id", "event_time"]).aggregate([]).num_rows
+        if stored.num_rows == 0 and distinct == len(fresh):
+            # Nothing of these ids landed and no two fresh rows share a key: no copies. Decided in
+            # Arrow, without a Python object per row (the common case: a backlog of new events).
+            return set()
+        id_list, time_list = ids.to_pylist(), times.to_pylist()
+        landed = set(
+            zip(stored.column("event_id").to_pylist(), stored.column("event_time").to_pylist(),
+                strict=True)
+        )  # fmt: skip
+        ordered = sorted(
+            range(len(fresh)),
+            key=lambda k: built[fresh[k]][1].sequence > counted.get(built[fresh[k]][0], -1),
+        )
         copies: set[int] = set()
-        for r in ordered:  # stable sort: chain order within each group
-            key = (ids[r], times[r])
+        for k in ordered:  # stable sort: chain order within each group
+            key = (id_list[k], time_list[k])
             if key in landed:
-                copies.add(r)
+                copies.add(fresh[k])
             else:
                 landed.add(key)
         return copies
 
-    def _landed(self, name: str, ids: set[str], times: Sequence[int]) -> set[tuple[str, int]]:
-        """(event id, event time in µs) of the rows of ``name`` with one of ``ids``, read from the
-        event-time ranges ``times`` (µs) fall in."""
-        ranges = time_ranges(sorted(set(times)), _LOOKUP_GAP // _MICROSECOND, _LOOKUP_RANGES)
+    def _landed(self, name: str, ids: pa.ChunkedArray, times: pa.ChunkedArray) -> pa.Table:
+        """The stored rows (``event_id``, ``event_time`` in µs) of ``name`` with one of ``ids``,
+        read from the event-time ranges ``times`` (µs) fall in."""
+        distinct = pc.unique(times).sort().to_pylist()
+        ranges = time_ranges(distinct, _LOOKUP_GAP // _MICROSECOND, _LOOKUP_RANGES)
         terms: list[BooleanExpression] = [
             And(
                 GreaterThanOrEqual(term="event_time", value=literal(_instant(low).isoformat())),
@@ -575,10 +589,11 @@ class ExactlyOnceWriter:
             )
             .to_arrow()
         )
-        wanted = pa.array(sorted(ids), pa.string())
-        stored = stored.filter(pc.is_in(stored.column("event_id"), value_set=wanted))
-        micros = pc.cast(stored.column("event_time"), pa.int64()).to_pylist()
-        return set(zip(stored.column("event_id").to_pylist(), micros, strict=True))
+        stored = stored.filter(pc.is_in(stored.column("event_id"), value_set=pc.unique(ids)))
+        return pa.table(
+            {"event_id": stored.column("event_id"),
+             "event_time": pc.cast(stored.column("event_time"), pa.int64())}
+        )  # fmt: skip
 
     # --- window tables -----------------------------------------------------------------------------
 
