@@ -113,6 +113,7 @@ __all__ = [
     "TABLE_PROPERTIES",
     "ExactlyOnceWriter",
     "WarehouseSettings",
+    "batch_records",
     "ensure_tables",
     "first_start",
     "open_catalog",
@@ -189,6 +190,11 @@ class _WindowPlan:
     kept: pa.Table | None = None
 
 
+def batch_records(batch: JobBatch) -> int:
+    """Events and dead letters in ``batch`` (what a flush turns into rows)."""
+    return sum(len(e) for e in batch.events.values()) + len(batch.dead_letters)
+
+
 def _instant(micros: int) -> datetime:
     return _EPOCH + micros * _MICROSECOND
 
@@ -260,11 +266,7 @@ class ExactlyOnceWriter:
     @property
     def pending_records(self) -> int:
         """Events and dead letters in the buffered batches (what a flush turns into rows)."""
-        return sum(
-            sum(len(e) for e in batch.events.values()) + len(batch.dead_letters)
-            for batches in self._pending.values()
-            for batch in batches
-        )
+        return sum(batch_records(batch) for batches in self._pending.values() for batch in batches)
 
     def add(self, batch: JobBatch) -> None:
         self._pending.setdefault(batch.shard_id, []).append(batch)
