@@ -100,15 +100,14 @@ def records_in_range(
     return {shard: [byid[k] for k in sorted(byid)] for shard, byid in sorted(seen.items())}
 
 
-def split_at_sequences(records: Sequence[InputRecord], size: int) -> list[list[InputRecord]]:
-    """Consecutive batches of about ``size`` records; a KPL aggregate (one sequence) is never split."""
-    batches: list[list[InputRecord]] = []
+def split_at_sequences(records: Iterable[InputRecord], size: int) -> Iterator[list[InputRecord]]:
+    """Consecutive batches of about ``size`` records, made as ``records`` are read; a KPL aggregate
+    (one sequence) is never split."""
     current: list[InputRecord] = []
     for record in records:
         if len(current) >= size and current[-1].sequence != record.sequence:
-            batches.append(current)
+            yield current
             current = []
         current.append(record)
     if current:
-        batches.append(current)
-    return batches
+        yield current
