@@ -120,7 +120,7 @@ __all__ = [
     "table_positions",
 ]
 
-DEFAULT_MAX_BUFFERED_RECORDS = 100_000
+DEFAULT_MAX_BUFFERED_RECORDS = 50_000
 """Most records a job's writer buffers before it commits early (``JobSettings.max_buffered_records``)."""
 DEFAULT_POSITIONS_COMMIT_SECONDS = 300.0
 """How long a table that receives nothing may leave its positions unrecorded (see the docstring)."""
