@@ -69,7 +69,9 @@ def encode_batch(shard_id: str, records: Sequence[InputRecord]) -> list[tuple[st
     for hour, group in sorted(by_hour.items()):
         lines = b"".join(archive_line(shard_id, r) for r in group)
         name = f"{shard_id}-{group[0].sequence}-{group[-1].sequence}.jsonl.gz"
-        files.append((f"{hour_folder(hour)}/{name}", gzip.compress(lines, mtime=0)))
+        # Level 1: a tenth of the CPU of gzip's default 9 for ~20% larger files (the local
+        # archive only: Firehose compresses in production).
+        files.append((f"{hour_folder(hour)}/{name}", gzip.compress(lines, 1, mtime=0)))
     return files
 
 
