@@ -133,7 +133,7 @@ demo: install
 # each of BENCH_SIZES, peak RSS per size, the Beam job at each size (benchmarks.job: moto fill, the
 # job, sluice replay of its archive), PASS/FAIL targets; table on stdout, JSON in reports/bench.json.
 # 18 min at 1M on this shared 2-core machine (2026-12-01, load 14-17; inputs 3 min); the job part
-# takes ~6 min at 1M and ~30 min at 5M (fill 2.5 + job 1.5 + replay 1.5 min per 1M, load 4-6), and
+# takes 4-7 min at 1M and ~18 min at 5M (measured 2026-12-01, load 1-5: fill 3, job 6.5, replay 8), and
 # 5M adds roughly five times the rest of the per-size part (about an hour):
 # `make bench BENCH_SIZES=1000000` for the short run. The last step measures
 # what `sluice cost` prices into reports/measurements.json, which is committed.
