@@ -130,10 +130,12 @@ demo: install
 
 # One run, side by side (benchmarks/bench.py): the core stages per source, DuckDB (1 thread) and Flink
 # SQL (.venv-flink, `make flink-venv`; a row says "not run" without it) on the same seeded input at
-# each of BENCH_SIZES, peak RSS per size, the Beam job end to end (benchmarks.job), PASS/FAIL
-# targets; table on stdout, JSON in reports/bench.json. 18 min at 1M on this shared 2-core machine
-# (2026-12-01, load 14-17; inputs 3 min, the Beam job 5 min); 5M adds roughly five times the per-size
-# part (about an hour): `make bench BENCH_SIZES=1000000` for the short run. The last step measures
+# each of BENCH_SIZES, peak RSS per size, the Beam job at each size (benchmarks.job: moto fill, the
+# job, sluice replay of its archive), PASS/FAIL targets; table on stdout, JSON in reports/bench.json.
+# 18 min at 1M on this shared 2-core machine (2026-12-01, load 14-17; inputs 3 min); the job part
+# takes 4-7 min at 1M and ~18 min at 5M (measured 2026-12-01, load 1-5: fill 3, job 6.5, replay 8), and
+# 5M adds roughly five times the rest of the per-size part (about an hour):
+# `make bench BENCH_SIZES=1000000` for the short run. The last step measures
 # what `sluice cost` prices into reports/measurements.json, which is committed.
 BENCH_SIZES ?= 1000000,5000000
 bench: install

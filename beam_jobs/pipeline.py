@@ -53,6 +53,7 @@ from sluice.tables.warehouse import (
     DEFAULT_POSITIONS_COMMIT_SECONDS,
     ExactlyOnceWriter,
     WarehouseSettings,
+    batch_records,
     ensure_tables,
     first_start,
     open_catalog,
@@ -289,9 +290,10 @@ class _Commit(beam.DoFn):
     The source makes each bundle last the commit interval (``bundle_seconds``), so there is one
     commit per interval to each table that got something; nothing is held across bundles, so a
     bundle that dies is simply read again after the restart (its positions were never committed).
-    A bundle that buffers ``max_buffered_records`` (a backlog drains far faster than an interval)
-    commits then and goes on: memory stays bounded, and the commit is like one at a bundle's end
-    (the positions it records cover exactly the rows it wrote).
+    A bundle that would buffer more than ``max_buffered_records`` (a backlog drains far faster
+    than an interval) commits what it holds before the batch that would pass the bound, and goes
+    on: memory stays bounded, and the commit is like one at a bundle's end (the positions it
+    records cover exactly the rows it wrote).
     At a clean stop (``teardown``) every table records the positions it reached.
     """
 
@@ -321,9 +323,15 @@ class _Commit(beam.DoFn):
         self.totals: dict[str, int] = {}
 
     def process(self, batch: JobBatch) -> None:
+        # Bounds memory while a backlog drains (see JobSettings): commit what is buffered before a
+        # batch that would take it past the bound, so it never holds more (a single batch larger
+        # than the bound is committed alone).
+        pending = self.writer.pending_records
+        if pending and pending + batch_records(batch) > self.max_buffered_records:
+            self._commit()
         self.writer.add(batch)
         if self.writer.pending_records >= self.max_buffered_records:
-            self._commit()  # bounds memory while a backlog drains (see JobSettings)
+            self._commit()
 
     def finish_bundle(self) -> None:
         self._commit()

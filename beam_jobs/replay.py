@@ -12,7 +12,9 @@ in one bundle as one contiguous chain. The writer skips records at or before eac
 position, so replaying what the tables already hold writes nothing, and replaying into an empty
 warehouse (another ``--state_dir``: a backfill) writes what the stream wrote. Arrival times come
 from the archive, so the too-late rule decides as it did in the stream.
-Limits: the archive is read from a file:// warehouse only, and one shard's range is held in memory.
+Memory: a shard's records are read one run of overlapping files at a time (``shard_records``), so a
+backfill of any length stays bounded; only archives whose file names do not say their shard
+(Firehose's) are read whole. Limits: the archive is read from a file:// warehouse only.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,7 +41,7 @@ from sluice.tables.archive import (
     split_at_sequences,
 )
 
-__all__ = ["main", "shard_batches"]
+__all__ = ["main", "shard_batches", "shard_records"]
 
 REPLAY_STREAM = "archive"
 
@@ -52,9 +54,9 @@ def _time(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def shard_batches(shard: str, records: Sequence[InputRecord], size: int) -> list[SourceBatch]:
-    """One shard's records (in shard order) as chained source batches, as the Kinesis source emits."""
-    batches: list[SourceBatch] = []
+def shard_batches(shard: str, records: Iterable[InputRecord], size: int) -> Iterator[SourceBatch]:
+    """One shard's records (in shard order) as chained source batches, as the Kinesis source emits;
+    made as the records are read."""
     previous: str | None = None
     for chunk in split_at_sequences(records, size):
         batch = SourceBatch(
@@ -70,8 +72,42 @@ def shard_batches(shard: str, records: Sequence[InputRecord], size: int) -> list
             millis_behind_latest=0,
         )
         previous = batch.last_sequence
-        batches.append(batch)
-    return batches
+        yield batch
+
+
+def _span(path: str) -> tuple[int, int]:
+    named = _JOB_FILE.match(Path(path).name)
+    assert named is not None, "shard_files groups only job-named files by shard"
+    return int(named.group(2)), int(named.group(3))
+
+
+def shard_records(
+    shard: str, paths: Sequence[str], from_time: datetime, to_time: datetime
+) -> Iterator[InputRecord]:
+    """The records of ``shard`` in its job-named archive files that arrived in the range: in shard
+    order, de-duplicated, one run of files at a time in memory.
+
+    A run is a set of files whose sequence ranges (from their names) overlap: a range read again
+    after a restart, or a batch split at an hour. Records of different runs cannot share a key or
+    interleave, so each run is de-duplicated and ordered alone, and a shard's whole range is never
+    held at once (a backfill of millions of records stays in bounded memory)."""
+    run: list[str] = []
+    end = -1
+
+    def records_of(files: list[str]) -> list[InputRecord]:
+        pairs = (pair for path in files for pair in read_archive_file(Path(path).read_bytes()))
+        mine = (pair for pair in pairs if pair[0] == shard)
+        return records_in_range(mine, from_time, to_time).get(shard, [])
+
+    for path in sorted(paths, key=_span):
+        first, last = _span(path)
+        if run and first > end:
+            yield from records_of(run)
+            run = []
+        run.append(path)
+        end = max(end, last)
+    if run:
+        yield from records_of(run)
 
 
 class _ReadShard(beam.DoFn):
@@ -81,21 +117,20 @@ class _ReadShard(beam.DoFn):
 
     def process(self, element: tuple[str, list[str]]) -> Iterator[SourceBatch]:
         shard, paths = element
-        pairs = (pair for path in paths for pair in read_archive_file(Path(path).read_bytes()))
-        if shard == ANY_SHARD:
+        if shard == ANY_SHARD:  # files of many shards, order unknown: read together
+            pairs = (pair for path in paths for pair in read_archive_file(Path(path).read_bytes()))
             for each, records in records_in_range(pairs, self.from_time, self.to_time).items():
                 yield from shard_batches(each, records, self.size)
             return
-        records = records_in_range(
-            (p for p in pairs if p[0] == shard), self.from_time, self.to_time
-        ).get(shard, [])
-        yield from shard_batches(shard, records, self.size)
+        yield from shard_batches(
+            shard, shard_records(shard, paths, self.from_time, self.to_time), self.size
+        )
 
 
 ANY_SHARD = ""
 """The group of files whose names do not say their shard: read together, every shard in them."""
 
-_JOB_FILE = re.compile(r"^(shardId-[0-9]+)-[0-9]+-[0-9]+\.jsonl\.gz$")
+_JOB_FILE = re.compile(r"^(shardId-[0-9]+)-([0-9]+)-([0-9]+)\.jsonl\.gz$")
 """The stream job's own archive files: ``<shard>-<first>-<last>.jsonl.gz``."""
 
 

@@ -70,9 +70,11 @@ class JobSettings(CoreSettings, WarehouseSettings):
         default=DEFAULT_MAX_BUFFERED_RECORDS,
         ge=100,
         le=10_000_000,
-        description="Most records (events and dead letters) the writer buffers before it commits "
-        "early, within a commit interval: bounds the job's memory while it drains a backlog, at "
-        "the cost of more, smaller commits then (about 1 KB of memory per buffered record).",
+        description="Most records (events and dead letters) the writer buffers: it commits early, "
+        "within a commit interval, before a batch that would pass this (a larger batch alone): "
+        "bounds the job's memory while it drains a backlog, at "
+        "the cost of more, smaller commits then (about 2 KB of peak memory per buffered IoT record: "
+        "a 1M backlog peaked at 947 MB with 100,000, 758 MB with 50,000).",
     )
     positions_commit_seconds: float = Field(
         default=DEFAULT_POSITIONS_COMMIT_SECONDS,

@@ -1,6 +1,6 @@
 """``make bench``: the core stages side by side with DuckDB and Flink SQL, one run, on seeded input.
 
-Usage: ``python -m benchmarks.bench [--sizes 1000000,5000000] [--json FILE] [--job-events N]``
+Usage: ``python -m benchmarks.bench [--sizes 1000000,5000000] [--json FILE] [--no-job]``
 (``make bench``; ``BENCH_SIZES=1000000 make bench`` for the 1M size alone).
 
 What runs, for each size N (every measured thing in a process of its own, so its peak RSS is its own):
@@ -16,7 +16,10 @@ What runs, for each size N (every measured thing in a process of its own, so its
 - DuckDB 1 thread on the same IoT file: ``read_json`` + GROUP BY device, minute (count, avg, min,
   max, p95); no extension is installed or loaded from the network;
 - Flink SQL (``benchmarks.flink_sql``, .venv-flink): steady events/s, start-up separately;
-- the Beam job end to end (``python -m benchmarks.job``, as it exists), once, with a time bound.
+- the Beam job at each size (``benchmarks.job``): end to end from moto Kinesis (a pre-filled
+  backlog, KPL-aggregated as the edges write it) to committed Iceberg tables, then ``sluice replay``
+  of the raw archive it wrote (the file path): events/s (wall), peak RSS of the job process,
+  event-to-queryable latency p50/p99, ratios to DuckDB and Flink SQL of the same size.
 Targets print as PASS/FAIL: goals for the code, never assertions.
 """
 
@@ -31,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -288,19 +291,38 @@ def run_flink(path: Path, events: int) -> dict[str, Any]:
         return result
 
 
+def job_timeout(events: int) -> float:
+    """The bound on one ``benchmarks.job`` run (fill, job, replay): ~12 min per million, 15 min least."""
+    return max(900.0, events * 7.2e-4)
+
+
 def run_job(events: int, timeout: float) -> dict[str, Any]:
-    command = [sys.executable, "-m", "benchmarks.job", "--events", str(events)]
-    started = time.perf_counter()
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {"error": f"not measured: over the {timeout:.0f} s bound", "events": events}
-    for line in done.stdout.splitlines():
-        if line.startswith("job end to end:") and "=" in line:
-            rate = float(line.rsplit("=", 1)[1].split()[0].replace(",", ""))
-            return {"events": events, "events_per_second": rate,
-                    "wall_seconds": time.perf_counter() - started}  # fmt: skip
-    return {"error": (done.stderr.strip().splitlines() or ["no figure printed"])[-1][:200]}
+    """``benchmarks.job`` at ``events``: the Beam job end to end from moto Kinesis, then ``sluice
+    replay`` over its archive; its JSON (``job``, ``replay``), or ``error``."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.job",
+            "--events",
+            str(events),
+            "--json",
+            out.name,
+        ]
+        started = time.perf_counter()
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+            )
+        except subprocess.TimeoutExpired:
+            return {"error": f"not measured: over the {timeout:.0f} s bound", "events": events}
+        text = Path(out.name).read_text()
+        if done.returncode != 0 or not text:
+            return {"error": (done.stderr.strip().splitlines() or ["no figure"])[-1][:200],
+                    "events": events}  # fmt: skip
+        result: dict[str, Any] = json.loads(text)
+        result["wall_seconds"] = round(time.perf_counter() - started)
+        return result
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -332,14 +354,69 @@ def bench_size(n: int, feed_events: int, scratch: Path) -> dict[str, Any]:
 
 
 def ratio(ours: float | None, reference: float | None) -> str:
-    return f"{ours / reference:.2f}x" if ours and reference else "-"
+    if not (ours and reference):
+        return "-"
+    return f"{ours / reference:.2f}x" if ours >= 0.1 * reference else f"{ours / reference:.3f}x"
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
     return "-" if value is None else f"{value:,.0f}{unit}"
 
 
-def report(sizes: dict[int, dict[str, Any]], job: dict[str, Any]) -> dict[str, Any]:
+def _job_rows(
+    n: int, result: dict[str, Any] | None, duck_rate: float | None, flink_rate: float | None
+) -> tuple[list[tuple[str, str, str, str, str]], dict[str, Any]]:
+    """The table rows and JSON figures of ``benchmarks.job`` at size ``n`` (job, then replay)."""
+    if result is None:
+        return [], {}
+    if "error" in result:
+        return [(f"{n:,}", f"Beam job end to end: {result['error']}", "-", "", "")], {}
+    rows: list[tuple[str, str, str, str, str]] = []
+    figures: dict[str, Any] = {}
+    for key, what in (("job", "Beam job end to end (moto Kinesis -> Iceberg, wall)"),
+                      ("replay", "  sluice replay of its archive (file -> Iceberg, wall)")):  # fmt: skip
+        part = result.get(key)
+        if not part:
+            continue
+        rate, latency = part.get("events_per_second"), part.get("latency") or {}
+        figures[f"beam_{key}_events_per_second"] = rate
+        figures[f"beam_{key}_peak_rss_mb"] = part.get("peak_rss_mb")
+        figures[f"beam_{key}_latency_p50_seconds"] = latency.get("p50_seconds")
+        figures[f"beam_{key}_latency_p99_seconds"] = latency.get("p99_seconds")
+        figures[f"beam_{key}_vs_duckdb"] = rate / duck_rate if rate and duck_rate else None
+        figures[f"beam_{key}_vs_flink_sql"] = rate / flink_rate if rate and flink_rate else None
+        exit_note = "" if part.get("exit_code") == 0 else f" (exit {part.get('exit_code')})"
+        rows += [
+            (f"{n:,}", what + exit_note, _fmt(rate), ratio(rate, duck_rate), ratio(rate, flink_rate)),
+            (f"{n:,}", "    peak RSS (MB); event-to-queryable p50 / p99 (s)",
+             f"{_fmt(part.get('peak_rss_mb'))}; {latency.get('p50_seconds', '-')} / "
+             f"{latency.get('p99_seconds', '-')}", "", ""),
+        ]  # fmt: skip
+    return rows, figures
+
+
+def _job_verdicts(summary: dict[str, Any], sizes: Sequence[int]) -> dict[str, str]:
+    """The Beam job's targets: peak RSS at the largest size under 1 GB and at most 1.2x that at
+    the smallest, events/s at least Flink SQL's steady rate."""
+    verdicts: dict[str, str] = {}
+    big, small = summary[str(max(sizes))], summary[str(min(sizes))]
+    hi, lo = big.get("beam_job_peak_rss_mb"), small.get("beam_job_peak_rss_mb")
+    verdicts[f"Beam job peak RSS draining {max(sizes):,} < 1 GB"] = (
+        f"{'PASS' if hi and hi < 1024 else 'FAIL'} ({_fmt(hi)} MB)"
+    )
+    if len(sizes) >= 2:
+        ok = lo and hi and hi <= 1.2 * lo
+        verdicts[f"Beam job peak RSS at {max(sizes):,} <= 1.2x that at {min(sizes):,}"] = (
+            f"{'PASS' if ok else 'FAIL'} ({_fmt(hi)} MB vs {_fmt(lo)} MB)"
+        )
+    vs = big.get("beam_job_vs_flink_sql")
+    verdicts["Beam job end to end >= 1.0x Flink SQL steady"] = (
+        f"{'PASS' if vs >= 1.0 else 'FAIL'} ({vs:.3f}x)" if vs else "not measured (no Flink SQL)"
+    )
+    return verdicts
+
+
+def report(sizes: dict[int, dict[str, Any]]) -> dict[str, Any]:
     rows: list[tuple[str, str, str, str, str]] = []
     summary: dict[str, Any] = {}
     for n, r in sizes.items():
@@ -396,11 +473,9 @@ def report(sizes: dict[int, dict[str, Any]], job: dict[str, Any]) -> dict[str, A
             (f"{n:,}", "peak RSS: core IoT / weblog / DuckDB (MB)",
              f"{_fmt(iot.get('peak_rss_mb'))} / {_fmt(web.get('peak_rss_mb'))} / {_fmt(duck.get('peak_rss_mb'))}", "", ""),
         ]  # fmt: skip
-    if "error" in job:
-        rows.append(("job", f"Beam job end to end: {job['error']}", "-", "", ""))
-    else:
-        rows.append((f"{job['events']:,}", "Beam job end to end (moto Kinesis -> Iceberg)",
-                     _fmt(job["events_per_second"]), "", ""))  # fmt: skip
+        job_rows, job_figures = _job_rows(n, r.get("beam_job"), duck_rate, flink_rate)
+        rows += job_rows
+        figures.update(job_figures)
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     header = ("events", "what", "events/s", "vs DuckDB", "vs Flink SQL")
     widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
@@ -423,17 +498,19 @@ def report(sizes: dict[int, dict[str, Any]], job: dict[str, Any]) -> dict[str, A
             )
     else:
         verdicts["peak RSS at 5M <= 1.2x that at 1M"] = "not measured (one size)"
+    if any("beam_job_peak_rss_mb" in summary[str(n)] for n in sizes):
+        verdicts.update(_job_verdicts(summary, sorted(sizes)))
     for name, verdict in verdicts.items():
         print(f"{verdict.split()[0]:<5} {name}: {' '.join(verdict.split()[1:])}")
-    return {"sizes": summary, "job": job, "targets": verdicts}
+    return {"sizes": summary, "targets": verdicts}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=os.environ.get("BENCH_SIZES", "1000000,5000000"))
     parser.add_argument("--feed-events", type=int, default=0, help="default: min(N, 200000)")
-    parser.add_argument("--job-events", type=int, default=200_000, help="0: do not run the job")
-    parser.add_argument("--job-timeout", type=float, default=900)
+    parser.add_argument("--no-job", action="store_true", help="do not run the Beam job")
+    parser.add_argument("--job-timeout", type=float, help="default: job_timeout(size)")
     parser.add_argument("--json", type=Path, default=ROOT / "reports" / "bench.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -454,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.report:
         earlier = json.loads(args.report.read_text())
-        report({int(n): r for n, r in earlier["raw"].items()}, earlier["job"])
+        report({int(n): r for n, r in earlier["raw"].items()})
         return 0
     sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip())
     started = time.perf_counter()
@@ -463,8 +540,11 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes:
             print(f"size {n:,}", flush=True)
             results[n] = bench_size(n, args.feed_events or min(n, 200_000), Path(scratch))
-    job = run_job(args.job_events, args.job_timeout) if args.job_events else {"error": "not run"}
-    summary = report(results, job)
+            if not args.no_job:
+                t0 = time.perf_counter()
+                results[n]["beam_job"] = run_job(n, args.job_timeout or job_timeout(n))
+                print(f"  Beam job + replay at {n:,}: {time.perf_counter() - t0:.0f} s", flush=True)
+    summary = report(results)
     summary["raw"] = {str(n): r for n, r in results.items()}
     summary["seconds"] = round(time.perf_counter() - started)
     summary["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")

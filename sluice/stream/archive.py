@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from sluice.stream.stages import InputRecord
 
 __all__ = [
@@ -54,7 +56,8 @@ def archive_line(shard_id: str, record: InputRecord) -> bytes:
         "arrival": record.arrival,
         "data": base64.b64encode(record.data).decode("ascii"),
     }
-    return json.dumps(item, separators=(",", ":")).encode() + b"\n"
+    # orjson writes what json.dumps(item, separators=(",", ":")) writes, several times faster.
+    return orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def read_archive_file(content: bytes) -> list[tuple[str, InputRecord]]:

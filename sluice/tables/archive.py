@@ -69,7 +69,9 @@ def encode_batch(shard_id: str, records: Sequence[InputRecord]) -> list[tuple[st
     for hour, group in sorted(by_hour.items()):
         lines = b"".join(archive_line(shard_id, r) for r in group)
         name = f"{shard_id}-{group[0].sequence}-{group[-1].sequence}.jsonl.gz"
-        files.append((f"{hour_folder(hour)}/{name}", gzip.compress(lines, mtime=0)))
+        # Level 1: a tenth of the CPU of gzip's default 9 for ~20% larger files (the local
+        # archive only: Firehose compresses in production).
+        files.append((f"{hour_folder(hour)}/{name}", gzip.compress(lines, 1, mtime=0)))
     return files
 
 
@@ -100,15 +102,14 @@ def records_in_range(
     return {shard: [byid[k] for k in sorted(byid)] for shard, byid in sorted(seen.items())}
 
 
-def split_at_sequences(records: Sequence[InputRecord], size: int) -> list[list[InputRecord]]:
-    """Consecutive batches of about ``size`` records; a KPL aggregate (one sequence) is never split."""
-    batches: list[list[InputRecord]] = []
+def split_at_sequences(records: Iterable[InputRecord], size: int) -> Iterator[list[InputRecord]]:
+    """Consecutive batches of about ``size`` records, made as ``records`` are read; a KPL aggregate
+    (one sequence) is never split."""
     current: list[InputRecord] = []
     for record in records:
         if len(current) >= size and current[-1].sequence != record.sequence:
-            batches.append(current)
+            yield current
             current = []
         current.append(record)
     if current:
-        batches.append(current)
-    return batches
+        yield current

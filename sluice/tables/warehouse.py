@@ -21,9 +21,10 @@ Exactly-once, without any runner state:
   restart re-reads at most that much of the stream, which every other table skips.
 - Window tables keep their mergeable state (``state`` column): a flush merges the new partial
   aggregates into the stored rows of the affected windows and rewrites those windows in *one*
-  snapshot (the data files holding them are replaced by files holding the merged rows and the
-  files' other rows). Late data within the allowed lateness therefore updates its window; a window's
-  rows are replaced, never duplicated.
+  snapshot (the data files holding them are replaced by files holding the merged rows, and files
+  of their own holding those files' other rows, so the next flush rewrites only the files of the
+  windows it changes, not every window stored in the partition so far). Late data within the
+  allowed lateness therefore updates its window; a window's rows are replaced, never duplicated.
 - Batches of one shard are committed only as a contiguous chain (``previous_sequence`` links), so a
   position never passes a batch that has not been written.
 - Duplicates by event id land once (edges retry, re-drives are delivered at least once): an event
@@ -42,6 +43,7 @@ Exactly-once, without any runner state:
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import time
@@ -111,13 +113,14 @@ __all__ = [
     "TABLE_PROPERTIES",
     "ExactlyOnceWriter",
     "WarehouseSettings",
+    "batch_records",
     "ensure_tables",
     "first_start",
     "open_catalog",
     "table_positions",
 ]
 
-DEFAULT_MAX_BUFFERED_RECORDS = 100_000
+DEFAULT_MAX_BUFFERED_RECORDS = 50_000
 """Most records a job's writer buffers before it commits early (``JobSettings.max_buffered_records``)."""
 DEFAULT_POSITIONS_COMMIT_SECONDS = 300.0
 """How long a table that receives nothing may leave its positions unrecorded (see the docstring)."""
@@ -175,10 +178,21 @@ class _EventPlan:
 
 @dataclass(slots=True)
 class _WindowPlan:
-    """A window table's rewrite: the files it replaces and every row of the files replacing them."""
+    """A window table's rewrite: the files it replaces and every row of the files replacing them.
+
+    ``rows`` are the merged rows of the windows the flush changed, ``kept`` the replaced files'
+    other rows: written to files of their own, so a later flush rewrites only the files of the
+    windows it changes, not every window of the partition stored so far.
+    """
 
     rows: pa.Table | None = None
     replaced: list[DataFile] = field(default_factory=list)
+    kept: pa.Table | None = None
+
+
+def batch_records(batch: JobBatch) -> int:
+    """Events and dead letters in ``batch`` (what a flush turns into rows)."""
+    return sum(len(e) for e in batch.events.values()) + len(batch.dead_letters)
 
 
 def _instant(micros: int) -> datetime:
@@ -252,11 +266,7 @@ class ExactlyOnceWriter:
     @property
     def pending_records(self) -> int:
         """Events and dead letters in the buffered batches (what a flush turns into rows)."""
-        return sum(
-            sum(len(e) for e in batch.events.values()) + len(batch.dead_letters)
-            for batches in self._pending.values()
-            for batch in batches
-        )
+        return sum(batch_records(batch) for batches in self._pending.values() for batch in batches)
 
     def add(self, batch: JobBatch) -> None:
         self._pending.setdefault(batch.shard_id, []).append(batch)
@@ -535,23 +545,37 @@ class ExactlyOnceWriter:
             fresh = [r for r in fresh if built[r][1].redrive_of is not None]
         if not fresh:
             return set()
-        ids = rows.column("event_id").to_pylist()
-        times = pc.cast(rows.column("event_time"), pa.int64()).to_pylist()
-        ordered = sorted(fresh, key=lambda r: built[r][1].sequence > counted.get(built[r][0], -1))
-        landed = self._landed(name, {ids[r] for r in ordered}, [times[r] for r in ordered])
+        keys = rows.select(["event_id", "event_time"]).take(pa.array(fresh, pa.int64()))
+        ids, times = keys.column("event_id"), pc.cast(keys.column("event_time"), pa.int64())
+        stored = self._landed(name, ids, times)
+        distinct = keys.group_by(["event_id", "event_time"]).aggregate([]).num_rows
+        if stored.num_rows == 0 and distinct == len(fresh):
+            # Nothing of these ids landed and no two fresh rows share a key: no copies. Decided in
+            # Arrow, without a Python object per row (the common case: a backlog of new events).
+            return set()
+        id_list, time_list = ids.to_pylist(), times.to_pylist()
+        landed = set(
+            zip(stored.column("event_id").to_pylist(), stored.column("event_time").to_pylist(),
+                strict=True)
+        )  # fmt: skip
+        ordered = sorted(
+            range(len(fresh)),
+            key=lambda k: built[fresh[k]][1].sequence > counted.get(built[fresh[k]][0], -1),
+        )
         copies: set[int] = set()
-        for r in ordered:  # stable sort: chain order within each group
-            key = (ids[r], times[r])
+        for k in ordered:  # stable sort: chain order within each group
+            key = (id_list[k], time_list[k])
             if key in landed:
-                copies.add(r)
+                copies.add(fresh[k])
             else:
                 landed.add(key)
         return copies
 
-    def _landed(self, name: str, ids: set[str], times: Sequence[int]) -> set[tuple[str, int]]:
-        """(event id, event time in µs) of the rows of ``name`` with one of ``ids``, read from the
-        event-time ranges ``times`` (µs) fall in."""
-        ranges = time_ranges(sorted(set(times)), _LOOKUP_GAP // _MICROSECOND, _LOOKUP_RANGES)
+    def _landed(self, name: str, ids: pa.ChunkedArray, times: pa.ChunkedArray) -> pa.Table:
+        """The stored rows (``event_id``, ``event_time`` in µs) of ``name`` with one of ``ids``,
+        read from the event-time ranges ``times`` (µs) fall in."""
+        distinct = pc.unique(times).sort().to_pylist()
+        ranges = time_ranges(distinct, _LOOKUP_GAP // _MICROSECOND, _LOOKUP_RANGES)
         terms: list[BooleanExpression] = [
             And(
                 GreaterThanOrEqual(term="event_time", value=literal(_instant(low).isoformat())),
@@ -567,10 +591,11 @@ class ExactlyOnceWriter:
             )
             .to_arrow()
         )
-        wanted = pa.array(sorted(ids), pa.string())
-        stored = stored.filter(pc.is_in(stored.column("event_id"), value_set=wanted))
-        micros = pc.cast(stored.column("event_time"), pa.int64()).to_pylist()
-        return set(zip(stored.column("event_id").to_pylist(), micros, strict=True))
+        stored = stored.filter(pc.is_in(stored.column("event_id"), value_set=pc.unique(ids)))
+        return pa.table(
+            {"event_id": stored.column("event_id"),
+             "event_time": pc.cast(stored.column("event_time"), pa.int64())}
+        )  # fmt: skip
 
     # --- window tables -----------------------------------------------------------------------------
 
@@ -609,7 +634,9 @@ class ExactlyOnceWriter:
             rows = self._window_rows_isolated(
                 window, batches, dropped, items, previous, letters, report
             )
-        return _WindowPlan(concat_rows(table, [as_table_schema(rows, table), *kept]), replaced)
+        return _WindowPlan(
+            as_table_schema(rows, table), replaced, concat_rows(table, kept) if kept else None
+        )
 
     def _window_rows_isolated(
         self,
@@ -691,21 +718,27 @@ class ExactlyOnceWriter:
         table = self.tables[name]
         positions = self._new_positions(name, batches)
         properties = self._properties(positions)
+        parts = (
+            [plan.rows] if plan.kept is None or plan.kept.num_rows == 0 else [plan.rows, plan.kept]
+        )
         with table.transaction() as tx:
             update = tx.update_snapshot(snapshot_properties=properties)
             with update.overwrite() if plan.replaced else update.fast_append() as producer:
-                for data_file in _dataframe_to_data_files(
-                    table_metadata=tx.table_metadata,
-                    df=plan.rows,
-                    io=table.io,
-                    write_uuid=producer.commit_uuid,
-                ):
-                    producer.append_data_file(data_file)
+                counter = itertools.count(0)  # one sequence of file names over both parts
+                for part in parts:
+                    for data_file in _dataframe_to_data_files(
+                        table_metadata=tx.table_metadata,
+                        df=part,
+                        io=table.io,
+                        write_uuid=producer.commit_uuid,
+                        counter=counter,
+                    ):
+                        producer.append_data_file(data_file)
                 for data_file in plan.replaced:
                     producer.delete_data_file(data_file)
         self.positions[name] = positions
         self._committed_at[name] = now
-        report.rows[name] = plan.rows.num_rows
+        report.rows[name] = sum(part.num_rows for part in parts)
 
     # --- shared ------------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from beam_jobs.replay import shard_batches
+from beam_jobs.replay import shard_batches, shard_records
 from sluice.stream.stages import InputRecord
 from sluice.tables.archive import (
     encode_batch,
@@ -92,3 +92,38 @@ def test_overlapping_files_are_de_duplicated_and_replayed_as_one_chain() -> None
         ("5", "5", None), ("6", "6", "5"), ("7", "7", "6"),
     ]  # fmt: skip
     assert [len(chunk) for chunk in split_at_sequences(shard_records, 3)] == [4, 1]
+
+
+def test_a_shard_is_read_one_run_of_overlapping_files_at_a_time_with_the_same_records(
+    tmp_path: Path,
+) -> None:
+    # GIVEN a shard's archive: a batch, the same range read again with one more record (a restart),
+    # a batch split at an hour with interleaved arrivals, and a later batch
+    at = datetime(2026, 3, 2, 9, 59, tzinfo=UTC).timestamp()
+    runs = [
+        [InputRecord(s, 0, at, b"a") for s in (1, 2, 3)],
+        [InputRecord(s, 0, at, b"a") for s in (2, 3, 4)],
+        [InputRecord(10, 0, at + 30, b"b"), InputRecord(11, 0, at + 90, b"b"),
+         InputRecord(12, 0, at + 50, b"b"), InputRecord(13, 0, at + 95, b"b")],
+        [InputRecord(s, 0, at + 200, b"c") for s in (20, 21)],
+    ]  # fmt: skip
+    for batch in runs:
+        _write(tmp_path, batch)
+    start, end = datetime(2026, 3, 2, 9, tzinfo=UTC), datetime(2026, 3, 2, 11, tzinfo=UTC)
+    paths = [str(p) for p in iter_archive_files(tmp_path, start, end)]
+    pairs = [pair for path in paths for pair in read_archive_file(Path(path).read_bytes())]
+
+    # WHEN the shard is read run by run
+    read = shard_records(SHARD, paths, start, end)
+
+    # THEN the first run comes out before the later files are read
+    assert [next(read).sequence for _ in range(4)] == [1, 2, 3, 4]
+    later = tmp_path / "raw/dt=2026-03-02/hour=10" / f"{SHARD}-20-21.jsonl.gz"
+    later.unlink()
+    _write(tmp_path, [InputRecord(s, 0, at + 200, b"c") for s in (20, 22)])  # now named 20-22
+    later.with_name(f"{SHARD}-20-22.jsonl.gz").rename(later)
+    rest = [r.sequence for r in read]
+    assert rest == [10, 11, 12, 13, 20, 22]  # the interleaved hour split merged in order
+    # AND, before the change to the last file, the records equal reading everything at once
+    expected = [r.sequence for r in records_in_range(pairs, start, end)[SHARD]]
+    assert expected == [1, 2, 3, 4, 10, 11, 12, 13, 20, 21]

@@ -145,3 +145,34 @@ def test_out_of_order_batches_wait_for_their_predecessor(warehouse):
     writer.flush()
     assert table_positions(tables["iot_readings"]) == {"s": 3}
     assert tables["iot_readings"].refresh().scan().to_arrow().num_rows == 3
+
+
+def test_a_window_flush_rewrites_only_the_windows_it_changes(warehouse):
+    """A backlog drained in many flushes: each flush's window commit writes the rows of the windows
+    it changed (and once, apart, the other rows of a file it replaces), not every window stored in
+    the partition so far. Before, each rewrite carried all the rows of the file it replaced, so
+    that file grew by a window at every flush and a flush's work and memory grew with the backlog."""
+    _, _, tables = warehouse
+    writer = ExactlyOnceWriter(tables, 60)
+    previous = None
+    written = []
+    for minute in range(8):
+        # GIVEN flushes of 4 readings from :30 of one minute to :15 of the next, two devices: each
+        # flush changes its first window (which the flush before wrote) and a new one
+        at = T0 + timedelta(minutes=minute, seconds=30)
+        readings = [
+            IotReading(device_id=f"d{i % 2}", event_time=at + timedelta(seconds=15 * i),
+                       metrics={"t": float(i)})
+            for i in range(4)
+        ]  # fmt: skip
+        arrival = at + timedelta(minutes=1)
+        batch = make_batch("s", records_for(readings, 10 * minute + 1, arrival), previous)
+        previous = batch.last_sequence
+        writer.add(batch)
+        written.append(writer.flush().rows["iot_metrics_1m"])
+    # THEN the first flush writes its 2 windows' 4 rows; every later one its 2 windows' 4 rows and
+    # the 2 rows of the window before them, out of the file it replaces: never the whole day
+    assert written == [4] + [6] * 7
+    rows = tables["iot_metrics_1m"].refresh().scan().to_arrow()
+    assert rows.num_rows == 18  # 9 windows x 2 devices, each once
+    assert sorted(rows.column("count").to_pylist()) == [1] * 4 + [2] * 14
