@@ -175,9 +175,10 @@ def worker_iot_reference(path: Path, limit: int) -> dict[str, Any]:
     return {"events": len(lines), "cpu_seconds": _cpu() - started, "peak_rss_mb": _peak_mb()}
 
 
-def worker_weblog(path: Path, *, bulk: bool = True) -> dict[str, Any]:
+def worker_weblog(path: Path, *, bulk: bool = True, limit: int | None = None) -> dict[str, Any]:
     """nginx parse + GeoIP + aggregate per batch. ``bulk=False`` is the path before the bulk one
-    (``parse_raw`` per line, ``lookup_many`` and ``model_copy`` per record): the "before" figure."""
+    (``parse_raw`` per line, ``lookup_many`` and ``model_copy`` per record): the "before" figure;
+    ``limit`` stops after the batch that reaches that many lines (a rate needs no more)."""
     from devkit.geoip_build import build_demo_databases
     from sluice.core.contracts import DEFAULT_HORIZON
     from sluice.core.deadletters import Rejection
@@ -217,6 +218,8 @@ def worker_weblog(path: Path, *, bulk: bool = True) -> dict[str, Any]:
                 parse_cpu += t1 - t0
                 geo_cpu += t2 - t1
                 events += len(records)
+                if limit is not None and events >= limit:
+                    break
             cpu = _cpu() - started
     return {"events": events, "cpu_seconds": cpu, "parse_cpu_seconds": parse_cpu,
             "geoip_cpu_seconds": geo_cpu, "aggregate_cpu_seconds": aggregate_cpu,
@@ -259,8 +262,7 @@ def worker_duckdb(path: Path) -> dict[str, Any]:
             "cpu_seconds": _cpu() - started, "peak_rss_mb": _peak_mb()}  # fmt: skip
 
 
-WORKERS = {"iot": worker_iot, "weblog": worker_weblog, "duckdb": worker_duckdb,
-           "weblog_reference": lambda path: worker_weblog(path, bulk=False)}  # fmt: skip
+WORKERS = {"iot": worker_iot, "weblog": worker_weblog, "duckdb": worker_duckdb}
 
 
 def run_worker(kind: str, *args: str, timeout: float = 3600) -> dict[str, Any]:
@@ -344,7 +346,7 @@ def bench_size(n: int, feed_events: int, scratch: Path) -> dict[str, Any]:
     out["iot"] = run_worker("iot", str(iot_file))
     out["iot_before"] = run_worker("iot_reference", str(iot_file), str(min(n, 200_000)))
     out["weblog"] = run_worker("weblog", str(nginx_file))
-    out["weblog_before"] = run_worker("weblog_reference", str(nginx_file))
+    out["weblog_before"] = run_worker("weblog_reference", str(nginx_file), str(min(n, 1_000_000)))
     out["feed"] = run_worker("feed", str(feed_events))
     out["duckdb"] = run_worker("duckdb", str(iot_file))
     out["flink_sql"] = run_flink(iot_file, n)
@@ -525,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
             result = worker_feed(int(rest[0]))
         elif args.worker == "iot_reference":
             result = worker_iot_reference(Path(rest[0]), int(rest[1]))
+        elif args.worker == "weblog_reference":
+            result = worker_weblog(Path(rest[0]), bulk=False, limit=int(rest[1]))
         else:
             result = WORKERS[args.worker](Path(rest[0]))
         print(json.dumps(result))
