@@ -137,7 +137,8 @@ def start_app(
     return sluice(
         "flink", "run-local", "--properties", str(props), "--zip", str(zip_file),
         "--flink_master", cluster.rest, "--flink_dir", str(cluster.folder),
-        *(["--wait", "--timeout_seconds", "600"] if wait else []), timeout=700,
+        *(["--wait", "--timeout_seconds", "600"] if wait else []), env=MOTO_CREDENTIALS,
+        timeout=700,
     )  # fmt: skip
 
 

@@ -265,3 +265,10 @@ def test_the_python_wrapper_builds_the_source_and_refuses_in_one_line(shaded_jar
     java_type, python_type = lines[4].split(": ", 1)[1], lines[5].split(": ", 1)[1]
     assert java_type == python_type
     assert "shard_id" in java_type and "data" in java_type
+    # and a source whose stream cannot be listed is refused where the job is built, in one line
+    assert lines[6].startswith(
+        "unreachable: Kinesis source: cannot list the shards of stream s at http://127.0.0.1:1: "
+    ), lines[6:]
+    assert lines[6].endswith(
+        "check sluice.input (stream.arn, aws.region, aws.endpoint) and the credentials"
+    )

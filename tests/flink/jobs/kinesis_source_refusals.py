@@ -1,5 +1,6 @@
 """Builds Sluice's Kinesis source from Python without and with the shaded jar (argument: the jar) and
-prints one line per outcome, for ``test_flink_kinesis_source.py``. No job is run."""
+prints one line per outcome, for ``test_flink_kinesis_source.py``. No job is run; the last case
+lists the shards of an endpoint nothing listens on (the start-up check)."""
 
 import sys
 
@@ -25,8 +26,14 @@ for kwargs in (
     except ConfigError as error:
         print(f"refused: {error}")
 source = kinesis_source(
-    settings, endpoint="http://127.0.0.1:1", access_key_id="a", secret_access_key="b"
+    settings, endpoint="http://127.0.0.1:1", access_key_id="a", secret_access_key="b", check=False
 )
 print(f"built: {source.get_java_function().config().toString()}")
 print(f"java row type: {source.get_java_function().getProducedType().toString()}")
 print(f"python row type: {KINESIS_ROW.get_java_type_info().toString()}")
+try:  # the start-up check (check=True, the default): nothing listens on port 1
+    kinesis_source(
+        settings, endpoint="http://127.0.0.1:1", access_key_id="a", secret_access_key="b"
+    )
+except ConfigError as error:
+    print(f"unreachable: {error}")
