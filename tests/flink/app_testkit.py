@@ -14,6 +14,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +136,14 @@ def kill_folder_processes(folder: Path) -> None:
                 os.kill(int(entry.name), signal.SIGKILL)
         except OSError:
             pass
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 120) -> Any:
+    """``check()``'s first truthy value, polled every 0.5 s; an AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")

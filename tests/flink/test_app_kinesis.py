@@ -22,8 +22,6 @@ import json
 import os
 import random
 import signal
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,6 +36,7 @@ from app_testkit import (
     one_line,
     read_tables,
     sluice,
+    wait_for,
 )
 from job_testkit import metadata_locations, mixed_input, window_of
 from kinesis_testkit import REGION, create_stream, put_aggregated, put_records
@@ -58,16 +57,6 @@ class Prefilled:
     sent: int
     beam_state: Path
     geoip: dict[str, str]
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 180) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -201,12 +190,17 @@ def test_a_killed_taskmanager_recovers_from_the_checkpoint_with_the_same_tables(
     wait_for(
         "a commit of the running job",
         lambda: job().get("state") == "RUNNING" and metadata_locations(state) != before,
+        timeout=180,
     )
     # WHEN its only TaskManager is SIGKILLed mid-run and a fresh one started
     assert job().get("state") == "RUNNING", "the job ended before the kill"
     (tm,) = cluster.pids("taskexecutor")
     os.kill(tm, signal.SIGKILL)
-    wait_for("the killed TaskManager to be gone", lambda: tm not in cluster.pids("taskexecutor"))
+    wait_for(
+        "the killed TaskManager to be gone",
+        lambda: tm not in cluster.pids("taskexecutor"),
+        timeout=180,
+    )
     fresh = sluice(
         "flink", "cluster", "start-taskmanager", "--flink_dir", str(session_flink_dir),
         env=MOTO_CREDENTIALS, timeout=300,

@@ -20,12 +20,12 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from app_testkit import wait_for
 
 from flink_jobs.cluster import Cluster, rest_get, running_cluster, submit_python
 from flink_jobs.jars import SHADED_JAR
@@ -43,16 +43,6 @@ pytestmark = pytest.mark.flink
 
 JOB = Path(__file__).parent / "jobs" / "kinesis_to_files.py"
 KEYS = [f"device-{n}" for n in range(8)]
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def sluice(*args: str) -> subprocess.CompletedProcess[str]:

@@ -16,12 +16,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from app_testkit import wait_for
 
 from flink_jobs.cluster import Cluster, rest_get, running_cluster, submit_python
 from flink_jobs.settings import REPO_ROOT, ClusterSettings
@@ -56,16 +56,6 @@ def processes_of(folder: Path) -> list[int]:
         if str(folder).encode() in cmdline and state not in ("Z", "X"):
             found.append(int(entry.name))
     return found
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
