@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import random
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from job_testkit import committed_positions, mixed_input, window_of
-from kinesis_testkit import create_stream, put_aggregated, put_records
+from job_testkit import committed_positions, prefill_mixed_stream, window_of
+from kinesis_testkit import create_stream
 from test_replay import assert_same_tables
 
 from edge_lambdas.archive_transform.handler import lambda_handler
@@ -104,14 +103,19 @@ def test_the_firehose_archive_replays_to_the_stream_jobs_tables(
     kinesis = boto3.client("kinesis", endpoint_url=aws_env)
     stream = create_stream(kinesis, shard_count=2)
     start = window_of(datetime.now(UTC)) - timedelta(minutes=3)
-    sent = mixed_input(
-        random.Random(11), start, span_seconds=180, devices=4, readings=90, requests=60,
-        feed_items=3, too_late=2, invalid=1, edge_dead_letters=1,
-    )  # fmt: skip
-    random.Random(3).shuffle(sent)
-    half = len(sent) // 2
-    put_aggregated(kinesis, stream, [s.user_record() for s in sent[:half]], 20)
-    put_records(kinesis, stream, [(s.partition_key, s.data) for s in sent[half:]])
+    sent = prefill_mixed_stream(
+        kinesis,
+        stream,
+        start,
+        11,
+        3,
+        readings=90,
+        requests=60,
+        feed_items=3,
+        too_late=2,
+        invalid=1,
+        edge_dead_letters=1,
+    )
     state_dir = tmp_path / "stream"
     sluice([
         "job", "run", "--stream_name", stream, "--stop_when_idle_seconds", "2",

@@ -12,14 +12,19 @@ Runtime: about 8 s (a stream run with 2 s of idle time, two replays).
 from __future__ import annotations
 
 import gzip
-import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
-from job_testkit import TABLE_NAMES, committed_positions, mixed_input, read_tables, window_of
-from kinesis_testkit import create_stream, put_aggregated, put_records
+from job_testkit import (
+    TABLE_NAMES,
+    committed_positions,
+    prefill_mixed_stream,
+    read_tables,
+    window_of,
+)
+from kinesis_testkit import create_stream
 from test_job_kill_restart import assert_same_rows, assert_same_windows
 
 from sluice.core.contracts import ErrorType
@@ -56,14 +61,19 @@ def test_a_replay_rewrites_nothing_and_a_backfill_rebuilds_the_stream_tables(
     kinesis = boto3.client("kinesis", endpoint_url=aws_env)
     stream = create_stream(kinesis, shard_count=2)
     start = window_of(datetime.now(UTC)) - timedelta(minutes=3)
-    sent = mixed_input(
-        random.Random(7), start, span_seconds=180, devices=4, readings=120, requests=100,
-        feed_items=3, too_late=2, invalid=1, edge_dead_letters=1,
-    )  # fmt: skip
-    random.Random(2).shuffle(sent)
-    half = len(sent) // 2
-    put_aggregated(kinesis, stream, [s.user_record() for s in sent[:half]], 20)
-    put_records(kinesis, stream, [(s.partition_key, s.data) for s in sent[half:]])
+    sent = prefill_mixed_stream(
+        kinesis,
+        stream,
+        start,
+        7,
+        2,
+        readings=120,
+        requests=100,
+        feed_items=3,
+        too_late=2,
+        invalid=1,
+        edge_dead_letters=1,
+    )
     city_db, asn_db = geoip_dbs
     state_dir, backfill_dir = tmp_path / "stream", tmp_path / "backfill"
     geoip = ["--geoip_city_db", str(city_db), "--geoip_asn_db", str(asn_db)]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,8 +37,8 @@ from app_testkit import (
     sluice,
     wait_for,
 )
-from job_testkit import metadata_locations, mixed_input, window_of
-from kinesis_testkit import REGION, create_stream, put_aggregated, put_records
+from job_testkit import metadata_locations, prefill_mixed_stream, window_of
+from kinesis_testkit import REGION, create_stream
 
 from flink_jobs.cluster import Cluster, free_port, rest_get, running_cluster
 from flink_jobs.settings import ClusterSettings
@@ -68,14 +67,19 @@ def prefilled(
     )
     stream = create_stream(kinesis, shard_count=2)
     start = window_of(datetime.now(UTC)) - timedelta(minutes=3)
-    sent = mixed_input(
-        random.Random(11), start, span_seconds=180, devices=4, readings=160, requests=160,
-        feed_items=3, too_late=2, invalid=1, edge_dead_letters=1,
-    )  # fmt: skip
-    random.Random(3).shuffle(sent)
-    half = len(sent) // 2
-    put_aggregated(kinesis, stream, [s.user_record() for s in sent[:half]], 20)
-    put_records(kinesis, stream, [(s.partition_key, s.data) for s in sent[half:]])
+    sent = prefill_mixed_stream(
+        kinesis,
+        stream,
+        start,
+        11,
+        3,
+        readings=160,
+        requests=160,
+        feed_items=3,
+        too_late=2,
+        invalid=1,
+        edge_dead_letters=1,
+    )
     city, asn = geoip_dbs
     beam_state = tmp_path_factory.mktemp("beam") / "state"
     env = {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_DEFAULT_REGION": REGION, **MOTO_CREDENTIALS}

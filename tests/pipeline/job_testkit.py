@@ -331,6 +331,20 @@ def mixed_input(
     return sent
 
 
+def prefill_mixed_stream(
+    kinesis: Any, stream: str, start: datetime, seed: int, shuffle_seed: int, **counts: int
+) -> list[Sent]:
+    """``mixed_input`` over the three minutes from ``start`` (4 devices; ``counts`` are its keyword
+    counts), shuffled, the first half put KPL-aggregated 20 to a record and the rest one record each:
+    the pre-filled stream the replay, archive and Flink comparisons read."""
+    sent = mixed_input(random.Random(seed), start, span_seconds=180, devices=4, **counts)
+    random.Random(shuffle_seed).shuffle(sent)
+    half = len(sent) // 2
+    put_aggregated(kinesis, stream, [s.user_record() for s in sent[:half]], 20)
+    put_records(kinesis, stream, [(s.partition_key, s.data) for s in sent[half:]])
+    return sent
+
+
 def source_batch(
     shard_id: str,
     sent: Sequence[Sent],
