@@ -1,15 +1,17 @@
-"""The PyFlink job's functions: a few lines each around the core.
+"""The PyFlink job's functions: a few lines each around the core. They keep no state: the keyed,
+timed steps between them are Java (``flink_jobs.app.operators``), whose timers are checkpointed
+with their state.
 
-``DeaggregateRecords`` (flat map): one Kinesis record Row -> its user records (``sluice.stream.kpl``).
-``RunStages`` (keyed by shard): buffers a shard's user records in keyed state and runs them through
-``sluice.stream.run.StageRunner`` as one batch, when ``batch_max_records`` are buffered, after
-``batch_max_millis`` of processing time, or before the watermark passes the first buffered arrival
-(so a window is never closed while records for it wait here). Out: one side output per table
-(event rows, dead letter rows) and one per window table (partial aggregates, serialized).
-``MergeWindows`` (keyed by window key): merges the partials of one window in keyed state (the
-accumulators' own byte form, ``sluice.transform.accumulators``) and emits the window's one row when
-the arrival-time watermark passes ``window_end + allowed_lateness`` (an event-time timer): no
-arriving event can change the window after that (``sluice.stream.stages.window_batch``).
+``RunStages``: one shard's batch of records (a ``BatchRecords`` frame: emitted when
+``batch_max_records`` are buffered, after ``batch_max_millis``, or before the watermark passes the
+first buffered arrival, so a window is never closed while records for it wait) -> KPL
+de-aggregation (``sluice.stream.kpl``) -> ``sluice.stream.run.StageRunner``. Out: rows per table
+(event rows, dead letter rows) and, per window table, partial aggregates (serialized) keyed for
+``CloseWindows``.
+``MergeWindows``: a closed window's partials (``CloseWindows`` emits them when the arrival-time
+watermark passes ``window_end + allowed_lateness``: no arriving event can change the window after
+that, ``sluice.stream.stages.window_batch``) merged into the window's one row (the accumulators'
+own byte form, ``sluice.transform.accumulators``).
 Dead letters: every rejected record, with its reason, from the stages; and here, a partial that
 reaches a window already written (a re-driven event of an old window, or records more out of order
 than the watermark allows): ``too_late`` at stage ``window``, never dropped.
@@ -18,25 +20,14 @@ than the watermark allows): ``too_late`` at stage ``window``, never dropped.
 from __future__ import annotations
 
 import base64
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from pyflink.common import Row, Types
-from pyflink.datastream import (
-    FlatMapFunction,
-    KeyedProcessFunction,
-    OutputTag,
-    ProcessFunction,
-    RuntimeContext,
-)
-from pyflink.datastream.state import (
-    ListStateDescriptor,
-    MapStateDescriptor,
-    ValueStateDescriptor,
-)
+from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 
+from flink_jobs.app.operators import batch_user_records, read_states
 from flink_jobs.app.rows import (
     EVENT_TABLES,
     dead_letter_row,
@@ -46,15 +37,13 @@ from flink_jobs.app.rows import (
 )
 from sluice.core.contracts import ErrorType, Source, Stage
 from sluice.core.deadletters import dead_letter
-from sluice.stream.kpl import deaggregate
-from sluice.stream.stages import Event, InputRecord, JobBatch
+from sluice.stream.stages import Event, JobBatch
 
 __all__ = [
     "KINESIS_RECORD",
     "PARTIAL",
     "ROUTED",
     "USER_RECORD",
-    "DeaggregateRecords",
     "MergeWindows",
     "RouteRows",
     "RunStages",
@@ -119,25 +108,11 @@ class RouteRows(ProcessFunction):  # type: ignore[misc]
         yield self.tags[table], Row(*values)
 
 
-class DeaggregateRecords(FlatMapFunction):  # type: ignore[misc]
-    """A Kinesis record -> its user records, numbered by their place in the aggregate."""
+class RunStages(ProcessFunction):  # type: ignore[misc]
+    """A batch of one shard's records (a ``batch_records`` frame) through every core stage."""
 
-    def flat_map(self, value: Row) -> Any:
-        shard, sequence, arrival_millis, data = value[0], value[1], value[2], value[3]
-        for sub, user in enumerate(deaggregate(bytes(data), "")):
-            yield Row(shard, sequence, sub, arrival_millis / 1000.0, user.data)
-
-
-class RunStages(KeyedProcessFunction):  # type: ignore[misc]
-    """A shard's user records, batched in keyed state, through every core stage."""
-
-    def __init__(
-        self, settings: Any, max_records: int, max_millis: int, *, deduplicate: bool = False
-    ) -> None:
+    def __init__(self, settings: Any) -> None:
         self.settings = settings
-        self.deduplicate = deduplicate
-        self.max_records = max_records
-        self.max_millis = max_millis
         self.runner: Any = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
@@ -145,13 +120,6 @@ class RunStages(KeyedProcessFunction):  # type: ignore[misc]
 
         self.tags = table_tags()
         self.runner = StageRunner(self.settings)
-        self.buffer = runtime_context.get_list_state(ListStateDescriptor("buffer", USER_RECORD))
-        self.size = runtime_context.get_state(ValueStateDescriptor("size", Types.INT()))
-        # The archive's files may overlap (a job restarted before committing archived a range
-        # twice): positions seen, per shard, for the replay's length (as `sluice replay` keeps).
-        self.seen = runtime_context.get_map_state(
-            MapStateDescriptor("seen", Types.STRING(), Types.BOOLEAN())
-        )
         self.window_millis = self.settings.window_seconds * 1000
         self.lateness_millis = self.settings.allowed_lateness_seconds * 1000
 
@@ -159,41 +127,9 @@ class RunStages(KeyedProcessFunction):  # type: ignore[misc]
         if self.runner is not None:
             self.runner.close()
 
-    def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Any:
-        if self.deduplicate:
-            position = f"{value[1]}:{value[2]}"
-            if self.seen.contains(position):
-                return
-            self.seen.put(position, True)
-        self.buffer.add(value)
-        size = (self.size.value() or 0) + 1
-        if size >= self.max_records:
-            self.size.clear()
-            yield from self._flush(ctx.get_current_key())
-            return
-        self.size.update(size)
-        if size == 1:
-            timers = ctx.timer_service()
-            timers.register_processing_time_timer(int(time.time() * 1000) + self.max_millis)
-            timers.register_event_time_timer(int(value[3] * 1000))
-
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
-        if self.size.value():
-            self.size.clear()
-            yield from self._flush(ctx.get_current_key())
-
-    def _flush(self, shard: str) -> Any:
-        # Fields by position: rows made in Python carry no field names.
-        rows = sorted(self.buffer.get(), key=lambda r: (int(r[1]), r[2]))
-        self.buffer.clear()
-        records: list[InputRecord] = []
-        seen: set[tuple[int, int]] = set()
-        for row in rows:  # a position is one record
-            position = (int(row[1]), row[2])
-            if position not in seen:
-                seen.add(position)
-                records.append(InputRecord(position[0], position[1], row[3], bytes(row[4])))
-        batch = self.runner.run(shard, records)
+    def process_element(self, value: Row, ctx: ProcessFunction.Context) -> Any:
+        shard, frame = value[0], value[1]
+        batch = self.runner.run(shard, batch_user_records(bytes(frame)))
         yield from self._outputs(batch)
 
     def _outputs(self, batch: JobBatch) -> Any:
@@ -226,8 +162,9 @@ def _from_micros(micros: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
 
 
-class MergeWindows(KeyedProcessFunction):  # type: ignore[misc]
-    """One window key's partials merged in keyed state; its row emitted once, when it closes."""
+class MergeWindows(ProcessFunction):  # type: ignore[misc]
+    """A closed window's partials (a ``close_windows`` frame) merged into its row; a late partial
+    into its ``too_late`` dead letter."""
 
     def __init__(self, table: str, window_seconds: int) -> None:
         self.table = table
@@ -237,40 +174,26 @@ class MergeWindows(KeyedProcessFunction):  # type: ignore[misc]
         from sluice.transform.accumulators import MetricStats, WebTrafficStats
 
         self.accumulator = MetricStats if self.table == "iot_metrics_1m" else WebTrafficStats
-        self.state = runtime_context.get_state(
-            ValueStateDescriptor("state", Types.PRIMITIVE_ARRAY(Types.BYTE()))
-        )
 
-    def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Any:
-        close_millis, state = value[1], value[2]
-        if close_millis <= ctx.timer_service().current_watermark():
-            yield "dead_letters", dead_letter_row(self._too_late(value))
+    def process_element(self, value: Row, ctx: ProcessFunction.Context) -> Any:
+        key, late, states = value[0], value[1], read_states(bytes(value[2]))
+        if late:
+            for state in states:
+                yield "dead_letters", dead_letter_row(self._too_late(key, state))
             return
-        partial = self.accumulator.from_bytes(bytes(state))
-        stored = self.state.value()
-        if stored is None:
-            ctx.timer_service().register_event_time_timer(close_millis)
-            merged = partial
-        else:
-            merged = self.accumulator.from_bytes(bytes(stored)).merge(partial)  # type: ignore[arg-type]
-        self.state.update(merged.to_bytes())
-
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Any:
-        stored = self.state.value()
-        if stored is None:
-            return
-        self.state.clear()
-        *group, start_micros = orjson.loads(ctx.get_current_key())
-        stats = self.accumulator.from_bytes(bytes(stored))
+        merged = self.accumulator.from_bytes(states[0])
+        for state in states[1:]:
+            merged = merged.merge(self.accumulator.from_bytes(state))  # type: ignore[arg-type]
+        *group, start_micros = orjson.loads(key)
         yield (
             self.table,
             window_row(
-                self.table, tuple(group), _from_micros(start_micros), stats, self.window_seconds
+                self.table, tuple(group), _from_micros(start_micros), merged, self.window_seconds
             ),
         )
 
-    def _too_late(self, value: Row) -> Event:
-        key, state = value[0], base64.b64encode(bytes(value[2])).decode()
+    def _too_late(self, key: str, state_bytes: bytes) -> Event:
+        state = base64.b64encode(state_bytes).decode()
         *group, start_micros = orjson.loads(key)
         start = _from_micros(start_micros)
         raw = orjson.dumps(

@@ -1,14 +1,17 @@
 """The PyFlink application's graph, top to bottom, and its start-up checks.
 
-    user_records (sources.py: Kinesis or the raw archive)
-      -> key by shard -> RunStages (decode -> GeoIP -> filters -> window pre-aggregation, one
-         StageRunner batch per shard)  -- side outputs: rows per event table, dead letters,
-                                          partial aggregates per window table
-      -> key by window -> MergeWindows (keyed state, one row per window when it closes)
+    user_records (sources.py: Kinesis records or the raw archive's user records)
+      -> key by shard -> BatchRecords (Java, operators.py: keyed state, one frame per batch)
+      -> RunStages (KPL de-aggregation -> decode -> GeoIP -> filters -> window pre-aggregation, one
+         StageRunner batch)  -- side outputs: rows per event table, dead letters, partial
+                                aggregates per window table
+      -> key by window -> CloseWindows (Java: partials in keyed state until the window closes)
+      -> MergeWindows (one row per window)
       -> INSERT INTO the six Iceberg tables (Flink's Iceberg connector; one statement set)
 
-Exactly-once: Flink checkpoints the source positions and the keyed state (buffered records, open
-windows); Iceberg's Flink sink writes data files and commits them when the checkpoint that covers
+Exactly-once: Flink checkpoints the source positions and the Java steps' keyed state and timers
+(buffered records, open windows; the Python functions keep none: PyFlink 2.2 can checkpoint a
+Python function's state without the timers it registered, see operators.py); Iceberg's Flink sink writes data files and commits them when the checkpoint that covers
 them completes (``notifyCheckpointComplete``). A restart resumes from the last checkpoint and the
 uncommitted files of the failed attempt are never committed. No checkpoint, no data.
 
@@ -133,11 +136,11 @@ def _check_tables(t_env: Any, iceberg: IcebergGroup) -> None:
 def build(settings: AppSettings, env: Any = None) -> Any:
     """The job on ``env`` (a new ``StreamExecutionEnvironment`` when none); returns the statement
     set whose ``execute()`` submits it."""
-    from pyflink.common import Types
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import StreamTableEnvironment
 
     from flink_jobs.app.functions import ROUTED, MergeWindows, RouteRows, RunStages, table_tags
+    from flink_jobs.app.operators import batch_records, close_windows
     from flink_jobs.app.sources import user_records
 
     check_python()
@@ -174,26 +177,20 @@ def build(settings: AppSettings, env: Any = None) -> Any:
     job = settings.job
     tags = table_tags()
     records = user_records(env, settings.input, job.out_of_orderness_seconds)
-    staged = (
-        records.key_by(lambda r: r[0], key_type=Types.STRING())
-        .process(
-            RunStages(
-                core,
-                job.batch_max_records,
-                job.batch_max_millis,
-                deduplicate=settings.input.source == "archive",
-            ),
-            output_type=ROUTED,
-        )
-        .name("RunStages")
+    batches = batch_records(
+        records,
+        job.batch_max_records,
+        job.batch_max_millis,
+        deduplicate=settings.input.source == "archive",
     )
+    staged = batches.process(RunStages(core), output_type=ROUTED).name("RunStages")
     routed = [staged]
     for table in ("iot_metrics_1m", "web_traffic_1m"):
+        closed = close_windows(staged.get_side_output(tags[f"{table}.partials"]), table)
         routed.append(
-            staged.get_side_output(tags[f"{table}.partials"])
-            .key_by(lambda p: p[0], key_type=Types.STRING())
-            .process(MergeWindows(table, core.window_seconds), output_type=ROUTED)
-            .name(f"MergeWindows[{table}]")
+            closed.process(MergeWindows(table, core.window_seconds), output_type=ROUTED).name(
+                f"MergeWindows[{table}]"
+            )
         )
     rows = (
         routed[0]

@@ -1,8 +1,10 @@
 """Where the job's records come from: the one place the source is chosen (``user_records``).
 
-In: ``sluice.input`` settings. Out: a ``DataStream`` of user records (``functions.USER_RECORD``:
-shard, sequence, sub-sequence, arrival seconds, data), with arrival-time watermarks where the
-source is unbounded.
+In: ``sluice.input`` settings. Out: a ``DataStream`` of records keyed by their first field (the
+shard) for ``operators.batch_records``: whole Kinesis records (``functions.KINESIS_RECORD``: shard,
+sequence, arrival ms, data; KPL aggregates are de-aggregated per batch, in ``RunStages``) with
+arrival-time watermarks, or the archive's user records (``functions.USER_RECORD``: shard, sequence,
+sub-sequence, arrival seconds, data).
 
 - ``kinesis``: the Kinesis source (``flink_jobs.kinesis_source``, a Java FLIP-27 source: Rows of
   shard_id, sequence_number, arrival_millis, data, one per Kinesis record) -> watermarks on arrival
@@ -32,7 +34,7 @@ from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import FlatMapFunction, StreamExecutionEnvironment
 from pyflink.datastream.connectors.file_system import FileSource, StreamFormat
 
-from flink_jobs.app.functions import KINESIS_RECORD, USER_RECORD, DeaggregateRecords
+from flink_jobs.app.functions import KINESIS_RECORD, USER_RECORD
 from flink_jobs.app.settings import InputGroup
 from sluice.core.errors import ConfigError
 from sluice.stream.archive import read_archive_file
@@ -56,7 +58,7 @@ class _Arrival(TimestampAssigner):  # type: ignore[misc]
 
 def _kinesis(env: StreamExecutionEnvironment, settings: InputGroup, out_of_order: int) -> Any:
     """The Kinesis source (``flink_jobs.kinesis_source.read_kinesis``, the Java FLIP-27 source in the
-    shaded jar; bounded when ``settings.bounded``), arrival-time watermarks, KPL de-aggregation.
+    shaded jar; bounded when ``settings.bounded``), arrival-time watermarks.
     Credentials: the AWS SDK's default chain in the TaskManagers (MSF: the application's role;
     locally: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` of the shell that started the cluster)."""
     from flink_jobs.kinesis_source import read_kinesis
@@ -76,9 +78,7 @@ def _kinesis(env: StreamExecutionEnvironment, settings: InputGroup, out_of_order
         .with_timestamp_assigner(_Arrival())
         .with_idleness(Duration.of_seconds(max(30, out_of_order)))
     )
-    return records.assign_timestamps_and_watermarks(watermarks).flat_map(
-        DeaggregateRecords(), output_type=USER_RECORD
-    )
+    return records.assign_timestamps_and_watermarks(watermarks)
 
 
 def _local_folder(location: str) -> Path | None:

@@ -27,6 +27,7 @@ sys.path.append(str(REPO_ROOT / "tests" / "pipeline"))
 from job_testkit import assert_same_rows, read_tables
 
 __all__ = [
+    "EVENT_TABLES",
     "MOTO_CREDENTIALS",
     "SKETCH_ERROR",
     "app_properties",
@@ -109,8 +110,11 @@ def assert_same_tables(
             _by_key(mine[name], keys, EXACT[name]),
             _by_key(reference[name], keys, EXACT[name]),
         )
-        assert exact.keys() == theirs.keys(), (
-            f"{name}: windows differ: {exact.keys() ^ theirs.keys()}"
+        only_mine, only_theirs = exact.keys() - theirs.keys(), theirs.keys() - exact.keys()
+        assert not only_mine and not only_theirs, (
+            f"{name}: {len(only_mine)} windows only in this run, {len(only_theirs)} only in the "
+            f"reference (of {len(theirs)}), e.g. {sorted(only_mine, key=str)[:3]}, "
+            f"{sorted(only_theirs, key=str)[:3]}"
         )
         different = [k for k in exact if exact[k] != theirs[k]]
         assert not different, f"{name}: {len(different)} windows differ, e.g. {different[0]}"

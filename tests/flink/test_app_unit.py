@@ -9,6 +9,7 @@ it agrees with the core, and every problem is one ``ConfigError`` line naming th
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +200,35 @@ def test_a_missing_shaded_jar_is_one_line_naming_make_flink_jar(
     monkeypatch.setattr(flink_jobs.jars, "SHADED_JAR", tmp_path / "pyflink-dependencies.jar")
     with pytest.raises(ConfigError, match=r"is not built: run 'make flink-jar'"):
         classpath()
+
+
+def _frame(*records: tuple[str, int, float, bytes]) -> bytes:
+    """A frame laid out as ``Frames.java`` writes one (big-endian counts and lengths)."""
+    out = [struct.pack(">i", len(records))]
+    for sequence, sub, arrival, data in records:
+        seq = sequence.encode()
+        out.append(struct.pack(">i", len(seq)) + seq + struct.pack(">idi", sub, arrival, len(data)))
+        out.append(data)
+    return b"".join(out)
+
+
+def test_a_batch_frame_gives_each_user_record_once_in_sequence_order() -> None:
+    from flink_jobs.app.operators import batch_user_records, read_states
+    from sluice.stream.kpl import UserRecord, aggregate
+
+    # GIVEN a KPL aggregate of three records (a whole Kinesis record, sub -1), a plain record
+    # read twice, and an archive user record, out of order
+    (kpl,) = list(aggregate([UserRecord("k", b'{"a":%d}' % i) for i in (1, 2, 3)]))
+    frame = _frame(
+        ("30", -1, 3.5, b"plain"), ("20", -1, 2.0, kpl.data), ("30", -1, 3.5, b"plain"),
+        ("10", 4, 1.25, b"archived"),
+    )  # fmt: skip
+    # WHEN it is read THEN each position comes once, de-aggregated, in (sequence, sub) order
+    records = batch_user_records(frame)
+    assert [(r.sequence, r.sub_sequence, r.arrival, r.data) for r in records] == [
+        (10, 4, 1.25, b"archived"),
+        (20, 0, 2.0, b'{"a":1}'), (20, 1, 2.0, b'{"a":2}'), (20, 2, 2.0, b'{"a":3}'),
+        (30, 0, 3.5, b"plain"),
+    ]  # fmt: skip
+    states = struct.pack(">i", 2) + struct.pack(">i", 3) + b"abc" + struct.pack(">i", 0)
+    assert read_states(states) == [b"abc", b""]

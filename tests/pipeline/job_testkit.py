@@ -438,12 +438,14 @@ def expect(sent: Iterable[Sent], size: int = WINDOW_SECONDS) -> Expected:
 # Tables --------------------------------------------------------------------------------------------
 
 
-def read_tables(state_dir: Path) -> dict[str, list[dict[str, Any]]]:
-    """Every table's rows, as written by a job run with ``--state_dir state_dir``."""
+def read_tables(
+    state_dir: Path, names: Sequence[str] = TABLE_NAMES
+) -> dict[str, list[dict[str, Any]]]:
+    """Every table's rows (or those of ``names``), as written by a job run with
+    ``--state_dir state_dir``."""
     catalog = open_catalog(WarehouseSettings(state_dir=state_dir))
     return {
-        name: catalog.load_table(f"sluice.{name}").scan().to_arrow().to_pylist()
-        for name in TABLE_NAMES
+        name: catalog.load_table(f"sluice.{name}").scan().to_arrow().to_pylist() for name in names
     }
 
 

@@ -71,7 +71,7 @@ final class KinesisShardEnumerator implements SplitEnumerator<KinesisShardSplit,
                 config.discoveryIntervalMillis);
     }
 
-    private void onShardsListed(List<ShardInfo> shards, Throwable error) {
+    void onShardsListed(List<ShardInfo> shards, Throwable error) { // package-private: tests
         if (error != null) {
             if (!initialDiscoveryDone) {
                 throw new FlinkRuntimeException(
@@ -165,12 +165,15 @@ final class KinesisShardEnumerator implements SplitEnumerator<KinesisShardSplit,
 
     @Override
     public void addSplitsBack(List<KinesisShardSplit> splits, int subtaskId) {
-        // The reader restarts from its last checkpoint: what it finished since then it reads
-        // again (and reports again), and what it was given since then is handed out anew.
+        // The reader restarts from its last checkpoint. What it finished since then is in that
+        // checkpoint as a split it is still reading: it stays assigned to the reader (handing it
+        // out again would give the reader the shard twice), which reads it again and reports it
+        // again. What it was given since then (``splits``, finished or not) is handed out anew.
         List<String> unfinished = new ArrayList<>();
         recentFinishes.entrySet().removeIf(entry -> {
             if (entry.getValue()[0] == subtaskId) {
                 finished.remove(entry.getKey());
+                assigned.put(entry.getKey(), subtaskId);
                 unfinished.add(entry.getKey());
                 return true;
             }
