@@ -70,7 +70,7 @@ test-core:
 	$(CORE_VENV)/bin/python -m pip install --quiet --upgrade pip "setuptools>=77" wheel -c requirements.lock
 	$(CORE_VENV)/bin/python -m pip install --quiet --no-build-isolation -c requirements.lock \
 	  . pytest pytest-xdist hypothesis mmdb-writer
-	rm -rf build sluice.egg-info
+	rm -rf build/lib build/bdist.* sluice.egg-info  # pip's build leftovers; build/flink keeps the shaded jar
 	$(CORE_VENV)/bin/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) tests/unit
 	@out=$$($(CORE_VENV)/bin/sluice tables 2>&1); code=$$?; echo "$$out"; \
 	  test $$code -eq 2 && test $$(echo "$$out" | wc -l) -eq 1 && echo "$$out" | grep -q "sluice\[query\]"
@@ -202,7 +202,7 @@ bench-flink: install flink-venv
 	$(BIN)/python -m benchmarks.flink_sql
 
 # The PyFlink (MSF) application's events/s at p=1, p=2 and per record, beside Flink SQL (same readings).
-bench-flink-app: install flink-venv
+bench-flink-app: install flink-venv $(FLINK_JAR)
 	$(BIN)/python -m benchmarks.flink_app
 
 flink-lock:
