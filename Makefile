@@ -203,7 +203,7 @@ bench-flink: install flink-venv
 
 # The PyFlink (MSF) application's events/s at p=1, p=2 and per record, beside Flink SQL (same readings).
 bench-flink-app: install flink-venv $(FLINK_JAR)
-	$(BIN)/python -m benchmarks.flink_app
+	$(BIN)/python -m benchmarks.flink_app --json reports/flink_app_bench.json
 
 flink-lock:
 	rm -rf .lock-venv-flink && $(FLINK_PYTHON) -m venv .lock-venv-flink
