@@ -84,20 +84,22 @@ def close_windows(stream: Any, table: str) -> Any:
     return _wrap(_operators().closeWindows, stream._j_data_stream, table)
 
 
+def _sized(view: memoryview, at: int) -> tuple[bytes, int]:
+    """The int-length-prefixed bytes at ``at``, and where the next item starts."""
+    (length,) = _INT.unpack_from(view, at)
+    return bytes(view[at + 4 : at + 4 + length]), at + 4 + length
+
+
 def read_records(frame: bytes) -> list[FramedRecord]:
     """The records of a ``batch_records`` frame, in the order they were buffered."""
     view = memoryview(frame)
     (count,) = _INT.unpack_from(view, 0)
     at, out = 4, []
     for _ in range(count):
-        (length,) = _INT.unpack_from(view, at)
-        sequence = bytes(view[at + 4 : at + 4 + length]).decode()
-        at += 4 + length
+        sequence, at = _sized(view, at)
         sub, arrival = _RECORD_MIDDLE.unpack_from(view, at)
-        at += _RECORD_MIDDLE.size
-        (length,) = _INT.unpack_from(view, at)
-        out.append(FramedRecord(sequence, sub, arrival, bytes(view[at + 4 : at + 4 + length])))
-        at += 4 + length
+        data, at = _sized(view, at + _RECORD_MIDDLE.size)
+        out.append(FramedRecord(sequence.decode(), sub, arrival, data))
     return out
 
 
@@ -107,9 +109,8 @@ def read_states(frame: bytes) -> list[bytes]:
     (count,) = _INT.unpack_from(view, 0)
     at, out = 4, []
     for _ in range(count):
-        (length,) = _INT.unpack_from(view, at)
-        out.append(bytes(view[at + 4 : at + 4 + length]))
-        at += 4 + length
+        state, at = _sized(view, at)
+        out.append(state)
     return out
 
 
