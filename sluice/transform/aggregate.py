@@ -17,7 +17,6 @@ batch. ``MetricStats`` and ``WebTrafficStats`` stay importable from here: the wi
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import chain
@@ -26,12 +25,11 @@ from typing import Any, Protocol, Self, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from sluice.core.contracts import IotReading, WebAccessLog
+from sluice.core.contracts import GeoInfo, IotReading, WebAccessLog
 from sluice.transform.accumulators import (
     DEFAULT_HLL_LG_K,
     DEFAULT_KLL_K,
     MetricStats,
-    WebGroup,
     WebTrafficStats,
 )
 
@@ -39,11 +37,13 @@ __all__ = [
     "IotColumnsLike",
     "IotKey",
     "MetricStats",  # named here by the window tables' column docs
+    "WebColumnsLike",
     "WebKey",
     "WebTrafficStats",  # likewise
     "aggregate_iot",
     "aggregate_iot_columns",
     "aggregate_web",
+    "aggregate_web_columns",
     "merge_maps",
     "status_class",
     "window_start",
@@ -204,6 +204,28 @@ def _factorize(values: Sequence[str]) -> tuple[npt.NDArray[np.int64], list[str]]
     return np.fromiter(map(codes.__getitem__, values), np.int64, len(values)), distinct
 
 
+class WebColumnsLike(Protocol):
+    """What ``aggregate_web_columns`` reads of ``sluice.parsing.weblog.columns.WebLogColumns``."""
+
+    @property
+    def client_ip(self) -> Sequence[str | None]: ...
+
+    @property
+    def event_time(self) -> Sequence[datetime]: ...
+
+    @property
+    def path(self) -> Sequence[str | None]: ...
+
+    @property
+    def status(self) -> Sequence[int]: ...
+
+    @property
+    def bytes_sent(self) -> Sequence[int | None]: ...
+
+    @property
+    def request_time(self) -> Sequence[float | None]: ...
+
+
 def aggregate_web(
     records: Iterable[WebAccessLog],
     size_seconds: int = DEFAULT_WINDOW_SECONDS,
@@ -214,22 +236,172 @@ def aggregate_web(
     """Pre-aggregate access logs into ``{(path, status_class, country, window_start): stats}``.
 
     ``path`` is '' when unknown; ``country`` is the GeoIP ISO code when the lookup found one,
-    else ''. Unique clients count distinct ``client_ip`` values.
+    else ''. Unique clients count distinct ``client_ip`` values. Keys come in order of first
+    appearance; each group's stats are what ``WebGroup`` gathers of its records, one by one.
     """
     _check_size(size_seconds)
-    groups: defaultdict[tuple[str, str, str, float], WebGroup] = defaultdict(WebGroup)
-    for record in records:
-        index = record.event_time.timestamp() // size_seconds
-        geo = record.geo
-        country = (geo.country_iso or "") if geo is not None and geo.status == "found" else ""
-        groups[record.path or "", status_class(record.status), country, index].add(record)
+    batch = records if isinstance(records, list) else list(records)
+    return _aggregate_web(
+        [r.client_ip for r in batch], [r.event_time for r in batch], [r.path for r in batch],
+        [r.status for r in batch], [r.bytes_sent for r in batch],
+        [r.request_time for r in batch], [r.geo for r in batch], size_seconds, k, lg_k,
+    )  # fmt: skip
 
-    starts = _DatetimeCache()
-    out: dict[WebKey, WebTrafficStats] = {}
-    for (path, klass, country, index), group in groups.items():
-        stats = group.add_to(WebTrafficStats(k, lg_k))
-        out[path, klass, country, starts[int(index) * size_seconds]] = stats
-    return out
+
+def aggregate_web_columns(
+    columns: WebColumnsLike,
+    geos: Sequence[GeoInfo | None],
+    size_seconds: int = DEFAULT_WINDOW_SECONDS,
+    *,
+    k: int = DEFAULT_KLL_K,
+    lg_k: int = DEFAULT_HLL_LG_K,
+) -> dict[WebKey, WebTrafficStats]:
+    """``aggregate_web`` over the columns of ``sluice.parsing.weblog.columns`` and each row's
+    ``GeoInfo`` (``GeoIpEnricher.lookup_clients``; None: not enriched): the same map as
+    ``aggregate_web`` of the records with those ``geo`` values."""
+    _check_size(size_seconds)
+    return _aggregate_web(
+        columns.client_ip, columns.event_time, columns.path, columns.status, columns.bytes_sent,
+        columns.request_time, geos, size_seconds, k, lg_k,
+    )  # fmt: skip
+
+
+_SUM_LIMIT = 1 << 62
+"""int64 sums below this cannot wrap (``np.add.reduceat`` would silently)."""
+
+
+def _country(geo: GeoInfo | None) -> str:
+    return (geo.country_iso or "") if geo is not None and geo.status == "found" else ""
+
+
+def _aggregate_web(
+    clients: Sequence[str | None],
+    times: Sequence[datetime],
+    paths: Sequence[str | None],
+    statuses: Sequence[int],
+    sent: Sequence[int | None],
+    request_times: Sequence[float | None],
+    geos: Sequence[GeoInfo | None],
+    size_seconds: int,
+    k: int,
+    lg_k: int,
+) -> dict[WebKey, WebTrafficStats]:
+    """The group-by, by columns: per distinct value (time, status, GeoInfo) its part of the key
+    once, one key tuple per row, integer group codes, then each group's exact parts from arrays and
+    one sketch update per group (``MetricStats.from_groups``), its distinct clients each once."""
+    n = len(statuses)
+    if not n:
+        return {}
+    if (
+        not len(times)
+        == len(paths)
+        == len(clients)
+        == len(sent)
+        == len(request_times)
+        == len(geos)
+        == n
+    ):
+        raise ValueError("the columns of a web batch must have one value per row")
+    window_of = {t: t.timestamp() // size_seconds for t in dict.fromkeys(times)}
+    class_of = {code: status_class(code) for code in set(statuses)}
+    country_of = {id(geo): _country(geo) for geo in {id(g): g for g in geos}.values()}
+    keys = list(zip(
+        [p or "" for p in paths], map(class_of.__getitem__, statuses),
+        map(country_of.__getitem__, map(id, geos)), map(window_of.__getitem__, times),
+        strict=True,
+    ))  # fmt: skip
+    groups = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+    code = np.fromiter(map(groups.__getitem__, keys), np.int64, n)
+    count = len(groups)
+    requests = np.bincount(code, minlength=count).tolist()
+    order = np.argsort(code, kind="stable")
+    starts = np.flatnonzero(np.r_[True, code[order][1:] != code[order][:-1]])
+    totals = _byte_sums(sent, code, order, starts, count)
+    out_stats = [WebTrafficStats(k, lg_k) for _ in range(count)]
+    for stats, requested, total in zip(out_stats, requests, totals, strict=True):
+        stats.requests = requested
+        stats.bytes = total
+    _add_request_times(out_stats, request_times, code, k)
+    _add_clients(out_stats, clients, code)
+    starts_at = _DatetimeCache()
+    return {
+        (path, klass, country, starts_at[int(index) * size_seconds]): stats
+        for (path, klass, country, index), stats in zip(groups, out_stats, strict=True)
+    }
+
+
+def _byte_sums(
+    sent: Sequence[int | None],
+    code: npt.NDArray[np.int64],
+    order: npt.NDArray[np.int64],
+    starts: npt.NDArray[np.int64],
+    count: int,
+) -> list[int]:
+    """Each group's exact sum of the bytes sent (None counts 0), in int64 when it cannot wrap."""
+    filled = [0 if b is None else b for b in sent]
+    largest = max(filled)
+    if largest * len(filled) < _SUM_LIMIT:
+        values = np.fromiter(filled, np.int64, len(filled))
+        sums: list[int] = np.add.reduceat(values[order], starts).tolist()
+        return sums  # groups 0..count-1, in order
+    totals = [0] * count
+    for group, value in zip(code.tolist(), filled, strict=True):
+        totals[group] += value
+    return totals
+
+
+def _add_request_times(
+    out: list[WebTrafficStats],
+    request_times: Sequence[float | None],
+    code: npt.NDArray[np.int64],
+    k: int,
+) -> None:
+    """Each group's request times, as ``add_many`` of its list of them; groups holding a
+    non-finite time take that path itself (it sums the finite ones differently)."""
+    rows = [i for i, t in enumerate(request_times) if t is not None]
+    if not rows:
+        return
+    values = np.fromiter(map(request_times.__getitem__, rows), np.float64, len(rows))
+    groups = code[rows]
+    finite = np.isfinite(values)
+    if not finite.all():
+        odd = set(groups[~finite].tolist())
+        for group in odd:
+            out[group].request_time.add_many(values[groups == group].tolist())
+        keep = ~np.isin(groups, list(odd))
+        values, groups = values[keep], groups[keep]
+        if not len(values):
+            return
+    order = np.argsort(groups, kind="stable")
+    sorted_groups = groups[order]
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    stats = MetricStats.from_groups(values[order], starts, k)
+    for group, group_stats in zip(sorted_groups[starts].tolist(), stats, strict=True):
+        out[group].request_time = group_stats
+
+
+def _add_clients(
+    out: list[WebTrafficStats], clients: Sequence[str | None], code: npt.NDArray[np.int64]
+) -> None:
+    """Each group's distinct client addresses into its HLL sketch, each once."""
+    codes, distinct = _factorize_present(clients)
+    if not distinct:
+        return
+    present = codes >= 0
+    pairs = np.unique(code[present] * len(distinct) + codes[present])  # sorted by group
+    owners = pairs // len(distinct)
+    names = list(map(distinct.__getitem__, (pairs % len(distinct)).tolist()))
+    edges = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1], True]).tolist()
+    for start, end, owner in zip(edges[:-1], edges[1:], owners[edges[:-1]].tolist(), strict=True):
+        out[owner].unique_clients.add_many(names[start:end])
+
+
+def _factorize_present(values: Sequence[str | None]) -> tuple[npt.NDArray[np.int64], list[str]]:
+    """``_factorize`` with None coded -1 and left out of the distinct values."""
+    distinct = [v for v in dict.fromkeys(values) if v is not None]
+    codes: dict[str | None, int] = {value: i for i, value in enumerate(distinct)}
+    codes[None] = -1
+    return np.fromiter(map(codes.__getitem__, values), np.int64, len(values)), distinct
 
 
 class Mergeable(Protocol):

@@ -363,21 +363,26 @@ class GeoIpEnricher:
         return list(map(distinct.__getitem__, batch))
 
     def enrich(self, records: Sequence[WebAccessLog]) -> list[WebAccessLog]:
-        """Each web request with its ``geo`` set (``choose_client_ip``'s address, ``lookup_many``):
-        equal to ``record.model_copy(update={"geo": ...})``, built without pydantic's per-copy
-        overhead. New records; the inputs are left as they are."""
-        geos = self.lookup_many(
-            [
-                (
-                    r.client_ip
-                    if not r.forwarded_for
-                    else choose_client_ip(r.client_ip, r.forwarded_for)
-                )
-                or ""
-                for r in records
-            ]
+        """Each web request with its ``geo`` set (``lookup_clients``): equal to
+        ``record.model_copy(update={"geo": ...})``, built without pydantic's per-copy overhead.
+        New records; the inputs are left as they are."""
+        geos = self.lookup_clients(
+            [r.client_ip for r in records], [r.forwarded_for for r in records]
         )
         return _with_geo(records, geos)
+
+    def lookup_clients(
+        self, client_ips: Sequence[str | None], forwarded_for: Sequence[Sequence[str]]
+    ) -> list[GeoInfo]:
+        """The ``GeoInfo`` of each web request given as columns (its peer address and its
+        X-Forwarded-For list): ``lookup_many`` of ``choose_client_ip``'s address (an unknown one
+        is ``invalid``), what ``enrich`` sets as ``geo``."""
+        return self.lookup_many(
+            [
+                (ip if not chain else choose_client_ip(ip, chain)) or ""
+                for ip, chain in zip(client_ips, forwarded_for, strict=True)
+            ]
+        )
 
     def _resolve(self, ip: str) -> GeoInfo:
         address = parse_ip(ip)

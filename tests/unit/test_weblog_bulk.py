@@ -21,6 +21,7 @@ from sluice.core.contracts import TimeHorizon, WebAccessLog
 from sluice.core.deadletters import Rejection
 from sluice.parsing.weblog import LogParser
 from sluice.parsing.weblog.bulk import CHUNK_LINES
+from sluice.parsing.weblog.columns import ANALYTIC_FIELDS, parse_weblog_columns
 
 NOW = datetime(2026, 11, 26, 12, 30, tzinfo=UTC)
 HORIZON = TimeHorizon(max_future_seconds=3600, min_event_time=datetime(2020, 1, 1, tzinfo=UTC))
@@ -288,3 +289,57 @@ def test_a_batch_longer_than_a_slice_matches_line_by_line() -> None:
     ):
         _same(got, expected)
     assert sum(isinstance(outcome, WebAccessLog) for outcome in bulk) > 2 * CHUNK_LINES
+
+
+# --- the columnar parse (parse_weblog_columns): the values of parse_batch's records, its letters --
+
+
+def _letters(letters: Any) -> list[dict[str, Any]]:
+    return [letter.model_dump(exclude={"first_seen"}) for letter in letters]
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches(), st.sampled_from([1000, 3]))
+def test_columns_hold_the_values_of_the_batch_records(
+    case: tuple[str, list[bytes | str]], cap: int
+) -> None:
+    """GIVEN any generated batch (and a dead-letter cap it may pass), WHEN it is parsed into
+    columns and into records, THEN each column holds its field of the valid records, in order,
+    with the same types, and the dead letters, skips and suppressed counts are the same."""
+    spec, lines = case
+    parser = PARSERS[spec]
+    columns = parse_weblog_columns(parser, lines, horizon=HORIZON, now=NOW, max_dead_letters=cap)
+    records = parser.parse_batch(lines, horizon=HORIZON, now=NOW, max_dead_letters=cap)
+    assert len(columns.columns) == len(records.valid)
+    for name in ANALYTIC_FIELDS:
+        expected = [record.__dict__[name] for record in records.valid]
+        got = getattr(columns.columns, name)
+        assert list(got) == expected, name
+        assert [type(v) for v in got] == [type(v) for v in expected], name
+    assert _letters(columns.dead_letters) == _letters(records.dead_letters)
+    assert (columns.skipped, columns.suppressed, columns.rejected) == (
+        records.skipped, records.suppressed, records.rejected)  # fmt: skip
+
+
+def test_columns_of_a_batch_with_lines_of_every_path_in_order() -> None:
+    """GIVEN a batch of several slices mixing plain lines, lines with escapes (the per-line path),
+    non-ASCII text, junk and blanks, THEN the columns are the records' values in input order."""
+    good = '203.0.113.{i} - - [26/Nov/2026:12:{m:02d}:00 +0000] "GET /{i} HTTP/1.1" 200 {i} "-" "x"'
+    lines: list[bytes | str] = []
+    for i in range(2 * CHUNK_LINES + 9):
+        line = good.format(i=i % 250, m=(i // 100) % 60)
+        if i % 7 == 3:
+            line = line.replace('"x"', r'"\x41"')
+        elif i % 11 == 5:
+            line = line.replace('"x"', '"caf\u00e9"')
+        elif i % 13 == 0:
+            line = "junk" if i % 2 else ""
+        lines.append(line if i % 5 == 0 else line.encode())
+    parser = PARSERS["combined"]
+    columns = parse_weblog_columns(parser, lines, horizon=HORIZON, now=NOW)
+    records = parser.parse_batch(lines, horizon=HORIZON, now=NOW)
+    assert len(records.valid) > 2 * CHUNK_LINES - 50
+    for name in ANALYTIC_FIELDS:
+        assert list(getattr(columns.columns, name)) == [r.__dict__[name] for r in records.valid]
+    assert _letters(columns.dead_letters) == _letters(records.dead_letters)
+    assert columns.skipped == records.skipped

@@ -34,7 +34,7 @@ turned back into Python values.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -216,7 +216,31 @@ def _records(
     return out
 
 
-Convert = Callable[[list[tuple[Any, ...]], _Times], list[WebAccessLog | None]]
+Converted = tuple[
+    int, dict[str, Any], set[str], set[int], dict[int, tuple[dict[str, Any], set[str]]]
+]
+"""A slice's rows as columns: (rows, columns, fields set, slow rows, rows with more fields), what
+``_records`` takes."""
+Convert = Callable[[list[tuple[Any, ...]], _Times], Converted]
+
+ANALYTIC_FIELDS = ("client_ip", "forwarded_for", "event_time", "path", "status", "bytes_sent",
+                   "request_time")  # fmt: skip
+"""The fields enrichment and aggregation read (``BulkPlan.analytics``)."""
+
+
+def _analytic(converted: Converted, name: str) -> list[Any]:
+    """One analytic field of every row of a slice, as the record built from it would hold it."""
+    size, columns, _, _, apart = converted
+    if name in columns:
+        values = list(columns[name])
+    elif name in _LIST_FIELDS:
+        values = [[] for _ in range(size)]
+    else:
+        values = [_TEMPLATE[name]] * size
+    for row, (more, _) in apart.items():
+        if name in more:
+            values[row] = more[name]
+    return values
 
 
 class BulkPlan:
@@ -226,10 +250,10 @@ class BulkPlan:
         self.regex = regex
         self._convert = convert
 
-    def records(self, lines: list[str], context: dict[str, Any]) -> list[WebAccessLog | None]:
-        """A record per plain line (printable ASCII, no backslash), or None where that line needs
-        the per-line path."""
-        out: list[WebAccessLog | None] = [None] * len(lines)
+    def _slices(
+        self, lines: list[str], context: dict[str, Any]
+    ) -> Iterator[tuple[list[int], Converted]]:
+        """Per slice of the lines, the indexes of the lines the regex matched and their columns."""
         times = _Times(context)
         match = self.regex.match
         # In slices: the groups of a slice are still in the processor's cache when its records are
@@ -241,9 +265,48 @@ class BulkPlan:
                 if found is not None:
                     rows.append(found.groups())
                     where.append(index)
-            for index, record in zip(where, self._convert(rows, times), strict=True):
+            yield where, self._convert(rows, times)
+
+    def records(self, lines: list[str], context: dict[str, Any]) -> list[WebAccessLog | None]:
+        """A record per plain line (printable ASCII, no backslash), or None where that line needs
+        the per-line path."""
+        out: list[WebAccessLog | None] = [None] * len(lines)
+        for where, converted in self._slices(lines, context):
+            for index, record in zip(where, _records(*converted), strict=True):
                 out[index] = record
         return out
+
+    def analytics(
+        self, lines: list[str], context: dict[str, Any]
+    ) -> tuple[dict[str, list[Any]], bytearray]:
+        """The ``ANALYTIC_FIELDS`` of every plain line, column by column, as the records
+        ``records`` builds would hold them, without building the records; and a flag per line, 1
+        where the line was read here (0: it needs the per-line path, its values are placeholders)."""
+        out: dict[str, list[Any]] = {name: [] for name in ANALYTIC_FIELDS}
+        done = bytearray(len(lines))
+        position = 0
+        for where, converted in self._slices(lines, context):
+            slow = converted[3]
+            end = where[-1] + 1 if where else position
+            if where and len(where) == end - position and not slow:
+                for name, column in out.items():  # every line of the slice read: whole columns
+                    column.extend(_analytic(converted, name))
+                done[position:end] = b"\x01" * (end - position)
+            else:
+                filler = [None] * (end - position)
+                fast = [i for row, i in enumerate(where) if row not in slow]
+                for name, column in out.items():
+                    values = filler.copy()
+                    for row, value in enumerate(_analytic(converted, name)):
+                        values[where[row] - position] = value
+                    column.extend(values)
+                for i in fast:
+                    done[i] = 1
+            position = end
+        missing = len(lines) - position  # the last lines of the batch, none of them matched
+        for column in out.values():
+            column.extend([None] * missing)
+        return out, done
 
 
 def _split_requests(columns: dict[str, Any], slow: set[int]) -> None:
@@ -267,7 +330,7 @@ def _auto_plan() -> BulkPlan:
     base = {name for name in at if name != "trailing"}
     with_time, with_extra = base | {"request_time"}, base | {"extra"}
 
-    def convert(rows: list[tuple[Any, ...]], times: _Times) -> list[WebAccessLog | None]:
+    def convert(rows: list[tuple[Any, ...]], times: _Times) -> Converted:
         size = len(rows)
         cols = list(zip(*rows, strict=True)) if rows else [()] * len(at)
         slow: set[int] = set()
@@ -305,7 +368,7 @@ def _auto_plan() -> BulkPlan:
                     apart[row] = ({"request_time": seconds}, with_time)
                 else:
                     apart[row] = ({"extra": {"trailing": tail}}, with_extra)
-        return _records(size, columns, base, slow, apart)
+        return size, columns, base, slow, apart
 
     return BulkPlan(AUTO, convert)
 
@@ -333,7 +396,7 @@ def _compiled_plan(compiled: CompiledFormat) -> BulkPlan | None:
     floats = [name for name in ("request_time",) if name in base]
     upstreams = [name for name in sorted(base) if name.startswith("upstream_")]
 
-    def convert(rows: list[tuple[Any, ...]], times: _Times) -> list[WebAccessLog | None]:
+    def convert(rows: list[tuple[Any, ...]], times: _Times) -> Converted:
         size = len(rows)
         cols = list(zip(*rows, strict=True)) if rows else [()] * len(at)
         slow: set[int] = set()
@@ -370,7 +433,7 @@ def _compiled_plan(compiled: CompiledFormat) -> BulkPlan | None:
             extra = {key: col[row] for key, col in extras if col[row] != "-" and col[row] != ""}
             if extra:
                 apart[row] = ({"extra": extra}, with_extra)
-        return _records(size, columns, base, slow, apart)
+        return size, columns, base, slow, apart
 
     return BulkPlan(regex, convert)
 
