@@ -182,16 +182,32 @@ def _summarise_list(values: Sequence[float]) -> _Batch | None:
 # --------------------------------------------------------------------------------------------
 
 
-class MetricStats(_Accumulator):
-    """Exact count/sum/min/max and KLL quantiles of a stream of floats. Mergeable, serializable."""
+_EMPTY_KLL: dict[int, bytes] = {}
+"""k -> the serialized empty KLL sketch of that k (also proves k valid, once per k)."""
 
-    __slots__ = ("_max", "_min", "_sketch", "count", "sum")
+
+def _empty_kll(k: int) -> bytes:
+    blob = _EMPTY_KLL.get(k)
+    if blob is None:
+        blob = _EMPTY_KLL[k] = kll_doubles_sketch(k).serialize()  # raises for an invalid k
+    return blob
+
+
+class MetricStats(_Accumulator):
+    """Exact count/sum/min/max and KLL quantiles of a stream of floats. Mergeable, serializable.
+
+    The sketch is made when the first value arrives (a window of web traffic often logs no request
+    time); an empty one serializes as an empty sketch of its ``k``, so the bytes are the same."""
+
+    __slots__ = ("_k", "_max", "_min", "_sketch", "count", "sum")
 
     _TAG = ord("M")
     _HEADER = struct.Struct("<Qddd")  # count, sum, min, max
 
     def __init__(self, k: int = DEFAULT_KLL_K) -> None:
-        self._sketch = kll_doubles_sketch(k)
+        _empty_kll(k)
+        self._k = k
+        self._sketch: kll_doubles_sketch | None = None
         self.count: int = 0
         self.sum: float = 0.0
         self._min: float = math.inf
@@ -200,7 +216,14 @@ class MetricStats(_Accumulator):
     @property
     def k(self) -> int:
         """The KLL accuracy parameter."""
-        return int(self._sketch.k)
+        return self._k
+
+    def _made(self) -> kll_doubles_sketch:
+        """The sketch, made now if no value came before."""
+        sketch = self._sketch
+        if sketch is None:
+            sketch = self._sketch = kll_doubles_sketch(self._k)
+        return sketch
 
     @property
     def min(self) -> float | None:
@@ -219,7 +242,7 @@ class MetricStats(_Accumulator):
         value = float(value)
         if not math.isfinite(value):
             return
-        self._sketch.update(value)
+        self._made().update(value)
         self.count += 1
         self.sum += value
         if value < self._min:
@@ -241,7 +264,7 @@ class MetricStats(_Accumulator):
         if batch is None:
             return
         arr, total, lo, hi = batch
-        self._sketch.update(arr)
+        self._made().update(arr)
         self.count += int(arr.size)
         self.sum += total
         if lo < self._min:
@@ -274,6 +297,7 @@ class MetricStats(_Accumulator):
             bounds[:-1], bounds[1:], sums, lows, highs, strict=True
         ):
             stats = new(cls)
+            stats._k = k
             stats._sketch = group_sketch = sketch(k)
             group_sketch.update(values[start:end])
             stats.count = end - start
@@ -284,7 +308,8 @@ class MetricStats(_Accumulator):
         return out
 
     def merge(self, other: MetricStats) -> Self:
-        self._sketch.merge(other._sketch)
+        if other._sketch is not None:
+            self._made().merge(other._sketch)
         self.count += other.count
         self.sum += other.sum
         self._min = min(self._min, other._min)
@@ -303,7 +328,7 @@ class MetricStats(_Accumulator):
         """``quantile`` for several ranks at once (one sketch call); ``None`` when empty."""
         if not self.count:
             return None
-        values = [float(v) for v in self._sketch.get_quantiles(list(qs))]
+        values = [float(v) for v in self._made().get_quantiles(list(qs))]
         for i, q in enumerate(qs):
             if q == 0.0:
                 values[i] = self._min
@@ -327,7 +352,9 @@ class MetricStats(_Accumulator):
 
     def to_bytes(self) -> bytes:
         values = (self.count, self.sum, self._min, self._max)
-        return _encode(self._TAG, self._HEADER, values, [self._sketch.serialize()])
+        sketch = self._sketch
+        blob = _empty_kll(self._k) if sketch is None else sketch.serialize()
+        return _encode(self._TAG, self._HEADER, values, [blob])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
@@ -339,6 +366,7 @@ class MetricStats(_Accumulator):
         if sketch.n != count:
             raise ValueError(f"corrupt MetricStats: count {count} but sketch has {sketch.n}")
         stats = cls.__new__(cls)
+        stats._k = int(sketch.k)
         stats._sketch = sketch
         stats.count = count
         stats.sum = total
