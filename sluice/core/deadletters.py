@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, Literal, NamedTuple, TypeVar
@@ -40,8 +40,10 @@ __all__ = [
     "MAX_RAW_BYTES",
     "BatchResult",
     "CappedDeadLetters",
+    "ColumnBatch",
     "Rejection",
     "count_by_reason",
+    "count_rejected",
     "dead_letter",
     "describe_validation_error",
     "is_blank",
@@ -81,6 +83,31 @@ class Rejection(NamedTuple):
     raw: bytes | str
 
 
+def count_rejected(dead_letters: Sequence[DeadLetter], suppressed: Mapping[ErrorType, int]) -> int:
+    """Rejected inputs of a batch: its dead letters (``too_many_errors`` summaries aside) and the
+    rejections over the cap that a summary counts."""
+    summaries = sum(1 for d in dead_letters if d.error_type is ErrorType.TOO_MANY_ERRORS)
+    return len(dead_letters) - summaries + sum(suppressed.values())
+
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnBatch(Generic[C]):
+    """What a columnar parse returns: ``BatchResult``'s content with the valid records as one
+    columns value (``len(columns) + rejected + skipped`` is the number of inputs)."""
+
+    columns: C
+    dead_letters: tuple[DeadLetter, ...] = ()
+    skipped: int = 0
+    suppressed: dict[ErrorType, int] = field(default_factory=dict)
+
+    @property
+    def rejected(self) -> int:
+        return count_rejected(self.dead_letters, self.suppressed)
+
+
 @dataclass(slots=True)
 class BatchResult(Generic[T]):
     """What a fallible stage returns for a batch: the good records and the dead letters.
@@ -101,8 +128,7 @@ class BatchResult(Generic[T]):
     @property
     def rejected(self) -> int:
         """Rejected inputs: the dead letters (summaries aside) and the suppressed rejections."""
-        summaries = sum(1 for d in self.dead_letters if d.error_type is ErrorType.TOO_MANY_ERRORS)
-        return len(self.dead_letters) - summaries + sum(self.suppressed.values())
+        return count_rejected(self.dead_letters, self.suppressed)
 
     def extend(self, other: BatchResult[T]) -> None:
         self.valid.extend(other.valid)

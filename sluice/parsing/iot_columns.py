@@ -43,14 +43,19 @@ import orjson
 
 from sluice.core.contracts import (
     DEFAULT_HORIZON,
-    ErrorType,
     GeoPoint,
     IotReading,
     Source,
     Stage,
     TimeHorizon,
 )
-from sluice.core.deadletters import MAX_DEAD_LETTERS, BatchResult, CappedDeadLetters, Rejection
+from sluice.core.deadletters import (
+    MAX_DEAD_LETTERS,
+    BatchResult,
+    CappedDeadLetters,
+    ColumnBatch,
+    Rejection,
+)
 from sluice.core.errors import RecordRejected
 from sluice.core.inputs import MAX_RECORD_BYTES
 from sluice.parsing.iot import (
@@ -198,20 +203,11 @@ class IotColumns:
 
 
 @dataclass(frozen=True, slots=True)
-class IotBatch:
+class IotBatch(ColumnBatch[IotColumns]):
     """What ``parse_iot_columns`` returns: ``BatchResult``'s content with the valid readings as
     columns. ``len(columns) + rejected + skipped`` is the number of readings in."""
 
-    columns: IotColumns
-    dead_letters: tuple[Any, ...] = ()
-    skipped: int = 0
-    suppressed: dict[ErrorType, int] = field(default_factory=dict)
     missing_metrics: int = 0
-
-    @property
-    def rejected(self) -> int:
-        summaries = sum(1 for d in self.dead_letters if d.error_type is ErrorType.TOO_MANY_ERRORS)
-        return len(self.dead_letters) - summaries + sum(self.suppressed.values())
 
     def to_result(self) -> BatchResult[IotReading]:
         """The same batch as ``parse_iot_batch``'s ``BatchResult`` (readings as models)."""

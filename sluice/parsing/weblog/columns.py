@@ -21,12 +21,18 @@ traffic (``sluice.transform.aggregate.aggregate_web_columns``) and the GeoIP loo
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sluice.core.contracts import DEFAULT_HORIZON, ErrorType, Source, Stage, TimeHorizon
-from sluice.core.deadletters import MAX_DEAD_LETTERS, BatchResult, CappedDeadLetters, Rejection
+from sluice.core.contracts import DEFAULT_HORIZON, Source, Stage, TimeHorizon
+from sluice.core.deadletters import (
+    MAX_DEAD_LETTERS,
+    BatchResult,
+    CappedDeadLetters,
+    ColumnBatch,
+    Rejection,
+)
 from sluice.parsing.weblog.bulk import ANALYTIC_FIELDS, plain_lines
 from sluice.parsing.weblog.parser import MAX_LINE_BYTES, STAGE, LogParser
 
@@ -51,20 +57,8 @@ class WebLogColumns:
         return len(self.status)
 
 
-@dataclass(frozen=True, slots=True)
-class WebLogBatch:
-    """What ``parse_weblog_columns`` returns: ``BatchResult``'s content with the valid lines as
-    columns. ``len(columns) + rejected + skipped`` is the number of lines in."""
-
-    columns: WebLogColumns
-    dead_letters: tuple[Any, ...] = ()
-    skipped: int = 0
-    suppressed: dict[ErrorType, int] = field(default_factory=dict)
-
-    @property
-    def rejected(self) -> int:
-        summaries = sum(1 for d in self.dead_letters if d.error_type is ErrorType.TOO_MANY_ERRORS)
-        return len(self.dead_letters) - summaries + sum(self.suppressed.values())
+WebLogBatch = ColumnBatch[WebLogColumns]
+"""What ``parse_weblog_columns`` returns: the valid lines as columns, and the dead letters and counts."""
 
 
 def parse_weblog_columns(
@@ -122,7 +116,7 @@ def parse_weblog_columns(
             columns = {name: [column[i] for i in rows] for name, column in columns.items()}
     result: BatchResult[Any] = BatchResult()
     letters.finish(result)
-    return WebLogBatch(
+    return ColumnBatch(
         WebLogColumns(**{name: tuple(column) for name, column in columns.items()}),
         tuple(result.dead_letters),
         skipped,
