@@ -3,7 +3,8 @@
 In: a batch of raw lines (bytes or str) and the validation context of the batch (``TimeHorizon``).
 Out: one outcome per line, in order (a ``WebAccessLog``, a ``Rejection`` or ``None`` for a blank
 line), exactly what ``LogParser.parse_raw`` gives for each line: the same records (values,
-``__dict__`` order, fields set) and the same rejections.
+``__dict__`` order, fields set) and the same rejections. ``BulkPlan.analytics`` stops before
+the records: the ``ANALYTIC_FIELDS`` of the lines as columns (``sluice.parsing.weblog.columns``).
 Dead letters: none of its own. A line the fast checks cannot vouch for goes through
 ``parse_raw``, so its dead letter keeps today's error type and reason.
 
