@@ -101,9 +101,16 @@ def main(argv: list[str] | None = None) -> int:
         folder = root / "flink"
         start = [sys.executable, "-m", "sluice", "flink", "cluster"]
         started = time.monotonic()
-        subprocess.run(
-            [*start, "start", "--flink_dir", str(folder)], check=True, stdout=subprocess.PIPE
-        )
+        begun = subprocess.run(
+            [*start, "start", "--flink_dir", str(folder)], capture_output=True, text=True,
+            check=False,
+        )  # fmt: skip
+        if begun.returncode != 0:  # its one-line reason, last, for make bench's table
+            # a half-started cluster (a TaskManager that never got ready) is stopped too
+            subprocess.run([*start, "stop", "--flink_dir", str(folder)], capture_output=True,
+                           check=False)  # fmt: skip
+            reason = (begun.stderr.strip().splitlines() or ["no message"])[-1]
+            raise SystemExit(f"the Flink cluster did not start: {reason}")
         cluster_start = time.monotonic() - started
         try:
             cluster = running_cluster(ClusterSettings(flink_dir=folder))
