@@ -21,7 +21,8 @@ bytes); a state is an int length + bytes.
 from __future__ import annotations
 
 import struct
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
 
 from sluice.core.errors import ConfigError
 from sluice.stream.kpl import deaggregate
@@ -38,6 +39,7 @@ __all__ = [
 
 JAVA_PACKAGE = "io.sluice.flink.ops"
 _INT = struct.Struct(">i")
+T = TypeVar("T")
 _RECORD_MIDDLE = struct.Struct(">id")  # sub-sequence, arrival
 
 
@@ -90,28 +92,32 @@ def _sized(view: memoryview, at: int) -> tuple[bytes, int]:
     return bytes(view[at + 4 : at + 4 + length]), at + 4 + length
 
 
-def read_records(frame: bytes) -> list[FramedRecord]:
-    """The records of a ``batch_records`` frame, in the order they were buffered."""
+def _items(frame: bytes, read: Callable[[memoryview, int], tuple[T, int]]) -> list[T]:
+    """The items of a count-prefixed frame, each read by ``read(view, at) -> (item, next at)``."""
     view = memoryview(frame)
     (count,) = _INT.unpack_from(view, 0)
     at, out = 4, []
     for _ in range(count):
-        sequence, at = _sized(view, at)
-        sub, arrival = _RECORD_MIDDLE.unpack_from(view, at)
-        data, at = _sized(view, at + _RECORD_MIDDLE.size)
-        out.append(FramedRecord(sequence.decode(), sub, arrival, data))
+        item, at = read(view, at)
+        out.append(item)
     return out
+
+
+def _record(view: memoryview, at: int) -> tuple[FramedRecord, int]:
+    sequence, at = _sized(view, at)
+    sub, arrival = _RECORD_MIDDLE.unpack_from(view, at)
+    data, at = _sized(view, at + _RECORD_MIDDLE.size)
+    return FramedRecord(sequence.decode(), sub, arrival, data), at
+
+
+def read_records(frame: bytes) -> list[FramedRecord]:
+    """The records of a ``batch_records`` frame, in the order they were buffered."""
+    return _items(frame, _record)
 
 
 def read_states(frame: bytes) -> list[bytes]:
     """The partial states of a ``close_windows`` frame."""
-    view = memoryview(frame)
-    (count,) = _INT.unpack_from(view, 0)
-    at, out = 4, []
-    for _ in range(count):
-        state, at = _sized(view, at)
-        out.append(state)
-    return out
+    return _items(frame, _sized)
 
 
 def batch_user_records(frame: bytes) -> list[InputRecord]:

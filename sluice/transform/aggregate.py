@@ -178,9 +178,7 @@ def _aggregate_metrics(
     windows = np.floor_divide(seconds, size_seconds)  # float floor, as ``ts // size`` was
     window_list, window_codes = np.unique(windows[rows], return_inverse=True)
     key = (device_codes[rows] * len(name_list) + name_codes) * len(window_list) + window_codes
-    order = np.argsort(key, kind="stable")
-    sorted_key = key[order]
-    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    order, starts = _sorted_groups(key)
     stats = MetricStats.from_groups(values[order], starts, k)
     first = order[starts]  # a value of each group, for its key
     # Keys in order of first appearance, as the one-by-one path inserted them.
@@ -197,11 +195,26 @@ def _aggregate_metrics(
     return dict(zip(keys, group_stats, strict=True))
 
 
-def _factorize(values: Sequence[str]) -> tuple[npt.NDArray[np.int64], list[str]]:
-    """Integer codes of ``values`` (in order of first appearance) and the distinct values."""
-    distinct = list(dict.fromkeys(values))
-    codes = {value: i for i, value in enumerate(distinct)}
-    return np.fromiter(map(codes.__getitem__, values), np.int64, len(values)), distinct
+def _sorted_groups(
+    codes: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The stable order that makes each code's rows contiguous (input order within a code), and
+    where each code's run starts in that order (codes ascending)."""
+    order = np.argsort(codes, kind="stable")
+    ordered = codes[order]
+    return order, np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+
+
+def _factorize(
+    values: Sequence[str | None], *, none_is_missing: bool = False
+) -> tuple[npt.NDArray[np.int64], list[str]]:
+    """Integer codes of ``values`` (in order of first appearance) and the distinct values; with
+    ``none_is_missing``, None is coded -1 and left out of the distinct values."""
+    distinct = [v for v in dict.fromkeys(values) if v is not None or not none_is_missing]
+    codes: dict[str | None, int] = {value: i for i, value in enumerate(distinct)}
+    if none_is_missing:
+        codes[None] = -1
+    return np.fromiter(map(codes.__getitem__, values), np.int64, len(values)), distinct  # type: ignore[return-value]
 
 
 class WebColumnsLike(Protocol):
@@ -314,8 +327,7 @@ def _aggregate_web(
     code = np.fromiter(map(groups.__getitem__, keys), np.int64, n)
     count = len(groups)
     requests = np.bincount(code, minlength=count).tolist()
-    order = np.argsort(code, kind="stable")
-    starts = np.flatnonzero(np.r_[True, code[order][1:] != code[order][:-1]])
+    order, starts = _sorted_groups(code)
     totals = _byte_sums(sent, code, order, starts, count)
     out_stats = [WebTrafficStats(k, lg_k) for _ in range(count)]
     for stats, requested, total in zip(out_stats, requests, totals, strict=True):
@@ -372,11 +384,9 @@ def _add_request_times(
         values, groups = values[keep], groups[keep]
         if not len(values):
             return
-    order = np.argsort(groups, kind="stable")
-    sorted_groups = groups[order]
-    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    order, starts = _sorted_groups(groups)
     stats = MetricStats.from_groups(values[order], starts, k)
-    for group, group_stats in zip(sorted_groups[starts].tolist(), stats, strict=True):
+    for group, group_stats in zip(groups[order[starts]].tolist(), stats, strict=True):
         out[group].request_time = group_stats
 
 
@@ -384,7 +394,7 @@ def _add_clients(
     out: list[WebTrafficStats], clients: Sequence[str | None], code: npt.NDArray[np.int64]
 ) -> None:
     """Each group's distinct client addresses into its HLL sketch, each once."""
-    codes, distinct = _factorize_present(clients)
+    codes, distinct = _factorize(clients, none_is_missing=True)
     if not distinct:
         return
     present = codes >= 0
@@ -394,14 +404,6 @@ def _add_clients(
     edges = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1], True]).tolist()
     for start, end, owner in zip(edges[:-1], edges[1:], owners[edges[:-1]].tolist(), strict=True):
         out[owner].unique_clients.add_many(names[start:end])
-
-
-def _factorize_present(values: Sequence[str | None]) -> tuple[npt.NDArray[np.int64], list[str]]:
-    """``_factorize`` with None coded -1 and left out of the distinct values."""
-    distinct = [v for v in dict.fromkeys(values) if v is not None]
-    codes: dict[str | None, int] = {value: i for i, value in enumerate(distinct)}
-    codes[None] = -1
-    return np.fromiter(map(codes.__getitem__, values), np.int64, len(values)), distinct
 
 
 class Mergeable(Protocol):
