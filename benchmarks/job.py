@@ -16,8 +16,8 @@ process until the stream is idle (a backlog drain), and reports:
 - then (unless ``--no-replay``) ``sluice replay`` over the job's raw archive into a fresh state
   folder (a backfill: the file path, no Kinesis): events/s, peak RSS, and latency from the
   replay's start (the file was there) to the commit that made each record queryable;
-- with ``--profile OUT``, a py-spy flame graph of the job (py-spy must be installed; it is a
-  measuring tool, not a dependency of the project).
+- with ``--profile OUT``, a py-spy flame graph of the job (collapsed stacks when ``OUT`` ends in
+  ``.txt``; py-spy must be installed; it is a measuring tool, not a dependency of the project).
 
 The fill: events get event times at ``--event-rate`` per second of event time, ending at each
 chunk's put (a stream that ran while the job was down), so a larger backlog is a longer stretch of
@@ -192,7 +192,9 @@ def run_job(env: dict[str, str], flags: list[str], profile: str | None) -> Child
     command = [sys.executable, "-m", "beam_jobs.run", *flags]
     if profile:
         spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-        command = [spy, "record", "--rate", "50", "--nonblocking", "-o", profile, "--", *command]
+        kind = ["--format", "raw"] if profile.endswith(".txt") else []  # collapsed stacks
+        command = [spy, "record", "--rate", "50", "--nonblocking", *kind, "-o", profile, "--",
+                   *command]  # fmt: skip
     return run_child(command, env)
 
 

@@ -196,6 +196,28 @@ def test_bulk_outcomes_equal_line_by_line(case: tuple[str, list[bytes | str]]) -
         _same(got, expected)
 
 
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches())
+def test_the_plain_regex_reads_a_plain_line_as_the_format_regex_does(
+    case: tuple[str, list[bytes | str]],
+) -> None:
+    """The bulk path's regex (escape loops compiled out) on a line without a backslash: the same
+    match or no match, and the same groups, as the format's own regex."""
+    spec, lines = case
+    parser = PARSERS[spec]
+    if parser._bulk is None:
+        return
+    assert parser._bulk.regex.pattern != parser._regex.pattern  # the plain form is in use
+    for raw in lines:
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        if "\\" in text:
+            continue
+        plain, full = parser._bulk.regex.match(text), parser._regex.match(text)
+        assert (plain is None) == (full is None), text
+        if plain is not None and full is not None:
+            assert plain.groups() == full.groups(), text
+
+
 @pytest.mark.parametrize("spec", ["auto", "combined", UPSTREAM_FORMAT])
 def test_a_realistic_batch_takes_the_bulk_path_and_matches(spec: str) -> None:
     """GIVEN plain lines of a bulk format, THEN they are records equal to the per-line ones, and

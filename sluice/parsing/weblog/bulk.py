@@ -18,7 +18,8 @@ JSON, ``escape=json``/``escape=none``, and formats with ``$request_uri``, ``$byt
 The fast checks, per batch: a line is bytes or str of printable ASCII without a backslash (so no
 escape to decode, no byte to replace, no control character in ``client_ip``) and within
 ``MAX_LINE_BYTES``; the batch is joined, decoded once and split again; each line is matched by the
-compiled regex; the groups are converted column by column (each distinct time string parsed and
+compiled regex in its plain form (``plain_regex``: the escape loops left out, which a line without a
+backslash never enters; about a fifth less time per match); the groups are converted column by column (each distinct time string parsed and
 checked against the horizon once per batch, numbers with ``int``/``float`` only where their text
 leaves pydantic no other reading: digits, 18 at most, or a plain decimal); the records are built
 from those values without a second validation. Anything else about a line (no match, a time out of
@@ -51,6 +52,7 @@ from sluice.parsing.weblog.formats import (
     TIME,
     UPSTREAM,
     CompiledFormat,
+    plain_regex,
 )
 from sluice.parsing.weblog.times import parse_time
 from sluice.parsing.weblog.values import address_list, split_request, upstream_list
@@ -248,7 +250,7 @@ class BulkPlan:
     """How the groups of one compiled regex become records, column by column."""
 
     def __init__(self, regex: re.Pattern[str], convert: Convert) -> None:
-        self.regex = regex
+        self.regex = plain_regex(regex)  # lines here hold no backslash (``plain_lines``)
         self._convert = convert
 
     def _slices(

@@ -25,6 +25,7 @@ __all__ = [
     "CompiledFormat",
     "JsonLeaf",
     "compile_format",
+    "plain_regex",
 ]
 
 Escape = Literal["default", "json", "none"]
@@ -93,6 +94,11 @@ _REQUEST_PATTERN = (
     rf"(?P<method>[A-Za-z][A-Za-z_-]*) (?P<path>{_PATH_CHARS})(?:\?(?P<query>{_PART_CHARS}))?"
     rf' (?P<protocol>HTTP/{_PART_CHARS})(?=")|{QUOTED}'
 )
+# The same sub-patterns for a line that holds no backslash (the bulk path's lines): every branch that
+# reads an escape pair needs a backslash, so on such a line these match the same text, group for
+# group, with less work per field (the escape loop's failed tries are left out).
+_PLAIN_OF = {QUOTED: '[^"]*', _PATH_CHARS: '[^ ?"]*', _PART_CHARS: '[^ "]*'}
+_ESCAPE_AWARE = re.compile("|".join(map(re.escape, _PLAIN_OF)))
 # Groups are named after the contract's fields, so ``groupdict()`` is most of a record already.
 AUTO = re.compile(
     r"(?P<client_ip>.*?) \S+ (?P<remote_user>\S+) \[(?P<event_time>[^[\]]{1,64})\] "
@@ -247,6 +253,15 @@ def _regex(pattern: list[str], log_format: str) -> re.Pattern[str]:
         return re.compile("".join(pattern), re.ASCII)
     except re.error as err:  # pragma: no cover - escape() makes this unreachable in practice
         raise LogFormatError(f"log format {log_format!r}: {err}") from err
+
+
+def plain_regex(regex: re.Pattern[str]) -> re.Pattern[str]:
+    """``regex`` for lines without a backslash: the same matches and groups on such a line, faster.
+
+    The escape-aware sub-patterns (``QUOTED`` and the request line's parts) become their
+    backslash-free forms. Nothing else in a compiled pattern can hold them: literals are
+    ``re.escape``d, so a ``[`` in one is always escaped."""
+    return re.compile(_ESCAPE_AWARE.sub(lambda m: _PLAIN_OF[m.group()], regex.pattern), regex.flags)
 
 
 def split_escape(spec: str) -> tuple[Escape, str]:
