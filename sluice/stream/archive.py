@@ -28,6 +28,7 @@ __all__ = [
     "ARCHIVE_PREFIX",
     "FirehoseOutcome",
     "archive_line",
+    "archive_lines",
     "arrival_hour",
     "firehose_records",
     "hour_folder",
@@ -58,6 +59,29 @@ def archive_line(shard_id: str, record: InputRecord) -> bytes:
     }
     # orjson writes what json.dumps(item, separators=(",", ":")) writes, several times faster.
     return orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def archive_lines(shard_id: str, records: Iterable[InputRecord]) -> bytes:
+    """The archive lines of one shard's records, joined: byte for byte ``archive_line`` of each.
+
+    Built per batch: the shard's JSON once, each distinct arrival's JSON once (a KPL aggregate's
+    records share one), each line by one bytes format (about half the time per record of
+    ``archive_line``). The fields hold no character to escape but the shard's and the arrival's,
+    which orjson writes as ``archive_line`` does; the sequence numbers are ints, written in digits."""
+    head = b'{"shard":' + orjson.dumps(shard_id) + b',"sequence":"'
+    encode = binascii.b2a_base64
+    arrivals: dict[float, bytes] = {}
+    lines = []
+    for record in records:
+        arrival = record.arrival
+        text = arrivals.get(arrival) if type(arrival) is float and arrival else None
+        if text is None:  # not a float, or 0.0 and -0.0 (equal keys, different JSON): not cached
+            text = orjson.dumps(arrival)
+            if type(arrival) is float and arrival:
+                arrivals[arrival] = text
+        lines.append(b'%b%d","sub":%d,"arrival":%b,"data":"%b"}\n' % (
+            head, record.sequence, record.sub_sequence, text, encode(record.data, newline=False)))  # fmt: skip
+    return b"".join(lines)
 
 
 def read_archive_file(content: bytes) -> list[tuple[str, InputRecord]]:

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from sluice.stream.archive import (
     archive_line,
+    archive_lines,
     arrival_hour,
     hour_folder,
     read_archive_file,
@@ -63,11 +64,15 @@ def encode_batch(shard_id: str, records: Sequence[InputRecord]) -> list[tuple[st
     hour folder never misses a record.
     """
     by_hour: dict[datetime, list[InputRecord]] = {}
+    hours: dict[float, datetime] = {}  # a KPL aggregate's records share their arrival
     for record in records:
-        by_hour.setdefault(arrival_hour(record.arrival), []).append(record)
+        hour = hours.get(record.arrival)
+        if hour is None:
+            hour = hours[record.arrival] = arrival_hour(record.arrival)
+        by_hour.setdefault(hour, []).append(record)
     files = []
     for hour, group in sorted(by_hour.items()):
-        lines = b"".join(archive_line(shard_id, r) for r in group)
+        lines = archive_lines(shard_id, group)
         name = f"{shard_id}-{group[0].sequence}-{group[-1].sequence}.jsonl.gz"
         # Level 1: a tenth of the CPU of gzip's default 9 for ~20% larger files (the local
         # archive only: Firehose compresses in production).

@@ -7,8 +7,10 @@ import gzip
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from sluice.stream.archive import archive_line, firehose_records, read_archive_file
+from sluice.stream.archive import archive_line, archive_lines, firehose_records, read_archive_file
 from sluice.stream.stages import InputRecord
 
 
@@ -78,4 +80,43 @@ def test_what_is_not_a_stream_record_is_kept_as_processing_failed() -> None:
     assert (
         orjson.loads(base64.b64decode(outcome.records[3]["data"]))["data"]
         == base64.b64encode(b"z").decode()
+    )
+
+
+arrivals = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 1_772_441_400.123, 1e16, 1e-7, 5e-324]),
+    st.integers(-(2**63), 2**63 - 1),
+)
+records = st.builds(
+    InputRecord,
+    st.integers(0, 2**200),
+    st.integers(0, 2**63 - 1),
+    arrivals,
+    st.binary(max_size=40),
+)
+
+
+@given(
+    st.text(max_size=12) | st.just("shardId-000000000001"),
+    st.lists(st.one_of(records, st.just(InputRecord(7, 0, 0.0, b"a"))), max_size=12),
+    st.data(),
+)
+def test_the_batch_lines_are_byte_for_byte_the_record_lines(
+    shard: str, batch: list[InputRecord], data: st.DataObject
+) -> None:
+    # records sharing an arrival (a KPL aggregate's), and arrivals equal as keys but written apart
+    if batch:
+        twin = data.draw(st.sampled_from(batch))
+        batch += [twin, InputRecord(twin.sequence, 1, -0.0, twin.data)]
+    assert archive_lines(shard, batch) == b"".join(archive_line(shard, r) for r in batch)
+    assert archive_lines(shard, []) == b""
+
+
+def test_arrivals_equal_as_keys_keep_their_own_json() -> None:
+    # 5 and 5.0, 0.0 and -0.0 are one dict key; archive_line writes each as orjson does
+    batch = [InputRecord(1, i, arrival, b"x") for i, arrival in enumerate((5, 5.0, 0.0, -0.0))]
+    assert archive_lines("s", batch) == b"".join(archive_line("s", r) for r in batch)
+    assert b'"arrival":5,' in archive_lines("s", batch) and b'"arrival":-0.0,' in archive_lines(
+        "s", batch
     )
