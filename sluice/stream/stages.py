@@ -403,6 +403,7 @@ def filter_batch(batch: JobBatch, filters: Mapping[Source, RecordFilter]) -> Job
 WINDOWED_SOURCES = (Source.IOT, Source.WEBLOG)
 LAST_STORABLE = datetime.max.replace(tzinfo=UTC)
 """The last instant a Python datetime, and so a table row built from one, can hold."""
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 def window_end(event_time: datetime, size_seconds: int) -> float:
@@ -421,6 +422,17 @@ def window_problem(event_time: datetime, size_seconds: int) -> str | None:
             f"{LAST_STORABLE.isoformat()}, the last time a table can hold"
         )
     return None
+
+
+def _surely_storable(size_seconds: int) -> tuple[datetime, datetime] | None:
+    """Event times from the first to the second of these have a storable window (``window_problem``
+    is None for them: a day of margin each side), so a batch checks most events by two comparisons;
+    None for a window size so large that no such range is worth computing."""
+    try:
+        margin = timedelta(seconds=size_seconds, days=1)
+        return _EARLIEST + margin, LAST_STORABLE - margin
+    except OverflowError:
+        return None
 
 
 def event_dead_letter(
@@ -465,15 +477,21 @@ def window_batch(
     """
     tally = _Tally()
     events = dict(batch.events)
+    low, high = _surely_storable(size_seconds) or (LAST_STORABLE, _EARLIEST)  # None: none is sure
     for source in WINDOWED_SOURCES:
         on_time: list[Event] = []
         for event in batch.events.get(source, ()):
-            problem = window_problem(event.record.event_time, size_seconds)
+            event_time = event.record.event_time
+            try:
+                sure = low <= event_time <= high
+            except TypeError:  # a naive time, which window_problem reads as UTC
+                sure = False
+            problem = None if sure else window_problem(event_time, size_seconds)
             if problem is not None:
                 tally.letter_event(event, event_dead_letter(
                     batch.shard_id, source, event, stage, ErrorType.INVALID_TIMESTAMP, problem))  # fmt: skip
                 continue
-            closes = window_end(event.record.event_time, size_seconds) + allowed_lateness_seconds
+            closes = window_end(event_time, size_seconds) + allowed_lateness_seconds
             if event.arrival <= closes or event.redrive_of is not None:
                 on_time.append(event)
                 continue
