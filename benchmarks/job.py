@@ -165,13 +165,15 @@ class RssSampler:
 
 @dataclass(frozen=True, slots=True)
 class ChildRun:
-    """A measured child process: wall seconds, peak RSS (bytes), exit code, RSS over time (MB)."""
+    """A measured child process: wall seconds, peak RSS (bytes), exit code, RSS over time (MB),
+    and the CPU seconds (user + system) of the child and the children it waited for."""
 
     started: float
     seconds: float
     peak_rss: int
     exit_code: int
     rss: list[tuple[float, int]]
+    cpu_seconds: float
 
 
 def run_child(command: Sequence[str], env: dict[str, str]) -> ChildRun:
@@ -184,7 +186,8 @@ def run_child(command: Sequence[str], env: dict[str, str]) -> ChildRun:
     seconds = time.perf_counter() - started
     child.returncode = os.waitstatus_to_exitcode(status)
     # ru_maxrss is in KiB on Linux; under py-spy it is the largest of py-spy's children (the job).
-    return ChildRun(started_at, seconds, usage.ru_maxrss * 1024, child.returncode, sampler.stop())
+    return ChildRun(started_at, seconds, usage.ru_maxrss * 1024, child.returncode, sampler.stop(),
+                    usage.ru_utime + usage.ru_stime)  # fmt: skip
 
 
 def run_job(env: dict[str, str], flags: list[str], profile: str | None) -> ChildRun:
@@ -192,8 +195,8 @@ def run_job(env: dict[str, str], flags: list[str], profile: str | None) -> Child
     command = [sys.executable, "-m", "beam_jobs.run", *flags]
     if profile:
         spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-        kind = ["--format", "raw"] if profile.endswith(".txt") else []  # collapsed stacks
-        command = [spy, "record", "--rate", "50", "--nonblocking", *kind, "-o", profile, "--",
+        kind = ["--format", "raw", "--threads"] if profile.endswith(".txt") else []  # collapsed
+        command = [spy, "record", "--rate", "200", "--nonblocking", *kind, "-o", profile, "--",
                    *command]  # fmt: skip
     return run_child(command, env)
 
@@ -247,6 +250,10 @@ def _figures(events: int, run: ChildRun, idle: float) -> dict[str, Any]:
         "events": events,
         "seconds": round(seconds, 2),
         "events_per_second": round(events / seconds),
+        # The whole run's CPU (start-up and the idle wait included): what the job itself costs,
+        # apart from the local endpoint's share of the machine.
+        "cpu_seconds": round(run.cpu_seconds, 2),
+        "events_per_cpu_second": round(events / run.cpu_seconds) if run.cpu_seconds else None,
         "peak_rss_mb": round(run.peak_rss / 2**20),
         "exit_code": run.exit_code,
         "rss_mb_over_time": run.rss[:: max(1, len(run.rss) // 200)],
@@ -328,7 +335,8 @@ def _line(label: str, figures: dict[str, Any]) -> str:
     latency = figures.get("latency") or {}
     return (
         f"{label}: {figures['events']} IoT events in {figures['seconds']:.1f} s = "
-        f"{figures['events_per_second']:,} events/s, peak RSS {figures['peak_rss_mb']:,} MB, "
+        f"{figures['events_per_second']:,} events/s ({figures['cpu_seconds']:.1f} CPU s), "
+        f"peak RSS {figures['peak_rss_mb']:,} MB, "
         f"latency p50 {latency.get('p50_seconds')} s p99 {latency.get('p99_seconds')} s "
         f"(exit {figures['exit_code']})"
     )

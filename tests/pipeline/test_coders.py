@@ -40,8 +40,8 @@ def geoip(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
 
 def test_a_source_batch_round_trips_exactly_and_is_not_pickled() -> None:
     batch = mixed_batch()
-    batch = replace(batch, records=(*batch.records, replace(batch.records[0], partition_key="k\ud800",
-                                                           data=b"\xff\x00")))  # fmt: skip
+    batch = replace(batch, records=(*batch.records, batch.records[0]._replace(partition_key="k\ud800",
+                                                                        data=b"\xff\x00")))  # fmt: skip
     coder = SourceBatchCoder()
     data = coder.encode(batch)
     assert data[:1] == b"\x01" and b"SourceBatch" not in data
@@ -92,7 +92,7 @@ def test_the_job_collections_use_these_coders() -> None:
 def test_correlation_ids_travel_with_their_events() -> None:
     decoded = decode_batch(SHARD, source_records(mixed_batch()), previous_sequence=7)
     events = {
-        source: tuple(replace(e, correlation_id=f"req-{i}") for i, e in enumerate(found))
+        source: tuple(e._replace(correlation_id=f"req-{i}") for i, e in enumerate(found))
         for source, found in decoded.events.items()
     }
     batch = replace(decoded, events=events)

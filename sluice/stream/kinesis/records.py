@@ -19,16 +19,16 @@ import email.utils
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sluice.stream.kpl import deaggregate
 
 __all__ = ["SourceBatch", "SourceRecord", "build_batch"]
 
 
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
-    """One user record as the producer wrote it, with where and when it landed in Kinesis."""
+class SourceRecord(NamedTuple):
+    """One user record as the producer wrote it, with where and when it landed in Kinesis (a
+    named tuple: immutable, and made faster than a frozen dataclass; one per record read)."""
 
     sequence_number: str
     """Sequence number of the Kinesis record carrying it (shared by a KPL aggregate's records)."""
