@@ -280,26 +280,30 @@ def _table(name: str, rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=TABLES[name].arrow_schema())
 
 
+def _columns(name: str, columns: dict[str, list[Any]]) -> pa.Table:
+    """A table from its columns: for IoT rows a quarter less time than ``_table``'s row dicts
+    (4.5 -> 3.5 us a row, measured). Not for web rows: 41 passes over a batch's records, one per
+    column, measured slower than one row dict per record."""
+    return pa.Table.from_pydict(columns, schema=TABLES[name].arrow_schema())
+
+
 def iot_rows(items: Iterable[Stamped]) -> pa.Table:
-    rows = []
-    for item in items:
-        r: IotReading = item.record
-        rows.append(
-            {
-                "event_id": item.event_id,
-                "device_id": r.device_id,
-                "event_time": r.event_time,
-                "ingest_time": item.ingest_time,
-                "metrics": r.metrics,
-                "attributes": r.attributes,
-                "lat": r.location.lat if r.location else None,
-                "lon": r.location.lon if r.location else None,
-                "message_id": r.message_id,
-                "flags": r.flags,
-                "correlation_id": item.correlation_id,
-            }
-        )
-    return _table("iot_readings", rows)
+    batch = items if isinstance(items, list) else list(items)
+    records: list[IotReading] = [item.record for item in batch]
+    locations = [r.location for r in records]
+    return _columns("iot_readings", {
+        "event_id": [item.event_id for item in batch],
+        "device_id": [r.device_id for r in records],
+        "event_time": [r.event_time for r in records],
+        "ingest_time": [item.ingest_time for item in batch],
+        "metrics": [r.metrics for r in records],
+        "attributes": [r.attributes for r in records],
+        "lat": [p.lat if p else None for p in locations],
+        "lon": [p.lon if p else None for p in locations],
+        "message_id": [r.message_id for r in records],
+        "flags": [r.flags for r in records],
+        "correlation_id": [item.correlation_id for item in batch],
+    })  # fmt: skip
 
 
 def web_rows(items: Iterable[Stamped]) -> pa.Table:
