@@ -26,7 +26,7 @@ import hashlib
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "DEFAULT_AGGREGATE_BYTES",
@@ -63,9 +63,9 @@ DEFAULT_AGGREGATE_BYTES = MAX_KINESIS_RECORD_BYTES - MAX_PARTITION_KEY_BYTES
 """Data bytes of one aggregate: whatever its partition key, data plus key fit in one record."""
 
 
-@dataclass(frozen=True, slots=True)
-class UserRecord:
-    """One record as the producer wrote it: its partition key and data."""
+class UserRecord(NamedTuple):
+    """One record as the producer wrote it: its partition key and data (a named tuple: immutable,
+    and made faster than a frozen dataclass; one per record put and per record read)."""
 
     partition_key: str
     data: bytes
