@@ -74,10 +74,13 @@ def archive_lines(shard_id: str, records: Iterable[InputRecord]) -> bytes:
     lines = []
     for record in records:
         arrival = record.arrival
-        text = arrivals.get(arrival) if type(arrival) is float and arrival else None
-        if text is None:  # not a float, or 0.0 and -0.0 (equal keys, different JSON): not cached
+        # Not cached: other types, and 0.0 and -0.0 (keys equal to 0 and to each other, each with
+        # its own JSON).
+        cached = type(arrival) is float and arrival
+        text = arrivals.get(arrival) if cached else None
+        if text is None:
             text = orjson.dumps(arrival)
-            if type(arrival) is float and arrival:
+            if cached:
                 arrivals[arrival] = text
         lines.append(b'%b%d","sub":%d,"arrival":%b,"data":"%b"}\n' % (
             head, record.sequence, record.sub_sequence, text, encode(record.data, newline=False)))  # fmt: skip

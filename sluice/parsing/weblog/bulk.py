@@ -19,12 +19,12 @@ The fast checks, per batch: a line is bytes or str of printable ASCII without a 
 escape to decode, no byte to replace, no control character in ``client_ip``) and within
 ``MAX_LINE_BYTES``; the batch is joined, decoded once and split again; each line is matched by the
 compiled regex in its plain form (``plain_regex``: the escape loops left out, which a line without a
-backslash never enters; about a fifth less time per match); the groups are converted column by column (each distinct time string parsed and
-checked against the horizon once per batch, numbers with ``int``/``float`` only where their text
-leaves pydantic no other reading: digits, 18 at most, or a plain decimal); the records are built
-from those values without a second validation. Anything else about a line (no match, a time out of
-the horizon, a huge number, ``auto``'s vhost and client-list heads or a third quoted field) sends
-that line alone to ``parse_raw``.
+backslash never enters; about a fifth less time per match); the groups are converted column by
+column (each distinct time string parsed and checked against the horizon once per batch, numbers
+with ``int``/``float`` only where their text leaves pydantic no other reading: digits, 18 at most,
+or a plain decimal); the records are built from those values without a second validation.
+Anything else about a line (no match, a time out of the horizon, a huge number, ``auto``'s vhost
+and client-list heads or a third quoted field) sends that line alone to ``parse_raw``.
 
 Why: the per-line path validates each record with pydantic after the regex already shaped its
 values; a batch lets each check run once per column and each distinct time string once. Python's
