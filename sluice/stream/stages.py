@@ -428,15 +428,15 @@ def window_problem(event_time: datetime, size_seconds: int) -> str | None:
     return None
 
 
-def _surely_storable(size_seconds: int) -> tuple[datetime, datetime] | None:
+def _surely_storable(size_seconds: int) -> tuple[datetime, datetime]:
     """Event times from the first to the second of these have a storable window (``window_problem``
     is None for them: a day of margin each side), so a batch checks most events by two comparisons;
-    None for a window size so large that no such range is worth computing."""
+    an empty range (first after second) for a window size too large to leave any such time."""
     try:
         margin = timedelta(seconds=size_seconds, days=1)
         return _EARLIEST + margin, LAST_STORABLE - margin
     except OverflowError:
-        return None
+        return LAST_STORABLE, _EARLIEST
 
 
 def event_dead_letter(
@@ -481,7 +481,7 @@ def window_batch(
     """
     tally = _Tally()
     events = dict(batch.events)
-    low, high = _surely_storable(size_seconds) or (LAST_STORABLE, _EARLIEST)  # None: none is sure
+    low, high = _surely_storable(size_seconds)
     for source in WINDOWED_SOURCES:
         on_time: list[Event] = []
         for event in batch.events.get(source, ()):
